@@ -1,0 +1,141 @@
+"""The tenants configuration file (`config/shopbotly.yaml`): models, loader and JSON Schema export.
+
+Errors name the file, the field path and what was expected, e.g.
+`config/shopbotly.yaml: tenants.demo.sources.shop.kind: expected one of 'shopify', ... (got 'shopfy')`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from shopbotly.common.config._base import ApiKey, Name, SecretRef, StrictModel
+from shopbotly.common.config._connections import AuthConfig, ConnectionConfig, RateLimitConfig
+from shopbotly.common.config._mapping import CommandTemplate, MappingConfig, RuleConfig
+from shopbotly.common.config._readside import BotWebhookConfig, OrderApiConfig
+from shopbotly.common.config._sources import GenericHmac, SourceConfig, SourceKind
+from shopbotly.common.errors import ConfigError
+
+__all__ = [
+    "ApiKey",
+    "AuthConfig",
+    "BotWebhookConfig",
+    "CommandTemplate",
+    "ConfigError",
+    "ConnectionConfig",
+    "GenericHmac",
+    "MappingConfig",
+    "OrderApiConfig",
+    "RateLimitConfig",
+    "RuleConfig",
+    "SecretRef",
+    "ShopbotlyConfig",
+    "SourceConfig",
+    "SourceKind",
+    "TenantConfig",
+    "json_schema",
+    "load_config",
+    "parse_config",
+]
+
+
+class TenantConfig(StrictModel):
+    display_name: str | None = None
+    api_keys: list[ApiKey] = Field(default_factory=list)
+    sources: dict[Name, SourceConfig] = Field(default_factory=dict)
+    mapping: MappingConfig = Field(default_factory=MappingConfig)
+    connections: dict[Name, ConnectionConfig] = Field(default_factory=dict)
+    order_api: OrderApiConfig | None = None
+    bot_webhook: BotWebhookConfig | None = None
+
+    @model_validator(mode="after")
+    def _references_resolve(self) -> TenantConfig:
+        known = set(self.connections)
+        refs: list[tuple[str, str | None]] = [("mapping.default_connection", self.mapping.default_connection)]
+        for i, rule in enumerate(self.mapping.rules):
+            refs.append((f"mapping.rules.{i}.connection", rule.connection))
+            for j, cmd in enumerate(rule.commands):
+                refs.append((f"mapping.rules.{i}.commands.{j}.connection", cmd.connection))
+        for path, name in refs:
+            if name is not None and name not in known:
+                raise ValueError(
+                    f"{path}: connection {name!r} is not defined (defined: {sorted(known) or 'none'})"
+                )
+        ids = [r.id for r in self.mapping.rules]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"mapping.rules: rule ids must be unique, repeated: {dupes}")
+        return self
+
+    def api_key_for(self, presented: str) -> ApiKey | None:
+        return next((k for k in self.api_keys if k.matches(presented)), None)
+
+
+class ShopbotlyConfig(StrictModel):
+    version: Annotated[int, Field(ge=1, le=1)] = 1
+    tenants: dict[Name, TenantConfig] = Field(default_factory=dict)
+
+    def tenant_for_api_key(self, presented: str) -> tuple[str, TenantConfig] | None:
+        """The tenant owning a bearer key. Every tenant is checked, so timing does not reveal which matched."""
+        found: tuple[str, TenantConfig] | None = None
+        for name, tenant in self.tenants.items():
+            if tenant.api_key_for(presented) is not None and found is None:
+                found = (name, tenant)
+        return found
+
+
+_SECRETISH = re.compile(r"(secret|token|password|private_key)", re.I)
+
+
+def _format_errors(origin: str, exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        path = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        got = err.get("input")
+        # Never echo what may be a secret: anything under a secret-like key is left out.
+        secretish = _SECRETISH.search(path) is not None or "secret" in msg
+        shown = "" if secretish or isinstance(got, dict | list) or got is None else f" (got {got!r})"
+        lines.append(f"{origin}: {path}: {msg}{shown}")
+    return "\n".join(lines)
+
+
+def parse_config(data: Any, *, origin: str = "<config>") -> ShopbotlyConfig:
+    try:
+        return ShopbotlyConfig.model_validate(data if data is not None else {})
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(origin, exc)) from None
+
+
+def load_config(path: str | Path) -> ShopbotlyConfig:
+    """Read and validate the YAML config; ConfigError names the file, field path and expectation."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}: {where}invalid YAML: {problem}") from None
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(
+            f"{path}: (top level): expected a mapping with `tenants`, got {type(data).__name__}"
+        )
+    return parse_config(data, origin=str(path))
+
+
+def json_schema() -> str:
+    """JSON Schema of the config file, for editors (yaml-language-server) and CI."""
+    schema = ShopbotlyConfig.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "ShopBotly configuration"
+    return json.dumps(schema, indent=2, sort_keys=True) + "\n"

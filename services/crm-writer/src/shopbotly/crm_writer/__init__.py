@@ -1,0 +1,1 @@
+"""ShopBotly crm-writer: applies CRM commands once, in order, within the CRM's limits."""

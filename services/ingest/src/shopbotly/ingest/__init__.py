@@ -1,0 +1,1 @@
+"""ShopBotly ingest: verified, durable webhook intake and the Sync Lead API."""

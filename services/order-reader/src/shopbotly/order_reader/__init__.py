@@ -1,0 +1,1 @@
+"""ShopBotly order-reader: millisecond order and ticket lookups from a materialized table."""

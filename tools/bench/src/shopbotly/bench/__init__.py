@@ -1,0 +1,1 @@
+"""make bench: benchmarks measured as ratios against baselines run side by side."""

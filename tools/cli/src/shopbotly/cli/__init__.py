@@ -1,0 +1,1 @@
+"""The shopbotly operator CLI."""

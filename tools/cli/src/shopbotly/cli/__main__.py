@@ -1,0 +1,3 @@
+from shopbotly.cli.app import main
+
+main()

@@ -1,0 +1,20 @@
+"""`shopbotly`: the operator CLI. Each command group lives in its own module and is registered here."""
+
+from __future__ import annotations
+
+import typer
+
+from shopbotly.cli import config_cmd, topics_cmd
+
+app = typer.Typer(
+    name="shopbotly",
+    help="Operate ShopBotly: check config, manage topics, dry-run mappings, replay and redrive.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(config_cmd.app, name="config")
+app.add_typer(topics_cmd.app, name="topics")
+
+
+def main() -> None:
+    app()
