@@ -81,7 +81,7 @@ class ShopbotlyConfig(StrictModel):
     tenants: dict[Name, TenantConfig] = Field(default_factory=dict)
 
     def tenant_for_api_key(self, presented: str) -> tuple[str, TenantConfig] | None:
-        """The tenant owning a bearer key. Every tenant is checked, so timing does not reveal which matched."""
+        """The tenant owning a bearer key; every tenant is checked so timing does not tell which matched."""
         found: tuple[str, TenantConfig] | None = None
         for name, tenant in self.tenants.items():
             if tenant.api_key_for(presented) is not None and found is None:
