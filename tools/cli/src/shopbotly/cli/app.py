@@ -5,6 +5,9 @@ from __future__ import annotations
 import typer
 
 from shopbotly.cli import config_cmd, topics_cmd
+from shopbotly.cli.dlq_cmd import app as dlq_app
+from shopbotly.cli.ledger_cmd import app as ledger_app
+from shopbotly.cli.replay_cmd import replay
 
 app = typer.Typer(
     name="shopbotly",
@@ -14,6 +17,9 @@ app = typer.Typer(
 )
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(topics_cmd.app, name="topics")
+app.command("replay")(replay)
+app.add_typer(dlq_app, name="dlq")
+app.add_typer(ledger_app, name="ledger")
 
 
 def main() -> None:
