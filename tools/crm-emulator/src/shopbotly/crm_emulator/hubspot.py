@@ -1,0 +1,251 @@
+"""HubSpot CRM v3 routes: contacts (batch upsert, batch read, create, update, get), notes and tickets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from shopbotly.crm_emulator.deps import RuntimeDep, read_json
+from shopbotly.crm_emulator.domain import StoredObject, System, normalize_email
+from shopbotly.crm_emulator.hubspot_rules import (
+    RequestRejected,
+    batch_response,
+    object_json,
+    parse_batch_read,
+    parse_batch_upsert,
+    parse_contact_create,
+    parse_engagement,
+    parse_ticket_update,
+)
+from shopbotly.crm_emulator.runtime import Runtime
+from shopbotly.crm_emulator.shapes import hubspot_error
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/crm/v3/objects", tags=["hubspot"])
+
+_DEFAULT_CONTACT_PROPERTIES = ("email", "firstname", "lastname")
+_ASSOCIATION_LABEL = {"tickets": "ticket_to_contact", "notes": "note_to_contact"}
+
+
+async def _body(request: Request) -> Any:
+    body, error = await read_json(request)
+    if error is not None:
+        raise RequestRejected(400, hubspot_error(f"Invalid input JSON: {error}", "VALIDATION_ERROR"))
+    return body
+
+
+def _object_type(name: str) -> str:
+    if name not in ("contacts", "tickets", "notes"):
+        raise RequestRejected(
+            400, hubspot_error(f"Unable to infer object type from: {name}", "VALIDATION_ERROR")
+        )
+    return name
+
+
+def _not_found() -> JSONResponse:
+    return JSONResponse(hubspot_error("resource not found", "OBJECT_NOT_FOUND"), 404)
+
+
+def _find(rt: Runtime, object_type: str, object_id: str, id_property: str | None) -> StoredObject | None:
+    if object_type == "contacts" and id_property == "email":
+        found = rt.store.by_identity(System.HUBSPOT, "contacts", normalize_email(object_id))
+        return found[0] if found else None
+    return rt.store.get(System.HUBSPOT, object_type, object_id)
+
+
+@router.post("/contacts/batch/upsert")
+async def batch_upsert_contacts(request: Request, rt: RuntimeDep) -> JSONResponse:
+    body = await _body(request)
+    started = rt.clock()
+    inputs, errors = parse_batch_upsert(body, rt.hubspot_schema, rt.settings.hubspot_batch_limit)
+    outcomes = await run_in_threadpool(rt.store.hubspot_upsert, inputs, started)
+    results = [object_json(o.object, new=o.created, trace_id=o.input.trace_id) for o in outcomes]
+    for o in outcomes:
+        rt.webhooks.emit("contact", o.object.object_id, created=o.created, changes=o.changes)
+    status, payload = batch_response(results, errors, started, rt.clock())
+    return JSONResponse(payload, status)
+
+
+@router.post("/contacts/batch/read")
+async def batch_read_contacts(request: Request, rt: RuntimeDep) -> JSONResponse:
+    body = await _body(request)
+    started = rt.clock()
+    id_property, ids, properties = parse_batch_read(body, rt.settings.hubspot_batch_limit)
+
+    def read() -> tuple[list[StoredObject], list[str]]:
+        found, missing = [], []
+        for object_id in ids:
+            obj = _find(rt, "contacts", object_id, id_property)
+            if obj is None:
+                missing.append(object_id)
+            else:
+                found.append(obj)
+        return found, missing
+
+    found, missing = await run_in_threadpool(read)
+    results = [object_json(o, properties or _DEFAULT_CONTACT_PROPERTIES) for o in found]
+    errors = []
+    if missing:
+        error = hubspot_error(
+            "Could not get some CONTACT objects, they may be deleted or not exist. Check that ids are valid.",
+            "OBJECT_NOT_FOUND",
+            context={"ids": missing},
+            errors=[],
+        )
+        del error["correlationId"]
+        errors.append(error)
+    status, payload = batch_response(results, errors, started, rt.clock())
+    return JSONResponse(payload, status)
+
+
+@router.get("/{object_type}/{object_id}")
+async def get_object(
+    object_type: str,
+    object_id: str,
+    rt: RuntimeDep,
+    idProperty: str | None = None,
+    properties: str | None = None,
+    associations: str | None = None,
+) -> JSONResponse:
+    kind = _object_type(object_type)
+    obj = await run_in_threadpool(_find, rt, kind, object_id, idProperty)
+    if obj is None:
+        return _not_found()
+    requested = [p for p in properties.split(",") if p] if properties else None
+    if requested is None and kind == "contacts":
+        requested = list(_DEFAULT_CONTACT_PROPERTIES)
+    out = object_json(obj, requested)
+    if associations and "contacts" in associations.split(",") and kind in _ASSOCIATION_LABEL:
+        label = _ASSOCIATION_LABEL[kind]
+        out["associations"] = {"contacts": {"results": [{"id": i, "type": label} for i in obj.associations]}}
+    return JSONResponse(out)
+
+
+@router.post("/contacts", status_code=201)
+async def create_contact(request: Request, rt: RuntimeDep) -> JSONResponse:
+    properties = parse_contact_create(await _body(request), rt.hubspot_schema)
+    created, existing = await run_in_threadpool(rt.store.hubspot_create_contact, properties, rt.clock())
+    if existing is not None:
+        return JSONResponse(
+            hubspot_error(f"Contact already exists. Existing ID: {existing.object_id}", "CONFLICT"), 409
+        )
+    assert created is not None
+    rt.webhooks.emit("contact", created.object_id, created=True)
+    return JSONResponse(object_json(created), 201)
+
+
+@router.patch("/contacts/{object_id}")
+async def update_contact(
+    object_id: str,
+    request: Request,
+    rt: RuntimeDep,
+    idProperty: str | None = None,
+) -> JSONResponse:
+    incoming = parse_contact_create(await _body(request), rt.hubspot_schema)
+    obj = await run_in_threadpool(_find, rt, "contacts", object_id, idProperty)
+    if obj is None:
+        return _not_found()
+    if incoming.get("email") and incoming["email"] != obj.identity:
+        raise RequestRejected(
+            400,
+            hubspot_error("Changing a contact's e-mail is not supported by the emulator", "VALIDATION_ERROR"),
+        )
+    result = await run_in_threadpool(
+        rt.store.update_object, System.HUBSPOT, "contacts", obj.object_id, incoming, rt.clock()
+    )
+    if result is None:
+        return _not_found()
+    updated, changes = result
+    rt.webhooks.emit("contact", updated.object_id, changes=changes)
+    return JSONResponse(object_json(updated))
+
+
+def _check_parents(missing: list[str]) -> None:
+    if missing:
+        raise RequestRejected(
+            400,
+            hubspot_error(
+                f"Could not find CONTACT objects with ids {missing} to associate", "VALIDATION_ERROR"
+            ),
+        )
+
+
+@router.post("/{object_type}", status_code=201)
+async def create_engagement(object_type: str, request: Request, rt: RuntimeDep) -> JSONResponse:
+    # `contacts` never reaches here: POST /contacts is routed to create_contact, declared first.
+    kind = _object_type(object_type)
+    item = parse_engagement(kind, await _body(request), [rt.settings.hubspot_reply_property])
+    created, missing = await run_in_threadpool(
+        rt.store.create_engagements,
+        System.HUBSPOT,
+        kind,
+        "contacts",
+        [(item.properties, item.contact_ids)],
+        rt.clock(),
+    )
+    _check_parents(missing)
+    if kind == "tickets":
+        rt.webhooks.emit("ticket", created[0].object_id, created=True)
+    return JSONResponse(object_json(created[0]), 201)
+
+
+@router.post("/{object_type}/batch/create", status_code=201)
+async def batch_create_engagements(object_type: str, request: Request, rt: RuntimeDep) -> JSONResponse:
+    kind = _object_type(object_type)
+    if kind == "contacts":
+        raise RequestRejected(
+            400, hubspot_error("the emulator creates contacts by batch upsert only", "VALIDATION_ERROR")
+        )
+    body = await _body(request)
+    started = rt.clock()
+    inputs = body.get("inputs") if isinstance(body, dict) else None
+    if not isinstance(inputs, list):
+        raise RequestRejected(
+            400, hubspot_error("Invalid input JSON: 'inputs' must be an array", "VALIDATION_ERROR")
+        )
+    limit = rt.settings.hubspot_batch_limit
+    if len(inputs) > limit:
+        raise RequestRejected(
+            400,
+            hubspot_error(
+                f"The maximum number of inputs supported in a batch request is {limit}. "
+                "Please reduce the number of items and try again",
+                "VALIDATION_ERROR",
+            ),
+        )
+    items = [parse_engagement(kind, i, [rt.settings.hubspot_reply_property]) for i in inputs]
+    created, missing = await run_in_threadpool(
+        rt.store.create_engagements,
+        System.HUBSPOT,
+        kind,
+        "contacts",
+        [(i.properties, i.contact_ids) for i in items],
+        started,
+    )
+    _check_parents(missing)
+    if kind == "tickets":
+        for obj in created:
+            rt.webhooks.emit("ticket", obj.object_id, created=True)
+    _, payload = batch_response([object_json(o) for o in created], [], started, rt.clock())
+    return JSONResponse(payload, 201)
+
+
+@router.patch("/tickets/{ticket_id}")
+async def update_ticket(ticket_id: str, request: Request, rt: RuntimeDep) -> JSONResponse:
+    body = await _body(request)
+    current = await run_in_threadpool(rt.store.get, System.HUBSPOT, "tickets", ticket_id)
+    if current is None:
+        return _not_found()
+    incoming = parse_ticket_update(body, current.properties, [rt.settings.hubspot_reply_property])
+    result = await run_in_threadpool(
+        rt.store.update_object, System.HUBSPOT, "tickets", ticket_id, incoming, rt.clock()
+    )
+    if result is None:
+        return _not_found()
+    updated, changes = result
+    rt.webhooks.emit("ticket", ticket_id, changes=changes)
+    return JSONResponse(object_json(updated))

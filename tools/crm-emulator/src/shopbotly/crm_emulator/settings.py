@@ -1,0 +1,158 @@
+"""Emulator settings: `SHOPBOTLY_EMULATOR_*` environment variables (lists and objects as JSON).
+
+Secrets (accepted tokens, client secrets, public keys) are either literal values — the emulator is a
+test double and its defaults are public — or `{"env": NAME}` / `{"file": PATH}` references resolved
+with the shared `SecretRef`, so the emulator and crm-writer can read the same secret.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Self
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shopbotly.common.config import SecretRef
+
+__all__ = ["EmulatorSettings", "OAuthClient", "Secret", "WebhookSettings", "reveal"]
+
+Secret = str | SecretRef
+
+
+def _secrets(*values: str) -> list[Secret]:
+    return list(values)
+
+
+def reveal(secret: Secret) -> str:
+    return secret if isinstance(secret, str) else secret.resolve()
+
+
+class OAuthClient(BaseModel):
+    """A connected app: client credentials, and for Salesforce's JWT bearer flow a PEM public key."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    client_id: str
+    client_secret: Secret | None = None
+    jwt_public_key: Secret | None = None
+    # JWT `sub` values (usernames) pre-approved for this app; None accepts any.
+    usernames: list[str] | None = None
+
+
+class WebhookSettings(BaseModel):
+    """Where and how the emulator sends HubSpot-style webhooks. Changeable at run time by the admin API."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str | None = None
+    # Public defaults: the emulator is a test double; real secrets come as {"env": ...} references.
+    client_secret: Secret = "emulator-hubspot-client-secret"  # noqa: S105
+    batch_window_ms: int = Field(default=100, ge=0, le=60_000)
+    max_batch_size: int = Field(default=100, ge=1, le=100)
+    max_attempts: int = Field(default=10, ge=1, le=50)
+    retry_initial_ms: int = Field(default=1_000, ge=1)
+    retry_max_ms: int = Field(default=60_000, ge=1)
+    timeout_ms: int = Field(default=5_000, ge=1)
+    max_concurrency: int = Field(default=10, ge=1, le=100)
+    app_id: int = 54321
+    # (subscription type, property name) pairs; property names only for propertyChange types.
+    subscriptions: list[tuple[str, str | None]] = Field(
+        default_factory=lambda: [
+            ("ticket.creation", None),
+            ("ticket.propertyChange", "hs_pipeline_stage"),
+            ("ticket.propertyChange", "content"),
+            ("ticket.propertyChange", "hs_ticket_priority"),
+            ("ticket.propertyChange", "shopbotly_last_reply"),
+            ("contact.propertyChange", "lifecyclestage"),
+            ("contact.propertyChange", "hs_lead_status"),
+        ]
+    )
+
+
+class EmulatorSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SHOPBOTLY_EMULATOR_",
+        env_nested_delimiter="__",
+        extra="ignore",
+        frozen=True,
+        populate_by_name=True,
+    )
+
+    environment: Literal["development", "test", "production"] = Field(
+        default="development",
+        validation_alias=AliasChoices("SHOPBOTLY_EMULATOR_ENVIRONMENT", "SHOPBOTLY_ENVIRONMENT"),
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(default=8090, ge=0, le=65535)
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", validation_alias=AliasChoices("SHOPBOTLY_EMULATOR_LOG_LEVEL", "SHOPBOTLY_LOG_LEVEL")
+    )
+    log_format: Literal["json", "console"] = Field(
+        default="json", validation_alias=AliasChoices("SHOPBOTLY_EMULATOR_LOG_FORMAT", "SHOPBOTLY_LOG_FORMAT")
+    )
+    # SQLite file; else `<SHOPBOTLY_DATA_DIR>/crm-emulator.sqlite3`; else in memory.
+    db_path: Path | None = None
+    data_dir: Path | None = Field(default=None, validation_alias=AliasChoices("SHOPBOTLY_DATA_DIR"))
+    # Seed of the fault injector's random numbers, for reproducible error rates.
+    seed: int | None = None
+    # When set, the admin API (`/_emulator/*`) wants `Authorization: Bearer <admin_token>`.
+    admin_token: Secret | None = None
+
+    hubspot_tokens: list[Secret] = Field(default_factory=lambda: _secrets("emulator-hubspot-token"))
+    hubspot_portal_id: int = 62515
+    hubspot_rate_limit_max: int | None = Field(default=100, ge=1)
+    hubspot_rate_limit_interval_ms: int = Field(default=10_000, ge=1)
+    hubspot_daily_limit: int | None = Field(default=250_000, ge=1)
+    hubspot_batch_limit: int = Field(default=100, ge=1)
+    hubspot_tag_property: str = "shopbotly_tags"
+    hubspot_strict_properties: bool = True
+    # Custom contact properties that exist in the emulated account (fnmatch patterns).
+    hubspot_custom_properties: list[str] = Field(default_factory=lambda: ["shopbotly_*"])
+    # Where an agent reply is written on a ticket (a custom ticket property).
+    hubspot_reply_property: str = "shopbotly_last_reply"
+
+    salesforce_clients: list[OAuthClient] = Field(
+        default_factory=lambda: [
+            OAuthClient(client_id="emulator-sf-client", client_secret="emulator-sf-secret")  # noqa: S106
+        ]
+    )
+    salesforce_token_lifetime_s: float = Field(default=7200.0, gt=0)
+    salesforce_daily_limit: int = Field(default=15_000, ge=1)
+    salesforce_batch_limit: int = Field(default=200, ge=1)
+    # External-id fields per sObject; unset → any custom field (`__c`) may be used as one.
+    salesforce_external_id_fields: dict[str, list[str]] = Field(default_factory=dict)
+    # Fields with a unique constraint per sObject: a second record with the value fails DUPLICATE_VALUE.
+    salesforce_unique_fields: dict[str, list[str]] = Field(default_factory=dict)
+    # Multi-picklist field shown as the record's tags in the admin state.
+    salesforce_tag_field: str = "ShopBotly_Tags__c"
+    # JWT `aud` values accepted besides the emulator's own base URL.
+    salesforce_audiences: list[str] = Field(
+        default_factory=lambda: ["https://login.salesforce.com", "https://test.salesforce.com"]
+    )
+
+    generic_tokens: list[Secret] = Field(default_factory=lambda: _secrets("emulator-generic-token"))
+    generic_api_keys: list[Secret] = Field(default_factory=list)
+    generic_clients: list[OAuthClient] = Field(
+        default_factory=lambda: [
+            OAuthClient(client_id="emulator-generic-client", client_secret="emulator-generic-secret")  # noqa: S106
+        ]
+    )
+    generic_token_lifetime_s: float = Field(default=3600.0, gt=0)
+    generic_rate_limit_max: int | None = Field(default=100, ge=1)
+    generic_rate_limit_interval_ms: int = Field(default=10_000, ge=1)
+
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+
+    @model_validator(mode="after")
+    def _not_in_production(self) -> Self:
+        if self.environment == "production":
+            raise ValueError("the CRM emulator is a test double and refuses SHOPBOTLY_ENVIRONMENT=production")
+        return self
+
+    def database(self) -> str:
+        if self.db_path is not None:
+            return str(self.db_path)
+        if self.data_dir is not None:
+            return str(self.data_dir / "crm-emulator.sqlite3")
+        return ":memory:"

@@ -1,0 +1,200 @@
+"""Outbound HubSpot-style webhooks to a real local receiver: signatures, batching, retries, timeouts."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+
+from shopbotly.common.signatures import verify_webhook
+from shopbotly.crm_emulator.signatures import hubspot_signature_v1
+
+from .conftest import HUBSPOT, Emulator, Received, Receiver
+
+pytestmark = pytest.mark.component
+
+SECRET = "test-client-secret"
+ASSOC = {"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 16}
+
+
+async def configure(emu: Emulator, receiver: Receiver, **extra: Any) -> None:
+    settings = {
+        "url": receiver.url,
+        "client_secret": SECRET,
+        "batch_window_ms": 20,
+        "retry_initial_ms": 20,
+        **extra,
+    }
+    response = await emu.client.post("/_emulator/webhooks", json=settings)
+    assert response.status_code == 200, response.text
+    assert response.json()["config"]["client_secret"] == "***"
+
+
+async def new_ticket(emu: Emulator, subject: str = "Where is my order?") -> str:
+    contact = await emu.client.post(
+        "/crm/v3/objects/contacts/batch/upsert",
+        headers=HUBSPOT,
+        json={"inputs": [{"id": "buyer@example.com", "idProperty": "email", "properties": {}}]},
+    )
+    contact_id = contact.json()["results"][0]["id"]
+    ticket = await emu.client.post(
+        "/crm/v3/objects/tickets",
+        headers=HUBSPOT,
+        json={
+            "properties": {
+                "subject": subject,
+                "content": "Order #1001",
+                "hs_pipeline": "0",
+                "hs_pipeline_stage": "1",
+            },
+            "associations": [{"to": {"id": contact_id}, "types": [ASSOC]}],
+        },
+    )
+    assert ticket.status_code == 201, ticket.text
+    ticket_id: str = ticket.json()["id"]
+    return ticket_id
+
+
+def verified(request: Received) -> list[dict[str, Any]]:
+    """Check both signatures as ingest would, and return the parsed event array."""
+    headers = request.headers
+    assert headers["content-type"] == "application/json"
+    verify_webhook(
+        "hubspot", [SECRET], headers, request.body, now=time.time(), method=request.method, url=request.url
+    )
+    assert headers["x-hubspot-signature-version"] == "v1"
+    assert headers["x-hubspot-signature"] == hubspot_signature_v1(SECRET, request.body)
+    events: list[dict[str, Any]] = json.loads(request.body)
+    return events
+
+
+async def flush(emu: Emulator) -> dict[str, Any]:
+    response = await emu.client.post("/_emulator/webhooks/flush", params={"timeout_s": 10})
+    body: dict[str, Any] = response.json()
+    assert body["drained"] is True
+    return body
+
+
+async def test_ticket_loop_creation_reply_and_close(emulator: Emulator, receiver: Receiver) -> None:
+    await configure(emulator, receiver)
+    ticket_id = await new_ticket(emulator)
+    await flush(emulator)
+    (delivery,) = receiver.received
+    (created,) = verified(delivery)
+    assert created["subscriptionType"] == "ticket.creation"
+    assert created["objectId"] == int(ticket_id) and created["changeFlag"] == "NEW"
+    assert created["portalId"] == 62515 and created["appId"] == 54321 and created["attemptNumber"] == 0
+    assert {"eventId", "subscriptionId", "occurredAt", "changeSource"} <= set(created)
+
+    reply = await emulator.client.post(
+        f"/_emulator/tickets/{ticket_id}",
+        json={"reply": {"text": "It ships tomorrow."}, "hs_pipeline_stage": "3"},
+    )
+    assert reply.status_code == 200, reply.text
+    await flush(emulator)
+    events = verified(receiver.received[1])
+    by_property = {e["propertyName"]: e for e in events}
+    assert set(by_property) == {"hs_pipeline_stage", "shopbotly_last_reply"}
+    assert by_property["shopbotly_last_reply"]["propertyValue"] == "It ships tomorrow."
+    assert by_property["hs_pipeline_stage"]["propertyValue"] == "3"
+    assert all(
+        e["subscriptionType"] == "ticket.propertyChange" and e["changeSource"] == "CRM_UI" for e in events
+    )
+    assert sorted(reply.json()["event_ids"]) == sorted(e["eventId"] for e in events)
+
+    await emulator.client.post(f"/_emulator/tickets/{ticket_id}", json={"hs_pipeline_stage": "4"})
+    await flush(emulator)
+    (closed,) = verified(receiver.received[2])
+    assert (closed["propertyName"], closed["propertyValue"]) == ("hs_pipeline_stage", "4")
+
+    ticket = (await emulator.state())["tickets"]["hubspot"][0]
+    assert ticket["properties"]["hs_pipeline_stage"] == "4"
+    assert [r["text"] for r in ticket["replies"]] == ["It ships tomorrow."]
+
+
+async def test_contact_property_change_is_delivered(emulator: Emulator, receiver: Receiver) -> None:
+    await configure(emulator, receiver)
+    await emulator.client.post(
+        "/crm/v3/objects/contacts/batch/upsert",
+        headers=HUBSPOT,
+        json={
+            "inputs": [
+                {"id": "c@example.com", "idProperty": "email", "properties": {"lifecyclestage": "lead"}}
+            ]
+        },
+    )
+    await emulator.client.post(
+        "/_emulator/contacts/c@example.com", json={"properties": {"lifecyclestage": "customer"}}
+    )
+    await flush(emulator)
+    events = [e for r in receiver.received for e in verified(r)]
+    assert [(e["subscriptionType"], e["propertyValue"], e["changeSource"]) for e in events] == [
+        ("contact.propertyChange", "lead", "INTEGRATION"),
+        ("contact.propertyChange", "customer", "CRM_UI"),
+    ]
+
+
+async def test_events_close_in_time_are_batched(emulator: Emulator, receiver: Receiver) -> None:
+    await configure(emulator, receiver, batch_window_ms=150, max_batch_size=2)
+    for i in range(3):
+        await new_ticket(emulator, subject=f"Ticket {i}")
+    await flush(emulator)
+    sizes = sorted(len(verified(r)) for r in receiver.received)
+    assert sizes == [1, 2]  # three events, batches of at most two
+    ids = [e["eventId"] for r in receiver.received for e in json.loads(r.body)]
+    assert len(set(ids)) == 3
+
+
+async def test_failed_delivery_is_retried_with_incremented_attempt_number(
+    emulator: Emulator, receiver: Receiver
+) -> None:
+    await configure(emulator, receiver)
+    receiver.script = [500, 503]
+    await new_ticket(emulator)
+    await flush(emulator)
+    assert len(receiver.received) == 3
+    batches = [verified(r) for r in receiver.received]
+    assert [b[0]["attemptNumber"] for b in batches] == [0, 1, 2]
+    assert len({b[0]["eventId"] for b in batches}) == 1
+    # Each attempt is signed afresh (the body and the timestamp change).
+    assert len({r.headers["x-hubspot-signature-v3"] for r in receiver.received}) == 3
+    view = (await emulator.client.get("/_emulator/webhooks")).json()
+    assert [(a["status"], a["outcome"]) for a in view["attempts"]] == [
+        (500, "retry"),
+        (503, "retry"),
+        (200, "delivered"),
+    ]
+    assert receiver.received[1].at - receiver.received[0].at >= 0.015  # backed off (20 ms, then 40 ms)
+
+
+async def test_timeout_counts_as_failure(emulator: Emulator, receiver: Receiver) -> None:
+    await configure(emulator, receiver, timeout_ms=100)
+    receiver.script = [0.5]  # answer after 500 ms: too late
+    await new_ticket(emulator)
+    await flush(emulator)
+    view = (await emulator.client.get("/_emulator/webhooks")).json()
+    assert [(a["error"], a["outcome"]) for a in view["attempts"]] == [
+        ("timeout", "retry"),
+        (None, "delivered"),
+    ]
+    assert [json.loads(r.body)[0]["attemptNumber"] for r in receiver.received] == [0, 1]
+
+
+async def test_delivery_gives_up_after_max_attempts(emulator: Emulator, receiver: Receiver) -> None:
+    await configure(emulator, receiver, max_attempts=3)
+    receiver.script = [500, 500, 500, 500]
+    await new_ticket(emulator)
+    body = await flush(emulator)
+    assert len(receiver.received) == 3
+    assert body["stats"]["batches_exhausted"] == 1 and body["stats"]["batches_delivered"] == 0
+    assert body["attempts"][-1]["outcome"] == "exhausted"
+    state = await emulator.state()
+    assert state["webhooks"]["batches_exhausted"] == 1
+
+
+async def test_without_a_target_events_are_dropped_and_counted(emulator: Emulator) -> None:
+    await new_ticket(emulator)
+    view = (await emulator.client.get("/_emulator/webhooks")).json()
+    assert view["stats"]["events_dropped"] == 1 and view["pending_events"] == 0
