@@ -57,6 +57,11 @@ is_running() {
   [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null && grep -q 'kafka.Kafka' "/proc/$pid/cmdline" 2>/dev/null
 }
 
+# The process exists (during start it may not have exec'd java yet, so its cmdline is not checked).
+is_alive() {
+  [[ -f "$PIDFILE" ]] && kill -0 "$(cat "$PIDFILE" 2>/dev/null)" 2>/dev/null
+}
+
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; }
 
 write_config() {
@@ -123,7 +128,7 @@ format_storage() {
 wait_ready() {
   local deadline=$((SECONDS + START_TIMEOUT))
   while (( SECONDS < deadline )); do
-    if ! is_running; then die "broker exited during start; last lines of $LOG:
+    if ! is_alive; then die "broker exited during start; last lines of $LOG:
 $(tail -n 20 "$LOG" 2>/dev/null)"; fi
     if port_open && grep -q 'Kafka Server started\|\[KafkaRaftServer nodeId=1\] Kafka Server started' "$LOG" 2>/dev/null; then
       log "ready on 127.0.0.1:$PORT"

@@ -1,0 +1,408 @@
+"""The intake of one request, after the body is read: verify, parse, identify, dedup, publish.
+
+HTTP-free so the HTTP edge stays thin; the Kafka edge is the publisher. Dedup and Idempotency-Key
+records live in this replica's memory and are written only after the broker acknowledged the event, so a
+record never claims an event that is not stored. Concurrent identical deliveries wait for the first one
+instead of publishing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+import orjson
+
+from shopbotly.common.config import ConfigError, ShopbotlyConfig, SourceConfig
+from shopbotly.common.events import RawEvent
+from shopbotly.common.ids import normalize_email
+from shopbotly.common.logging import bound, get_logger
+from shopbotly.common.signatures import HmacScheme, SignatureError, check_secret, verify_webhook
+from shopbotly.ingest import metrics
+from shopbotly.ingest.domain import (
+    EventFields,
+    ExtractionRules,
+    FieldError,
+    Rejection,
+    TtlLru,
+    build_raw_event,
+    extract_event,
+    hubspot_elements,
+    parse_json,
+    source_uri,
+)
+from shopbotly.ingest.schemas import (
+    EventAccepted,
+    Lead,
+    SlackChallenge,
+    WebhookAccepted,
+    lead_event_id,
+    lead_fingerprint,
+)
+from shopbotly.ingest.settings import Settings
+
+__all__ = [
+    "LEAD_EVENT_TYPE",
+    "LEAD_SOURCE",
+    "Intake",
+    "Publisher",
+    "Source",
+    "WebhookRequest",
+    "resolve_sources",
+    "verify_request",
+]
+
+log = get_logger(__name__)
+
+LEAD_SOURCE = "api"
+LEAD_EVENT_TYPE = "lead.submitted"
+_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+
+
+class Publisher(Protocol):
+    @property
+    def available(self) -> bool: ...
+
+    async def publish(self, events: list[RawEvent]) -> list[BaseException | None]: ...
+
+
+@dataclass(frozen=True)
+class Source:
+    """A configured source with its secrets resolved and its expressions compiled."""
+
+    tenant: str
+    name: str
+    kind: str
+    secrets: tuple[str, ...]
+    tolerance_s: int
+    max_body_bytes: int
+    rules: ExtractionRules
+    scheme: HmacScheme | None
+    signature_base_url: str | None
+
+
+def _scheme(config: SourceConfig) -> HmacScheme | None:
+    if config.kind != "generic_hmac":
+        return None
+    g = config.generic
+    if g is None:
+        return HmacScheme()
+    return HmacScheme(
+        header=g.header,
+        encoding=g.encoding,
+        prefix=g.prefix,
+        algorithm=g.algorithm,
+        timestamp_header=g.timestamp_header,
+        timestamp_unit=g.timestamp_unit,
+        signed_payload=g.signed_payload,
+    )
+
+
+def resolve_sources(
+    config: ShopbotlyConfig, settings: Settings, *, origin: str
+) -> dict[tuple[str, str], Source]:
+    """Every source, ready to verify. Secrets are read once, here: a missing or unusable secret stops the
+    start with one line per problem (the reference is named, never the value)."""
+    problems: list[str] = []
+    sources: dict[tuple[str, str], Source] = {}
+    for tenant, tenant_config in config.tenants.items():
+        for name, src in tenant_config.sources.items():
+            resolved: list[str] = []
+            for i, ref in enumerate(src.secrets):
+                path = f"tenants.{tenant}.sources.{name}.secrets.{i}"
+                try:
+                    secret = ref.resolve()
+                    check_secret(src.kind, secret)
+                except (LookupError, ValueError) as exc:
+                    problems.append(f"{origin}: {path}: {exc} ({ref.describe()})")
+                    continue
+                resolved.append(secret)
+            sources[(tenant, name)] = Source(
+                tenant=tenant,
+                name=name,
+                kind=src.kind,
+                secrets=tuple(resolved),
+                tolerance_s=src.tolerance_s,
+                max_body_bytes=src.max_body_bytes or settings.max_body_bytes,
+                rules=ExtractionRules.for_source(src),
+                scheme=_scheme(src),
+                signature_base_url=src.signature_base_url,
+            )
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return sources
+
+
+@dataclass(frozen=True)
+class WebhookRequest:
+    headers: Mapping[str, str]  # lowercase names
+    body: bytes
+    method: str
+    url: str  # as this service saw it: scheme://host/path?query
+    path_qs: str  # raw path and query, for rebuilding the public URL
+    trace_id: str
+    received_at: datetime
+
+
+def verify_request(source: Source, request: WebhookRequest, *, now: float) -> None:
+    """Check the request's signature with the source's scheme and secrets; 401 when it fails."""
+    url = request.url
+    if source.signature_base_url is not None:
+        url = source.signature_base_url + request.path_qs
+    try:
+        verify_webhook(
+            source.kind,
+            source.secrets,
+            request.headers,
+            request.body,
+            now=now,
+            tolerance_s=source.tolerance_s,
+            method=request.method,
+            url=url,
+            generic=source.scheme,
+        )
+    except SignatureError as exc:
+        # One answer for every failure, so the response does not help a forger; the reason is counted.
+        raise Rejection(
+            401,
+            f"signature_{exc.reason}",
+            "missing or invalid signature, or a timestamp outside the allowed window",
+        ) from None
+
+
+class _Flight:
+    """One in-flight publish that identical concurrent requests wait for."""
+
+    __slots__ = ("done",)
+
+    def __init__(self) -> None:
+        self.done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+
+class Intake:
+    def __init__(
+        self,
+        sources: Mapping[tuple[str, str], Source],
+        publisher: Publisher,
+        settings: Settings,
+        *,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.sources = dict(sources)
+        self.publisher = publisher
+        self.settings = settings
+        self._clock = clock
+        self._monotonic = monotonic
+        self._seen: TtlLru[tuple[str, str, str], bool] = TtlLru(
+            settings.dedup_max_entries, settings.dedup_ttl_s
+        )
+        self._leads: TtlLru[tuple[str, str], tuple[str, str]] = TtlLru(
+            settings.idempotency_max_entries, settings.dedup_ttl_s
+        )
+        self._flights: dict[tuple[str, ...], _Flight] = {}
+
+    def source(self, tenant: str, name: str) -> Source:
+        found = self.sources.get((tenant, name))
+        if found is None:
+            raise Rejection(404, "unknown_source", f"no source {name!r} is configured for tenant {tenant!r}")
+        return found
+
+    def unavailable(self, detail: str = "Kafka is unavailable; retry later") -> Rejection:
+        return Rejection(
+            503, "unavailable", detail, headers={"Retry-After": str(self.settings.retry_after_s)}
+        )
+
+    # --- webhooks --------------------------------------------------------------------------------
+
+    async def webhook(
+        self, source: Source, request: WebhookRequest
+    ) -> tuple[int, WebhookAccepted | SlackChallenge]:
+        verify_request(source, request, now=self._clock())
+        body = parse_json(request.body)
+        if source.kind == "slack" and isinstance(body, dict) and body.get("type") == "url_verification":
+            # Slack's endpoint check: answer the challenge, publish nothing.
+            challenge = body.get("challenge")
+            if not isinstance(challenge, str):
+                raise Rejection(
+                    422,
+                    "invalid_event",
+                    "url_verification needs a string challenge",
+                    errors=[FieldError("body.challenge", "expected a string", "type")],
+                )
+            return 200, SlackChallenge(challenge=challenge)
+        events = self._events(source, request, body)
+        return await self._publish_once(source, events)
+
+    def _events(self, source: Source, request: WebhookRequest, body: Any) -> list[RawEvent]:
+        hash_source = source_uri(source.tenant, source.name)
+        items: list[tuple[Any, bytes, str]]
+        if source.kind == "hubspot":
+            items = [
+                (e, orjson.dumps(e, option=orjson.OPT_SORT_KEYS), f"body[{i}]")
+                for i, e in enumerate(hubspot_elements(body))
+            ]
+        else:
+            items = [(body, request.body, "body")]
+        events: list[RawEvent] = []
+        errors: list[FieldError] = []
+        for data, raw, loc in items:
+            try:
+                fields = extract_event(
+                    source.rules, data, request.headers, hash_source=hash_source, raw=raw, loc=loc
+                )
+            except Rejection as exc:
+                errors.extend(exc.errors)
+                continue
+            events.append(
+                build_raw_event(
+                    tenant=source.tenant,
+                    source=source.name,
+                    fields=fields,
+                    data=data,
+                    trace_id=request.trace_id,
+                    received_at=request.received_at,
+                )
+            )
+        if errors:
+            raise Rejection(422, "invalid_event", "the event cannot be identified", errors=errors)
+        return events
+
+    async def _publish_once(self, source: Source, events: list[RawEvent]) -> tuple[int, WebhookAccepted]:
+        now = self._monotonic()
+        fresh: list[RawEvent] = []
+        waits: list[asyncio.Future[bool]] = []
+        keys: set[tuple[str, str, str]] = set()
+        for event in events:
+            key = (source.tenant, source.name, event.id)
+            if key in keys or self._seen.get(key, now):
+                continue  # a repeat inside the batch, or already stored
+            keys.add(key)
+            flight = self._flights.get(key)
+            if flight is not None:
+                waits.append(flight.done)
+            else:
+                fresh.append(event)
+        ok = await self._publish(
+            fresh, lambda e: (source.tenant, source.name, e.id), source.tenant, source.name
+        )
+        if waits:
+            ok = all(await asyncio.gather(*waits)) and ok
+        if not ok:
+            raise self.unavailable()
+        ids = [e.id for e in events]
+        status = 202 if fresh else 200
+        accepted = WebhookAccepted(
+            event_id=ids[0] if ids else None,
+            event_ids=ids,
+            published=len(fresh),
+            duplicate=bool(ids) and not fresh,
+        )
+        return status, accepted
+
+    async def _publish(
+        self,
+        events: list[RawEvent],
+        key_of: Callable[[RawEvent], tuple[str, ...]],
+        tenant: str,
+        source: str,
+        on_stored: Callable[[RawEvent], None] | None = None,
+    ) -> bool:
+        """Publish `events`; record the acknowledged ones; True when every one was acknowledged."""
+        if not events:
+            return True
+        flights = [(key_of(e), _Flight()) for e in events]
+        for key, flight in flights:
+            self._flights[key] = flight
+        try:
+            results = await self.publisher.publish(events)
+        except BaseException:
+            results = [RuntimeError("publish interrupted") for _ in events]
+            raise
+        finally:
+            now = self._monotonic()
+            stored = 0
+            for event, (key, flight), result in zip(events, flights, results, strict=True):
+                self._flights.pop(key, None)
+                if result is None:
+                    stored += 1
+                    log.debug(
+                        "event stored",
+                        event_id=event.id,
+                        tenant=tenant,
+                        trace_id=event.traceid,
+                        source=source,
+                    )
+                    if on_stored is None:
+                        self._seen.put((tenant, source, event.id), True, now)
+                    else:
+                        on_stored(event)
+                else:
+                    with bound(event_id=event.id, tenant=tenant, trace_id=event.traceid):
+                        log.warning("event not stored", source=source, error=str(result))
+                if not flight.done.done():
+                    flight.done.set_result(result is None)
+            metrics.EVENTS_PUBLISHED.labels(tenant, source).inc(stored)
+            metrics.DEDUP_ENTRIES.set(len(self._seen))
+        return all(r is None for r in results)
+
+    # --- leads -----------------------------------------------------------------------------------
+
+    async def lead(
+        self,
+        tenant: str,
+        lead: Lead,
+        *,
+        idempotency_key: str | None,
+        trace_id: str,
+        received_at: datetime,
+    ) -> tuple[int, EventAccepted, bool]:
+        """Publish a lead; the bool is True when an earlier request with this Idempotency-Key answers it."""
+        if idempotency_key is not None and not _IDEMPOTENCY_KEY.match(idempotency_key):
+            raise Rejection(
+                400, "invalid_idempotency_key", "Idempotency-Key must be 1 to 255 printable ASCII characters"
+            )
+        data = lead.event_data()
+        fingerprint = lead_fingerprint(data)
+        event_id = lead_event_id(tenant, idempotency_key)
+        if idempotency_key is not None:
+            key = (tenant, idempotency_key)
+            flight = self._flights.get(("lead", *key))
+            if flight is not None:
+                await flight.done
+            previous = self._leads.get(key, self._monotonic())
+            if previous is not None:
+                if previous[0] != fingerprint:
+                    raise Rejection(
+                        422,
+                        "idempotency_conflict",
+                        "this Idempotency-Key was used with a different body; use a new key for a new lead",
+                    )
+                return 202, EventAccepted(event_id=previous[1]), True
+        event = build_raw_event(
+            tenant=tenant,
+            source=LEAD_SOURCE,
+            fields=EventFields(event_id, LEAD_EVENT_TYPE, normalize_email(lead.email)),
+            data=data,
+            trace_id=trace_id,
+            received_at=received_at,
+        )
+
+        def remember(e: RawEvent) -> None:
+            if idempotency_key is not None:
+                self._leads.put((tenant, idempotency_key), (fingerprint, e.id), self._monotonic())
+                metrics.IDEMPOTENCY_ENTRIES.set(len(self._leads))
+
+        key_of: Callable[[RawEvent], tuple[str, ...]] = (
+            (lambda e: ("lead", tenant, idempotency_key))
+            if idempotency_key is not None
+            else (lambda e: ("lead", e.id))
+        )
+        if not await self._publish([event], key_of, tenant, LEAD_SOURCE, on_stored=remember):
+            raise self.unavailable()
+        return 202, EventAccepted(event_id=event.id), False

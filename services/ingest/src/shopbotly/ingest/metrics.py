@@ -1,0 +1,76 @@
+"""ingest's Prometheus metrics (registered once, on the default registry served at /metrics).
+
+Label values are bounded: tenants and sources come from the config, never from the URL of an unknown
+source (those count as `_unknown`); `reason` and `outcome` are fixed vocabularies.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from shopbotly.common.metrics import LATENCY_BUCKETS
+
+__all__ = [
+    "BODY_BYTES",
+    "BROKER_UP",
+    "DEDUP_ENTRIES",
+    "EVENTS_PUBLISHED",
+    "IDEMPOTENCY_ENTRIES",
+    "IN_FLIGHT",
+    "PUBLISH_DURATION",
+    "PUBLISH_FAILURES",
+    "REJECTIONS",
+    "REQUESTS",
+    "REQUEST_DURATION",
+    "UNKNOWN",
+]
+
+UNKNOWN = "_unknown"
+
+REQUESTS = Counter(
+    "shopbotly_ingest_requests_total",
+    "Requests by tenant, source and outcome (accepted, duplicate, challenge, rejected, unavailable).",
+    ["tenant", "source", "outcome"],
+)
+REJECTIONS = Counter(
+    "shopbotly_ingest_rejections_total",
+    "Refused requests by reason (signature_mismatch, too_large, malformed_json, ...); none is published.",
+    ["tenant", "source", "reason"],
+)
+REQUEST_DURATION = Histogram(
+    "shopbotly_ingest_request_duration_seconds",
+    "Time from the request's arrival to its answer, body read included.",
+    ["route"],
+    buckets=LATENCY_BUCKETS,
+)
+PUBLISH_DURATION = Histogram(
+    "shopbotly_ingest_publish_duration_seconds",
+    "Time from handing events to the producer to the broker's acknowledgement (acks=all).",
+    buckets=LATENCY_BUCKETS,
+)
+BODY_BYTES = Counter(
+    "shopbotly_ingest_request_body_bytes_total",
+    "Bytes of request bodies read, by tenant and source.",
+    ["tenant", "source"],
+)
+EVENTS_PUBLISHED = Counter(
+    "shopbotly_ingest_events_published_total",
+    "Raw events acknowledged by Kafka (a HubSpot batch counts each element).",
+    ["tenant", "source"],
+)
+PUBLISH_FAILURES = Counter(
+    "shopbotly_ingest_publish_failures_total",
+    "Publishes that did not get an acknowledgement: timeout, broker unavailable or a Kafka error.",
+    ["reason"],
+)
+BROKER_UP = Gauge(
+    "shopbotly_ingest_broker_up",
+    "1 while the producer has fresh broker metadata, else 0 (requests get 503 while it is 0).",
+)
+IN_FLIGHT = Gauge("shopbotly_ingest_in_flight_requests", "Requests being handled right now.")
+DEDUP_ENTRIES = Gauge(
+    "shopbotly_ingest_dedup_entries", "Event ids remembered for dedup of repeated deliveries (this replica)."
+)
+IDEMPOTENCY_ENTRIES = Gauge(
+    "shopbotly_ingest_idempotency_entries", "Idempotency-Key records of the lead API (this replica)."
+)

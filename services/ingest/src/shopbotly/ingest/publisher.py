@@ -1,0 +1,222 @@
+"""The Kafka edge: an idempotent `acks=all` producer for raw events, and the broker's health.
+
+The producer connects in the background, so /healthz and /readyz answer while Kafka is still away.
+A monitor refreshes broker metadata every `broker_check_interval_s`: `/readyz` and the publish path
+follow it, so requests get 503 at once while the broker is unreachable instead of each waiting for
+the publish timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from shopbotly.common.events import RawEvent, message_headers
+from shopbotly.common.health import Health
+from shopbotly.common.ids import raw_event_key
+from shopbotly.common.kafka import KafkaSettings, make_producer
+from shopbotly.common.logging import get_logger
+from shopbotly.ingest import metrics
+
+__all__ = ["PublishFailed", "RawEventPublisher"]
+
+log = get_logger(__name__)
+
+READY = "kafka"
+
+
+class PublishFailed(Exception):
+    """No acknowledgement for an event: `reason` is unavailable, timeout or error."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class RawEventPublisher:
+    """Writes RawEvents to the raw-events topic and reports broker reachability to Health."""
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        topic: str,
+        health: Health,
+        *,
+        publish_timeout_s: float,
+        check_interval_s: float,
+    ) -> None:
+        self._kafka = kafka
+        self._topic = topic
+        self._health = health
+        self._timeout = publish_timeout_s
+        self._interval = check_interval_s
+        self._producer: AIOKafkaProducer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._available = False
+        self._ready_event = asyncio.Event()
+        self._wake = asyncio.Event()
+        health.set_ready(READY, False, "connecting to Kafka")
+        metrics.BROKER_UP.set(0)
+
+    @property
+    def available(self) -> bool:
+        return self._available and self._producer is not None
+
+    async def start(self) -> None:
+        """Start connecting and monitoring in the background; returns at once."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="ingest-kafka-supervisor")
+
+    async def wait_ready(self, timeout_s: float) -> bool:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._ready_event.wait(), timeout_s)
+        return self.available
+
+    async def stop(self, timeout_s: float) -> None:
+        """Stop monitoring, then flush what the producer holds and close it."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        producer, self._producer = self._producer, None
+        self._set_available(False, "stopped")
+        if producer is not None:
+            try:
+                # stop() flushes pending batches before closing the connections.
+                await asyncio.wait_for(producer.stop(), timeout_s)
+            except Exception as exc:
+                log.warning("producer did not stop cleanly", error=type(exc).__name__)
+
+    async def publish(self, events: Sequence[RawEvent]) -> list[BaseException | None]:
+        """Write events and wait for the broker's acks (bounded by the publish timeout).
+
+        Returns one entry per event: None when acknowledged, else the failure (PublishFailed).
+        """
+        producer = self._producer
+        if producer is None or not self._available:
+            metrics.PUBLISH_FAILURES.labels("unavailable").inc(len(events))
+            failure = PublishFailed("unavailable", "Kafka is unavailable")
+            return [failure for _ in events]
+        started = time.perf_counter()
+        deliveries: list[asyncio.Future[Any] | BaseException] = []
+        timed_out = False
+        try:
+            # One deadline for handing over and acknowledgement; the timeout never cancels aiokafka's
+            # own futures (asyncio.wait leaves them alone), it only stops this request waiting.
+            async with asyncio.timeout(self._timeout):
+                for event in events:
+                    try:
+                        deliveries.append(await self._send(producer, event))
+                    except KafkaError as exc:
+                        deliveries.append(exc)
+                waiting = [d for d in deliveries if isinstance(d, asyncio.Future)]
+                if waiting:
+                    await asyncio.wait(waiting)
+        except TimeoutError:
+            timed_out = True
+        results: list[BaseException | None] = []
+        for delivery in deliveries + [PublishFailed("timeout", "not handed over")] * (
+            len(events) - len(deliveries)
+        ):
+            results.append(self._outcome(delivery))
+        if timed_out:
+            # Probably the broker went away: look now rather than at the next tick.
+            self._wake.set()
+        else:
+            metrics.PUBLISH_DURATION.observe(time.perf_counter() - started)
+        return results
+
+    def _outcome(self, delivery: asyncio.Future[Any] | BaseException) -> BaseException | None:
+        if isinstance(delivery, asyncio.Future):
+            if not delivery.done():
+                metrics.PUBLISH_FAILURES.labels("timeout").inc()
+                return PublishFailed("timeout", f"no acknowledgement within {self._timeout:g}s")
+            if delivery.cancelled():
+                failure: BaseException = asyncio.CancelledError()
+            elif (exc := delivery.exception()) is None:
+                return None
+            else:
+                failure = exc
+        else:
+            failure = delivery
+        if isinstance(failure, PublishFailed):
+            metrics.PUBLISH_FAILURES.labels(failure.reason).inc()
+            return failure
+        metrics.PUBLISH_FAILURES.labels("error").inc()
+        log.warning("publish failed", error=type(failure).__name__, detail=str(failure)[:200])
+        return PublishFailed("error", type(failure).__name__)
+
+    async def _send(self, producer: AIOKafkaProducer, event: RawEvent) -> asyncio.Future[Any]:
+        """Hand the event to the producer; the returned future resolves on the broker's ack."""
+        key = raw_event_key(event.tenant, event.subject or event.id)
+        headers = message_headers(
+            event_id=event.id, tenant=event.tenant, trace_id=event.traceid, schema=RawEvent.SCHEMA
+        )
+        delivery: asyncio.Future[Any] = await producer.send(
+            self._topic, event.to_json(), key=key, headers=headers
+        )
+        return delivery
+
+    # --- background ------------------------------------------------------------------------------
+
+    def _set_available(self, ok: bool, detail: str = "") -> None:
+        if ok != self._available:
+            log.info("kafka reachability changed", available=ok, detail=detail)
+        self._available = ok
+        self._health.set_ready(READY, ok, detail)
+        metrics.BROKER_UP.set(1 if ok else 0)
+        if ok:
+            self._ready_event.set()
+
+    async def _run(self) -> None:
+        await self._connect()
+        while True:
+            await self._check()
+            self._health.beat("kafka-monitor", max_age_s=max(30.0, self._interval * 10))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._interval)
+            self._wake.clear()
+
+    async def _connect(self) -> None:
+        backoff = min(self._interval, 1.0)
+        while True:
+            # 256 KiB batches: with one request in flight per broker (idempotence), a full 16 KiB batch
+            # makes every further send to that partition wait for the round trip.
+            producer = make_producer(self._kafka, client_role="ingest", max_batch_size=256 * 1024)
+            try:
+                await producer.start()
+            except Exception as exc:
+                self._set_available(False, f"cannot connect to Kafka: {type(exc).__name__}")
+                with contextlib.suppress(Exception):
+                    await producer.stop()
+                self._health.beat("kafka-monitor", max_age_s=60.0)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            producer.client.add_topic(self._topic)
+            self._producer = producer
+            return
+
+    async def _check(self) -> None:
+        producer = self._producer
+        if producer is None:
+            return
+        try:
+            updated = await asyncio.wait_for(
+                producer.client.force_metadata_update(), max(self._interval * 2, 2.0)
+            )
+        except TimeoutError:
+            updated = False
+        if not updated:
+            self._set_available(False, "no broker metadata: Kafka unreachable")
+        elif producer.client.cluster.partitions_for_topic(self._topic) is None:
+            self._set_available(False, f"topic {self._topic} does not exist")
+        else:
+            self._set_available(True)

@@ -1,0 +1,91 @@
+"""`POST /v1/webhooks/{tenant}/{source}`: platform webhooks, verified and published as raw events."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel
+from starlette.responses import Response
+
+from shopbotly.ingest.edge import PROBLEM_RESPONSES, Call, IngestRuntime, read_json_body, serve
+from shopbotly.ingest.intake import WebhookRequest
+from shopbotly.ingest.schemas import SlackChallenge, WebhookAccepted
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["webhooks"])
+
+# Path parameters are documented here and read from the scope, not declared on the function: FastAPI's
+# parameter resolution is the costliest part of the framework on this hot path (the bare baseline has none).
+_OPENAPI = {
+    "parameters": [
+        {"name": "tenant", "in": "path", "required": True, "schema": {"type": "string"}},
+        {"name": "source", "in": "path", "required": True, "schema": {"type": "string"}},
+    ],
+    "requestBody": {
+        "required": True,
+        "description": "The platform's JSON payload, exactly as signed (HubSpot: an array of events).",
+        "content": {"application/json": {"schema": {}}},
+    },
+}
+
+
+def _request_parts(request: Request) -> tuple[dict[str, str], str, str]:
+    """Lowercase headers, the URL as this service received it, and its raw path + query."""
+    scope = request.scope
+    headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+    raw_path = scope.get("raw_path") or scope["path"].encode()
+    query = scope.get("query_string", b"")
+    path_qs = raw_path.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
+    host = headers.get("host") or "{}:{}".format(*(scope.get("server") or ("localhost", 80)))
+    return headers, f"{scope['scheme']}://{host}{path_qs}", path_qs
+
+
+@router.post(
+    "/v1/webhooks/{tenant}/{source}",
+    summary="Receive a signed platform webhook",
+    status_code=202,
+    response_model=WebhookAccepted,
+    responses={
+        200: {
+            "model": WebhookAccepted | SlackChallenge,
+            "description": "Repeated delivery, or Slack's check.",
+        },
+        **PROBLEM_RESPONSES,
+    },
+    openapi_extra=_OPENAPI,
+)
+async def receive_webhook(request: Request) -> Response:
+    """Verify the signature of the source's kind, then publish each event to raw-events.
+
+    202 only after Kafka acknowledged every event; a delivery seen before (same event id, within the
+    dedup window of this replica) gets 200 with its event id and publishes nothing.
+    """
+
+    # Straight from app state, not a FastAPI dependency (see _OPENAPI).
+    runtime: IngestRuntime = request.app.state.runtime
+    tenant: str = request.path_params["tenant"]
+    source: str = request.path_params["source"]
+
+    async def handle(call: Call) -> tuple[int, BaseModel]:
+        src = runtime.intake.source(tenant, source)
+        call.tenant, call.source = src.tenant, src.name
+        body = await read_json_body(request, src.max_body_bytes)
+        call.body_bytes = len(body)
+        headers, url, path_qs = _request_parts(request)
+        status, answer = await runtime.intake.webhook(
+            src,
+            WebhookRequest(
+                headers=headers,
+                body=body,
+                method=request.method,
+                url=url,
+                path_qs=path_qs,
+                trace_id=call.trace_id,
+                received_at=call.received_at,
+            ),
+        )
+        if isinstance(answer, SlackChallenge):
+            call.outcome = "challenge"
+        return status, answer
+
+    return await serve("webhook", request, handle)

@@ -1,0 +1,266 @@
+"""The app in-process (httpx + ASGITransport) on its refusal paths, which never reach Kafka: here the
+producer is not even started, so any request that got past the checks would answer 503."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import orjson
+import pytest
+from prometheus_client import REGISTRY
+
+from shopbotly.ingest.settings import Settings
+from shopbotly.ingest.testing import API_KEY, READ_ONLY_KEY, Running, running_app, signed_headers
+
+pytestmark = pytest.mark.component
+
+EVENT = orjson.dumps({"type": "contact.created", "data": {"email": "jane@example.com"}})
+AUTH = {"authorization": f"Bearer {API_KEY}", "content-type": "application/json"}
+
+
+@pytest.fixture
+async def ingest(offline_settings: Settings) -> AsyncIterator[Running]:
+    async with running_app(offline_settings, lifespan=False) as running:
+        yield running
+
+
+def _count(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def _rejections(tenant: str, source: str, reason: str) -> float:
+    return _count("shopbotly_ingest_rejections_total", tenant=tenant, source=source, reason=reason)
+
+
+async def test_unknown_tenant_or_source_is_404_counted_without_the_url_as_label(ingest: Running) -> None:
+    before = _rejections("_unknown", "_unknown", "unknown_source")
+    for path in ("/v1/webhooks/nobody/shopbotly", "/v1/webhooks/acme/nothing"):
+        resp = await ingest.client.post(path, content=EVENT, headers=signed_headers("shopbotly", EVENT))
+        assert resp.status_code == 404
+        assert resp.json()["error"] == "unknown_source"
+    assert _rejections("_unknown", "_unknown", "unknown_source") == before + 2
+    assert (
+        REGISTRY.get_sample_value(
+            "shopbotly_ingest_rejections_total",
+            {"tenant": "nobody", "source": "shopbotly", "reason": "unknown_source"},
+        )
+        is None
+    )
+
+
+async def test_wrong_content_type_is_415(ingest: Running) -> None:
+    headers = {**signed_headers("shopbotly", EVENT), "content-type": "application/x-www-form-urlencoded"}
+    resp = await ingest.client.post("/v1/webhooks/acme/shopbotly", content=EVENT, headers=headers)
+    assert resp.status_code == 415 and resp.json()["error"] == "unsupported_media_type"
+
+
+async def test_declared_length_over_the_limit_is_refused_before_any_byte_is_read(ingest: Running) -> None:
+    pulled = 0
+
+    async def body() -> AsyncIterator[bytes]:
+        nonlocal pulled
+        for _ in range(4):
+            pulled += 1
+            yield b"x" * 1024
+
+    headers = {"content-type": "application/json", "content-length": "4096"}
+    resp = await ingest.client.post("/v1/webhooks/acme/small", content=body(), headers=headers)
+    assert resp.status_code == 413
+    assert "2048 bytes" in resp.json()["detail"]
+    assert pulled == 0
+
+
+async def test_streamed_body_is_refused_as_soon_as_it_passes_the_limit(ingest: Running) -> None:
+    pulled = 0
+
+    async def body() -> AsyncIterator[bytes]:
+        nonlocal pulled
+        for _ in range(100):
+            pulled += 1
+            yield b" " * 1000
+
+    before = _rejections("acme", "small", "too_large")
+    # No Content-Length (chunked): only the running total can catch it.
+    resp = await ingest.client.post(
+        "/v1/webhooks/acme/small", content=body(), headers={"content-type": "application/json"}
+    )
+    assert resp.status_code == 413
+    assert pulled == 3  # 3000 bytes > 2048: the fourth chunk is never asked for
+    assert _rejections("acme", "small", "too_large") == before + 1
+
+
+async def test_default_limit_applies_to_sources_without_their_own(offline_settings: Settings) -> None:
+    small = Settings(**{**offline_settings.model_dump(), "max_body_bytes": 4096})
+    async with running_app(small, lifespan=False) as running:
+        big = orjson.dumps({"type": "t", "pad": "x" * 5000})
+        resp = await running.client.post(
+            "/v1/webhooks/acme/shopbotly", content=big, headers=signed_headers("shopbotly", big)
+        )
+        assert resp.status_code == 413
+
+
+@pytest.mark.parametrize(
+    "kind", ["shopbotly", "stripe", "shopify", "github", "slack", "intercom", "hubspot", "generic_hmac"]
+)
+async def test_bad_signature_is_401_without_detail_that_helps_forging(ingest: Running, kind: str) -> None:
+    headers = signed_headers(
+        kind, EVENT, secret="whsec_" + "QUFBQUFBQUFBQUFBQUFBQQ==" if kind == "shopbotly" else "nope"
+    )
+    before = _rejections("acme", kind, "signature_mismatch")
+    resp = await ingest.client.post(f"/v1/webhooks/acme/{kind}", content=EVENT, headers=headers)
+    assert resp.status_code == 401
+    assert resp.json() == {
+        "error": "signature_mismatch",
+        "detail": "missing or invalid signature, or a timestamp outside the allowed window",
+        "errors": [],
+    }
+    assert _rejections("acme", kind, "signature_mismatch") == before + 1
+
+
+async def test_stale_and_missing_signatures_are_401(ingest: Running) -> None:
+    stale = signed_headers("stripe", EVENT, now=time.time() - 3600)
+    resp = await ingest.client.post("/v1/webhooks/acme/stripe", content=EVENT, headers=stale)
+    assert (resp.status_code, resp.json()["error"]) == (401, "signature_stale")
+    resp = await ingest.client.post(
+        "/v1/webhooks/acme/stripe", content=EVENT, headers={"content-type": "application/json"}
+    )
+    assert (resp.status_code, resp.json()["error"]) == (401, "signature_missing")
+
+
+async def test_a_tenant_cannot_use_another_tenants_source(ingest: Running) -> None:
+    # "other" has a source "bot" with the same secret; acme has no "bot", and other has no "shopbotly".
+    resp = await ingest.client.post(
+        "/v1/webhooks/other/shopbotly", content=EVENT, headers=signed_headers("shopbotly", EVENT)
+    )
+    assert resp.status_code == 404
+
+
+async def test_malformed_json_is_400_with_its_position(ingest: Running) -> None:
+    bad = b'{"type": "x",, }'
+    resp = await ingest.client.post(
+        "/v1/webhooks/acme/shopbotly", content=bad, headers=signed_headers("shopbotly", bad)
+    )
+    assert resp.status_code == 400
+    assert resp.json()["error"] == "malformed_json"
+    assert "line 1 column 14" in resp.json()["detail"]
+
+
+async def test_event_without_type_is_422_naming_the_field(ingest: Running) -> None:
+    body = orjson.dumps({"id": "evt_1"})
+    resp = await ingest.client.post(
+        "/v1/webhooks/acme/stripe", content=body, headers=signed_headers("stripe", body)
+    )
+    assert resp.status_code == 422
+    problem = resp.json()
+    assert problem["error"] == "invalid_event"
+    assert problem["errors"][0]["loc"] == "body" and "body.type" in problem["errors"][0]["msg"]
+
+
+async def test_hubspot_delivery_that_is_not_an_array_of_objects_is_422(ingest: Running) -> None:
+    url = "http://ingest.test/v1/webhooks/acme/hubspot"
+    body = orjson.dumps([{"eventId": 1, "subscriptionType": "contact.creation", "objectId": 1}, 7])
+    resp = await ingest.client.post(url, content=body, headers=signed_headers("hubspot", body, url=url))
+    assert resp.status_code == 422
+    assert [e["loc"] for e in resp.json()["errors"]] == ["body[1]"]
+    body = orjson.dumps([{"eventId": 1, "objectId": 1}])
+    resp = await ingest.client.post(url, content=body, headers=signed_headers("hubspot", body, url=url))
+    assert resp.status_code == 422 and resp.json()["errors"][0]["loc"] == "body[0]"
+
+
+async def test_valid_event_while_kafka_is_unavailable_is_503_with_retry_after(ingest: Running) -> None:
+    before = _count(
+        "shopbotly_ingest_requests_total", tenant="acme", source="shopbotly", outcome="unavailable"
+    )
+    resp = await ingest.client.post(
+        "/v1/webhooks/acme/shopbotly", content=EVENT, headers=signed_headers("shopbotly", EVENT)
+    )
+    assert resp.status_code == 503
+    assert resp.headers["retry-after"] == str(ingest.runtime.settings.retry_after_s)
+    assert (
+        _count("shopbotly_ingest_requests_total", tenant="acme", source="shopbotly", outcome="unavailable")
+        == before + 1
+    )
+    # Not remembered as seen: the retry is published once Kafka is back.
+    resp = await ingest.client.post(
+        "/v1/webhooks/acme/shopbotly", content=EVENT, headers=signed_headers("shopbotly", EVENT)
+    )
+    assert resp.status_code == 503
+
+
+async def test_slack_url_verification_is_answered_without_publishing(ingest: Running) -> None:
+    body = orjson.dumps(
+        {
+            "type": "url_verification",
+            "token": "x",
+            "challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P",
+        }
+    )
+    resp = await ingest.client.post(
+        "/v1/webhooks/acme/slack", content=body, headers=signed_headers("slack", body)
+    )
+    assert resp.status_code == 200
+    assert resp.json() == {"challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"}
+    unsigned = await ingest.client.post(
+        "/v1/webhooks/acme/slack", content=body, headers={"content-type": "application/json"}
+    )
+    assert unsigned.status_code == 401
+
+
+# --- leads -----------------------------------------------------------------------------------------
+
+
+async def test_lead_api_needs_a_valid_key_with_the_leads_scope(ingest: Running) -> None:
+    lead = {"email": "jane@example.com"}
+    resp = await ingest.client.post("/api/v1/leads", json=lead)
+    assert resp.status_code == 401 and resp.headers["www-authenticate"] == "Bearer"
+    resp = await ingest.client.post("/api/v1/leads", json=lead, headers={"authorization": "Bearer sbk_wrong"})
+    assert resp.status_code == 401
+    resp = await ingest.client.post(
+        "/api/v1/leads", json=lead, headers={"authorization": f"Bearer {READ_ONLY_KEY}"}
+    )
+    assert resp.status_code == 403 and resp.json()["error"] == "forbidden"
+
+
+async def test_lead_api_refuses_bad_bodies_with_field_paths(ingest: Running) -> None:
+    resp = await ingest.client.post("/api/v1/leads", content=b"{", headers=AUTH)
+    assert resp.status_code == 400 and "line 1" in resp.json()["detail"]
+    resp = await ingest.client.post(
+        "/api/v1/leads", content=b"{}", headers={**AUTH, "content-type": "text/plain"}
+    )
+    assert resp.status_code == 415
+    resp = await ingest.client.post("/api/v1/leads", json={"email": "x", "tags": "vip"}, headers=AUTH)
+    assert resp.status_code == 422
+    assert {e["loc"] for e in resp.json()["errors"]} == {"body.email", "body.tags"}
+    big = orjson.dumps({"email": "a@b.co", "name": "x" * (600 * 1024)})
+    resp = await ingest.client.post("/api/v1/leads", content=big, headers=AUTH)
+    assert resp.status_code == 413
+    resp = await ingest.client.post(
+        "/api/v1/leads", json={"email": "a@b.co"}, headers={**AUTH, "idempotency-key": "bad key"}
+    )
+    assert resp.status_code == 400 and resp.json()["error"] == "invalid_idempotency_key"
+
+
+# --- probes and docs -------------------------------------------------------------------------------
+
+
+async def test_probes_docs_and_metrics(ingest: Running) -> None:
+    assert (await ingest.client.get("/healthz")).status_code == 200
+    ready = await ingest.client.get("/readyz")
+    assert ready.status_code == 503 and "kafka" in ready.json()["problems"]
+    spec = (await ingest.client.get("/openapi.json")).json()
+    assert {"/v1/webhooks/{tenant}/{source}", "/api/v1/leads"} <= set(spec["paths"])
+    assert spec["paths"]["/api/v1/leads"]["post"]["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Lead"
+    }
+    assert "Consent" in spec["components"]["schemas"]
+    assert (await ingest.client.get("/docs")).status_code == 200
+    text = (await ingest.client.get("/metrics")).text
+    for name in (
+        "shopbotly_ingest_requests_total",
+        "shopbotly_ingest_rejections_total",
+        "shopbotly_ingest_request_duration_seconds",
+        "shopbotly_ingest_publish_duration_seconds",
+        "shopbotly_ingest_broker_up",
+    ):
+        assert name in text
