@@ -1,23 +1,61 @@
 """CRM connections of a tenant: where crm-writer applies commands, and within which limits.
 
-Owned by the crm-writer service.
+Owned by the crm-writer service (reference: docs/services/crm-writer.md). `options` are kind-specific and
+validated per kind, so a typo in an option is an error at load time, not a silently ignored setting.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, Field, JsonValue, ValidationError, model_validator
 
 from shopbotly.common.config._base import SecretRef, StrictModel
 
-__all__ = ["AuthConfig", "ConnectionConfig", "RateLimitConfig"]
+__all__ = [
+    "RESERVED_BOT_CONNECTION",
+    "AuthConfig",
+    "BotWebhookOptions",
+    "ConnectionConfig",
+    "GenericOperation",
+    "GenericOptions",
+    "HubSpotOptions",
+    "RateLimitConfig",
+    "SalesforceOptions",
+]
+
+# Commands for this connection name go to the tenant's `bot_webhook` (Standard Webhooks), through the same
+# delivery machinery as CRM writes. A connection of this name, if declared, sets its limits and must be of
+# kind bot_webhook.
+RESERVED_BOT_CONNECTION = "bot"
+
+AuthKind = Literal[
+    "none", "bearer", "api_key_header", "oauth2_client_credentials", "oauth2_refresh_token", "jwt_bearer"
+]
+
+# What each auth kind cannot work without (checked at load time, with the field path in the error).
+_AUTH_NEEDS: dict[str, tuple[str, ...]] = {
+    "none": (),
+    "bearer": ("token",),
+    "api_key_header": ("token", "header"),
+    "oauth2_client_credentials": ("token_url", "client_id", "client_secret"),
+    "oauth2_refresh_token": ("token_url", "client_id", "refresh_token"),
+    "jwt_bearer": ("token_url", "client_id", "username", "private_key"),
+}
 
 
 class AuthConfig(StrictModel):
-    kind: Literal[
-        "none", "bearer", "api_key_header", "oauth2_client_credentials", "oauth2_refresh_token", "jwt_bearer"
-    ] = "bearer"
+    """How crm-writer authenticates to a connection.
+
+    - `bearer`: `Authorization: Bearer <token>` (HubSpot private app token).
+    - `api_key_header`: `<header>: <token>` (e.g. `X-Api-Key`).
+    - `oauth2_client_credentials`: client id and secret exchanged at `token_url` (Salesforce, generic).
+    - `oauth2_refresh_token`: a refresh token exchanged at `token_url` (HubSpot public apps, generic).
+    - `jwt_bearer`: an RS256 assertion (iss=client_id, sub=username, aud=audience) signed with `private_key`
+      (Salesforce JWT bearer flow).
+    """
+
+    kind: AuthKind = "bearer"
     token: SecretRef | None = None
     header: str = "Authorization"
     token_url: str | None = None
@@ -28,21 +66,242 @@ class AuthConfig(StrictModel):
     username: str | None = None
     audience: str | None = None
     scope: str | None = None
+    # Tokens are refreshed this long before they expire, so no request goes out with a token about to lapse.
+    refresh_ahead_s: Annotated[float, Field(ge=0, le=3600)] = 60.0
+    # Lifetime assumed when the token endpoint does not say (Salesforce returns no `expires_in`).
+    default_ttl_s: Annotated[float, Field(gt=0, le=86_400)] = 900.0
+
+    @model_validator(mode="after")
+    def _complete_for_kind(self) -> AuthConfig:
+        missing = [name for name in _AUTH_NEEDS[self.kind] if getattr(self, name) in (None, "")]
+        if missing:
+            raise ValueError(f"auth kind {self.kind!r} needs {', '.join(missing)}")
+        return self
 
 
 class RateLimitConfig(StrictModel):
+    """The CRM's limit for this connection, shared by every replica of crm-writer.
+
+    `requests` per `per_seconds` holds over any rolling window: each replica runs a token bucket with
+    `burst` tokens refilled at `(requests - burst) / per_seconds`, scaled by its share of the partitions.
+    """
+
     requests: Annotated[int, Field(ge=1)] = 100
     per_seconds: Annotated[float, Field(gt=0)] = 10.0
+    # Default: 5 % of `requests` (at least 1). A larger burst lowers the sustained rate by as much.
+    burst: Annotated[int | None, Field(ge=1)] = None
+
+    @model_validator(mode="after")
+    def _burst_below_limit(self) -> RateLimitConfig:
+        if self.burst is not None and self.burst >= self.requests and self.requests > 1:
+            raise ValueError(f"burst ({self.burst}) must be below requests ({self.requests})")
+        return self
+
+    def effective_burst(self) -> int:
+        if self.burst is not None:
+            return self.burst
+        return max(1, self.requests // 20)
+
+
+class HubSpotOptions(StrictModel):
+    """Options of a `hubspot` connection (CRM v3 objects API)."""
+
+    # Multi-select contact property that holds tags; values are `;`-separated, merged as a union.
+    tags_property: str = "shopbotly_tags"
+    # When the writer reads a contact (batched `batch/read`, once per identity while cached) before its
+    # upsert: `when_tags` (the tag union needs the CRM's current tags), `always` (every upsert carries the
+    # full property set, for CRMs that replace what is not sent), `never`.
+    read_before_write: Literal["when_tags", "always", "never"] = "when_tags"
+    # Contact properties read (and so carried forward) besides those a command writes.
+    contact_properties: list[str] = Field(
+        default_factory=lambda: ["email", "firstname", "lastname", "phone", "company", "lifecyclestage"]
+    )
+    # How long a contact read or written stays authoritative in the writer's cache.
+    state_ttl_s: Annotated[float, Field(ge=0)] = 300.0
+    note_association_type_id: int = 202  # note → contact (HUBSPOT_DEFINED)
+    ticket_association_type_id: int = 16  # ticket → contact (HUBSPOT_DEFINED)
+    ticket_pipeline: str = "0"
+    ticket_stage: str = "1"
+    # Command field → ticket property, for fields whose HubSpot name differs.
+    ticket_field_map: dict[str, str] = Field(
+        default_factory=lambda: {"priority": "hs_ticket_priority", "category": "hs_ticket_category"}
+    )
+    # Ticket properties that exist in the account. Other command fields are not sent as properties (HubSpot
+    # would refuse the ticket); they are appended to the ticket's content as `name: value` lines instead.
+    ticket_properties: list[str] = Field(
+        default_factory=lambda: [
+            "subject",
+            "content",
+            "hs_pipeline",
+            "hs_pipeline_stage",
+            "hs_ticket_priority",
+            "hs_ticket_category",
+            "hubspot_owner_id",
+            "source_type",
+        ]
+    )
+    # Concurrent HTTP requests on this connection (the rate limit still applies).
+    max_concurrent_requests: Annotated[int, Field(ge=1, le=64)] = 4
+
+
+class SalesforceOptions(StrictModel):
+    """Options of a `salesforce` connection (REST API, sObject Collections)."""
+
+    api_version: Annotated[str, Field(pattern=r"^v\d+\.\d$")] = "v61.0"
+    contact_sobject: str = "Contact"
+    lead_sobject: str = "Lead"
+    # External-id field holding the identity (normalized e-mail) on both sObjects. Standard fields such as
+    # Email cannot be marked External ID in Salesforce, hence a custom field.
+    external_id_field: str = "ShopBotly_Email__c"
+    # Command field → Salesforce field, per sObject. Custom fields (`…__c`) are sent under their own name;
+    # other fields a map does not name are not sent (the sObject has no such column).
+    contact_field_map: dict[str, str] = Field(
+        default_factory=lambda: {
+            "email": "Email",
+            "firstname": "FirstName",
+            "lastname": "LastName",
+            "phone": "Phone",
+        }
+    )
+    lead_field_map: dict[str, str] = Field(
+        default_factory=lambda: {
+            "email": "Email",
+            "firstname": "FirstName",
+            "lastname": "LastName",
+            "phone": "Phone",
+            "company": "Company",
+        }
+    )
+    # Multi-select picklist on the contact sObject that holds tags (union, read-modify-write); None: tags
+    # are refused as a permanent error rather than silently dropped.
+    tags_field: str | None = None
+    note_sobject: str = "Task"
+    ticket_sobject: str = "Case"
+    ticket_field_map: dict[str, str] = Field(
+        default_factory=lambda: {"priority": "Priority", "subject": "Subject"}
+    )
+    # External-id field on the ticket sObject that receives the command id: ticket creation becomes an
+    # upsert, so a replay can never create a second case.
+    ticket_external_id_field: str | None = None
+    # Use the `instance_url` returned by the token endpoint instead of `base_url` for API calls.
+    use_instance_url: bool = False
+    state_ttl_s: Annotated[float, Field(ge=0)] = 300.0
+    max_concurrent_requests: Annotated[int, Field(ge=1, le=64)] = 4
+
+
+_DEFAULT_GENERIC_BODY: dict[str, JsonValue] = {
+    "command_id": "{command_id}",
+    "op": "{op}",
+    "identity": "{identity}",
+    "fields": "{fields}",
+    "tags": "{tags}",
+    "body": "{body}",
+}
+
+
+class GenericOperation(StrictModel):
+    """One HTTP call of a generic REST connection.
+
+    `path` is appended to `base_url`; `path` and `body` are templates: a string that is exactly
+    `{name}` is replaced by the value (keeping its JSON type), `{name}` inside a longer string by its text.
+    Names: command_id, op, identity, tenant, connection, body, tags, fields, fields.<name>, event_type.
+    """
+
+    method: Literal["POST", "PUT", "PATCH"] = "POST"
+    path: str = "/api/v1/leads"
+    body: JsonValue = Field(default_factory=lambda: dict(_DEFAULT_GENERIC_BODY))
+    success_codes: list[Annotated[int, Field(ge=200, le=299)]] = Field(
+        default_factory=lambda: [200, 201, 202, 204]
+    )
+    # Dotted path of the created/updated record's id in the JSON answer (e.g. `id` or `data.id`).
+    id_field: str | None = "id"
+
+
+class GenericOptions(StrictModel):
+    """Options of a `generic` REST connection (a self-hosted CRM targeted by configuration alone)."""
+
+    # Per command op; `default` serves every op not listed.
+    operations: dict[str, GenericOperation] = Field(default_factory=lambda: {"default": GenericOperation()})
+    # Header that carries the command id (the write's key) so the CRM can deduplicate; None: not sent.
+    idempotency_header: str | None = "Idempotency-Key"
+    # Merge queued commands of one identity (last write wins per field, tags as a union). Turn off when
+    # the endpoint is not an upsert.
+    coalesce: bool = True
+
+    @model_validator(mode="after")
+    def _known_ops(self) -> GenericOptions:
+        known = {
+            "default",
+            "upsert_contact",
+            "upsert_lead",
+            "add_tags",
+            "add_note",
+            "create_ticket",
+            "attach_order",
+            "notify_bot",
+        }
+        unknown = sorted(set(self.operations) - known)
+        if unknown:
+            raise ValueError(f"operations: unknown op(s) {unknown}; expected some of {sorted(known)}")
+        return self
+
+
+class BotWebhookOptions(StrictModel):
+    """Options of the reserved `bot` connection (url and secret come from the tenant's `bot_webhook`)."""
+
+    # `type` of a notification whose command has no event_type.
+    default_type: str = "crm.notification"
+
+
+_OPTIONS_BY_KIND: dict[str, type[BaseModel]] = {
+    "hubspot": HubSpotOptions,
+    "salesforce": SalesforceOptions,
+    "generic": GenericOptions,
+    "bot_webhook": BotWebhookOptions,
+}
 
 
 class ConnectionConfig(StrictModel):
     kind: Literal["hubspot", "salesforce", "generic", "bot_webhook"]
-    base_url: str
-    auth: AuthConfig = Field(default_factory=AuthConfig)
+    # Required for every kind but bot_webhook, whose URL is the tenant's `bot_webhook.url`.
+    base_url: Annotated[str | None, Field(pattern=r"^https?://[^\s/]+\S*$")] = None
+    auth: AuthConfig = Field(default_factory=lambda: AuthConfig(kind="none"))
     rate_limit: RateLimitConfig = Field(default_factory=RateLimitConfig)
+    # Records per batch request (HubSpot at most 100, Salesforce at most 200).
     batch_size: Annotated[int, Field(ge=1, le=200)] = 100
     timeout_s: Annotated[float, Field(gt=0, le=120)] = 10.0
     max_attempts: Annotated[int, Field(ge=1, le=50)] = 8
     max_retry_after_s: Annotated[float, Field(gt=0)] = 60.0
-    # Kind-specific settings (HubSpot tag property, Salesforce sObject/external id field, generic templates).
+    # Kind-specific settings: see HubSpotOptions, SalesforceOptions, GenericOptions, BotWebhookOptions.
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _options_and_limits_fit_kind(self) -> ConnectionConfig:
+        if self.base_url is None and self.kind != "bot_webhook":
+            raise ValueError(f"base_url: required for kind {self.kind!r} (e.g. https://api.hubapi.com)")
+        if self.kind == "hubspot" and self.batch_size > 100:
+            raise ValueError(
+                f"batch_size: HubSpot batch endpoints take at most 100 inputs (got {self.batch_size})"
+            )
+        try:
+            _OPTIONS_BY_KIND[self.kind].model_validate(self.options)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ValueError(
+                f"options.{where}: {first['msg']} (valid options for kind {self.kind!r}: "
+                f"{sorted(_OPTIONS_BY_KIND[self.kind].model_fields)})"
+            ) from None
+        return self
+
+    def hubspot_options(self) -> HubSpotOptions:
+        return HubSpotOptions.model_validate(self.options)
+
+    def salesforce_options(self) -> SalesforceOptions:
+        return SalesforceOptions.model_validate(self.options)
+
+    def generic_options(self) -> GenericOptions:
+        return GenericOptions.model_validate(self.options)
+
+    def bot_options(self) -> BotWebhookOptions:
+        return BotWebhookOptions.model_validate(self.options)

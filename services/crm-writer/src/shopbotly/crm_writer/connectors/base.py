@@ -1,0 +1,119 @@
+"""The one interface every connector implements, and what connectors share (contact state cache, JSON)."""
+
+from __future__ import annotations
+
+import abc
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from shopbotly.common.errors import PermanentError
+from shopbotly.common.events import CommandOp
+from shopbotly.crm_writer.domain import Write, WriteKind
+from shopbotly.crm_writer.runtime import ConnectionRuntime
+
+__all__ = ["Connector", "ContactCache", "ContactState", "json_body", "unsupported"]
+
+
+class Connector(abc.ABC):
+    """Applies writes to one connection. Raises ShopbotlyError subclasses to say what went wrong."""
+
+    # Commands merged into one write at most (1 turns coalescing off).
+    max_merge: int = 1_000_000
+
+    def __init__(self, runtime: ConnectionRuntime) -> None:
+        self.runtime = runtime
+
+    @abc.abstractmethod
+    def kind_of(self, op: CommandOp) -> WriteKind:
+        """The CRM write an op becomes; PermanentError if this connection cannot do it."""
+
+    def group_of(self, op: CommandOp) -> Hashable:
+        """Ops of the same kind and group may merge."""
+        return self.kind_of(op)
+
+    @abc.abstractmethod
+    async def apply(self, write: Write, *, partition: int) -> dict[str, str]:
+        """Apply one write; returns the CRM ids it touched (e.g. {"contact": "123", "ticket": "9"})."""
+
+    def forget_partitions(self, partitions: set[int]) -> None:  # noqa: B027 - optional hook
+        """Drop cached CRM state of identities in partitions another replica may have written meanwhile."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Stop background work (batch senders)."""
+
+
+def unsupported(connection_kind: str, op: CommandOp) -> PermanentError:
+    return PermanentError(f"a {connection_kind} connection cannot apply {op.value}")
+
+
+@dataclass
+class ContactState:
+    """What the writer knows of a contact in the CRM: its id (None: not there) and properties."""
+
+    id: str | None
+    properties: dict[str, str] = field(default_factory=dict)
+    partition: int = -1
+    stored_at: float = 0.0
+    # The properties started from a read of the CRM (so they include what others wrote, e.g. tags).
+    read: bool = False
+
+
+class ContactCache:
+    """Contacts this replica read or wrote, for read-modify-write without a read per write.
+
+    Valid while this replica owns the identity's partition (one partition, one writer): entries of
+    partitions it gains are dropped on assignment, and entries expire after `ttl_s` so edits made in the
+    CRM by people are picked up.
+    """
+
+    def __init__(
+        self, *, ttl_s: float, max_entries: int = 200_000, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._clock = clock
+        self._entries: OrderedDict[str, ContactState] = OrderedDict()
+
+    def get(self, identity: str) -> ContactState | None:
+        entry = self._entries.get(identity)
+        if entry is None:
+            return None
+        if self._clock() - entry.stored_at > self.ttl_s:
+            del self._entries[identity]
+            return None
+        self._entries.move_to_end(identity)
+        return entry
+
+    def put(self, identity: str, state: ContactState) -> None:
+        if self.ttl_s <= 0:
+            return
+        state.stored_at = self._clock()
+        self._entries[identity] = state
+        self._entries.move_to_end(identity)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def drop(self, identity: str) -> None:
+        self._entries.pop(identity, None)
+
+    def forget_partitions(self, partitions: set[int]) -> None:
+        for identity in [i for i, s in self._entries.items() if s.partition in partitions]:
+            del self._entries[identity]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def json_body(response: httpx.Response | None) -> Any:
+    """The answer's JSON, or None when it has none or it is not JSON."""
+    if response is None or not response.content:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        return None

@@ -1,0 +1,829 @@
+"""The crm-commands consumer: key-ordered and parallel, committed at the low watermark of finished work.
+
+Records of a partition are queued per key (tenant:connection:identity). Up to
+`max_in_flight_per_partition` identities are written at once; one identity's commands are taken
+together, checked against the ledger, coalesced and written strictly in order. An offset is finished
+when its outcome (applied, duplicate or dead-lettered) is published and acknowledged; the committed
+offset is the lowest unfinished one. Fetching of a partition pauses when it holds too much, or while a
+connection it has work for is in an outage (open circuit), and resumes after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import random
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import httpx
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+
+from shopbotly.common.config import ConnectionConfig, RateLimitConfig, ShopbotlyConfig
+from shopbotly.common.config._connections import RESERVED_BOT_CONNECTION
+from shopbotly.common.dlq import DeadLetter, publish_dead_letter
+from shopbotly.common.errors import (
+    AuthError,
+    ErrorClass,
+    OutageError,
+    PermanentError,
+    RetryableError,
+    ShopbotlyError,
+)
+from shopbotly.common.events import (
+    CommandOutcome,
+    CommandResult,
+    CrmCommand,
+    Headers,
+    LedgerEntry,
+    message_headers,
+    utcnow,
+)
+from shopbotly.common.health import Health
+from shopbotly.common.kafka import make_consumer
+from shopbotly.common.logging import bound, get_logger
+from shopbotly.common.topics import Topic
+from shopbotly.crm_writer import metrics
+from shopbotly.crm_writer.circuit import CircuitState
+from shopbotly.crm_writer.connectors import Connector, make_connector
+from shopbotly.crm_writer.domain import Envelope, Write, coalesce, parse_record
+from shopbotly.crm_writer.ledger import Ledger
+from shopbotly.crm_writer.ordering import KeyedScheduler, OffsetTracker
+from shopbotly.crm_writer.ratelimit import partition_share
+from shopbotly.crm_writer.retry import RetryPolicy
+from shopbotly.crm_writer.runtime import BreakerSettings, ConnectionRuntime
+from shopbotly.crm_writer.settings import Settings
+from shopbotly.crm_writer.verdict import ThrottledError
+
+__all__ = ["Writer"]
+
+log = get_logger(__name__)
+SERVICE = "crm-writer"
+
+
+@dataclass
+class _Partition:
+    tp: TopicPartition
+    scheduler: KeyedScheduler[bytes, Envelope]
+    tracker: OffsetTracker = field(default_factory=OffsetTracker)
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    # Unfinished records per connection label: which circuits this partition's progress depends on.
+    connections: Counter[str] = field(default_factory=Counter)
+    committed: int | None = None
+    closing: bool = False
+    paused: bool = False
+    # False until the ledger has caught up after the assignment: records queue, nothing is written yet.
+    ready: bool = False
+
+
+@dataclass
+class _Delivery:
+    ok: bool
+    crm_ids: dict[str, str]
+    tries: int
+    first_at: datetime
+    last_at: datetime
+    error: ShopbotlyError | None = None
+
+
+@dataclass
+class _Route:
+    runtime: ConnectionRuntime
+    connector: Connector
+
+
+def _label(env: Envelope) -> str:
+    cmd = env.command
+    return f"{cmd.tenant}:{cmd.connection}" if cmd is not None else "invalid"
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, writer: Writer) -> None:
+        self._writer = writer
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._writer._on_revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self._writer._on_assigned(set(assigned))
+
+
+class Writer:
+    """One crm-writer replica. `await run()` consumes until `stop()` (graceful) or cancellation (abrupt)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        config: ShopbotlyConfig,
+        *,
+        health: Health | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.config = config
+        self.health = health or Health()
+        self._transport = transport
+        self._rng = rng or random.Random()
+        kafka = settings.kafka
+        self.commands_topic = kafka.topic(Topic.CRM_COMMANDS)
+        self.results_topic = kafka.topic(Topic.CRM_RESULTS)
+        self.dlq_topic = kafka.topic(Topic.CRM_COMMANDS_DLQ)
+        self._breaker = BreakerSettings(
+            failure_threshold=settings.circuit_failure_threshold,
+            open_s=settings.circuit_open_s,
+            max_open_s=settings.circuit_max_open_s,
+            throttle_outage_after=settings.throttle_outage_after,
+        )
+        self._partitions: dict[TopicPartition, _Partition] = {}
+        self._routes: dict[str, _Route] = {}
+        self._share = 1.0
+        self._owned: set[int] = set()
+        self._stopping = asyncio.Event()
+        self._commit_lock = asyncio.Lock()
+        self._fatal: BaseException | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._ledger: Ledger | None = None
+        self._client: httpx.AsyncClient | None = None
+        self.started = asyncio.Event()
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask for a graceful stop: finish in-flight writes (within the grace period), commit, leave."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        graceful = False
+        try:
+            await self._start()
+            await self._consume()
+            graceful = True
+        finally:
+            await self._close(graceful=graceful)
+
+    async def _start(self) -> None:
+        s = self.settings
+        self._client = httpx.AsyncClient(
+            transport=self._transport,
+            limits=httpx.Limits(
+                max_connections=s.http_max_connections, max_keepalive_connections=s.http_max_connections
+            ),
+            follow_redirects=False,
+        )
+        self._producer = producer = _make_producer(s)
+        await producer.start()
+        self._ledger = Ledger(s.kafka, producer)
+        await self._ledger.start(timeout_s=s.ledger_restore_timeout_s)
+        self.health.set_ready("ledger", True, f"{len(self._ledger)} applied command ids")
+        consumer = make_consumer(
+            s.kafka,
+            group_id=s.consumer_group,
+            client_role="crm-writer",
+            session_timeout_ms=s.session_timeout_ms,
+            heartbeat_interval_ms=max(1000, s.session_timeout_ms // 3),
+        )
+        consumer.subscribe([self.commands_topic], listener=_Listener(self))
+        self._consumer = consumer  # before start(): the rebalance callbacks may run inside it
+        await consumer.start()
+        self.health.set_ready("kafka", True)
+        self.started.set()
+        log.info("crm-writer consuming", topic=self.commands_topic, group=s.consumer_group)
+
+    async def _close(self, *, graceful: bool) -> None:
+        self.health.draining = True
+        consumer = self._consumer
+        if consumer is not None:
+            if graceful:
+                try:
+                    async with asyncio.timeout(self.settings.shutdown_grace_s):
+                        await self._drain(set(self._partitions), commit=True)
+                except TimeoutError:
+                    log.warning("shutdown grace period over; abandoning in-flight writes")
+            await self._drain(set(self._partitions), commit=False, grace_s=0)
+            await consumer.stop()
+        for route in self._routes.values():
+            await route.connector.aclose()
+        if self._ledger is not None:
+            await self._ledger.stop()
+        if self._producer is not None:
+            await self._producer.stop()
+        if self._client is not None:
+            await self._client.aclose()
+
+    # -- consumption ------------------------------------------------------------------------------
+
+    async def _consume(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        last_commit = loop.time()
+        while not self._stopping.is_set():
+            if self._fatal is None and self._ledger is not None and self._ledger.failure is not None:
+                self._fatal = self._ledger.failure
+            if self._fatal is not None:
+                raise RuntimeError("crm-writer cannot continue") from self._fatal
+            batch = await consumer.getmany(timeout_ms=s.poll_timeout_ms, max_records=s.max_poll_records)
+            for tp, records in batch.items():
+                self._accept(tp, records)
+            self._apply_pauses()
+            if loop.time() - last_commit >= s.commit_interval_s:
+                await self._commit(None)
+                self._report_gauges()
+                last_commit = loop.time()
+            self.health.beat("consume", max_age_s=max(60.0, s.poll_timeout_ms / 1000 * 10))
+
+    def _accept(self, tp: TopicPartition, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        part = self._partitions.get(tp)
+        if part is None or part.closing:
+            # Not (or no longer) ours to work on. Rewind so that, should the partition stay with this
+            # consumer, these records are fetched again rather than skipped.
+            if records and self._consumer is not None:
+                with contextlib.suppress(IllegalStateError, AssertionError):
+                    self._consumer.seek(tp, records[0].offset)
+            return
+        for r in records:
+            if not part.tracker.is_new(r.offset):
+                continue  # already taken (a refetch after resume): never twice
+            env = parse_record(
+                topic=r.topic,
+                partition=r.partition,
+                offset=r.offset,
+                key=r.key,
+                value=r.value,
+                headers=r.headers,
+                timestamp_ms=r.timestamp,
+            )
+            part.tracker.add(r.offset)
+            part.connections[_label(env)] += 1
+            part.scheduler.push(r.key or b"", env)
+        self._dispatch(part)
+
+    def _dispatch(self, part: _Partition) -> None:
+        while part.ready and not part.closing and (taken := part.scheduler.take()) is not None:
+            key, envs = taken
+            task = asyncio.create_task(self._work(part, key, envs), name=f"write-{part.tp.partition}")
+            part.tasks.add(task)
+
+    def _finish(self, part: _Partition, env: Envelope) -> None:
+        part.tracker.finish(env.offset)
+        label = _label(env)
+        part.connections[label] -= 1
+        if part.connections[label] <= 0:
+            del part.connections[label]
+
+    async def _work(self, part: _Partition, key: bytes, envs: list[Envelope]) -> None:
+        requeue: list[Envelope] | None = None
+        finished: set[int] = set()
+        try:
+            # Whatever was left for later goes back first, in offset order: the identity's order holds.
+            requeue = sorted(await self._process(part, envs, finished), key=lambda e: e.offset)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # A bug or an unexpected failure: nothing is lost (unfinished offsets stay uncommitted); the
+            # identity's remaining commands are tried again after a pause, in order.
+            log.exception("unexpected error writing commands; retrying them", partition=part.tp.partition)
+            requeue = [e for e in envs if e.offset not in finished]
+            await asyncio.sleep(self.settings.retry_cap_s)
+        finally:
+            task = asyncio.current_task()
+            if task is not None:
+                part.tasks.discard(task)
+            if not part.closing:
+                part.scheduler.done(key, requeue=requeue)
+                self._dispatch(part)
+
+    async def _process(self, part: _Partition, envs: list[Envelope], finished: set[int]) -> list[Envelope]:
+        ledger = self._ledger
+        assert ledger is not None
+
+        def finish(env: Envelope) -> None:
+            self._finish(part, env)
+            finished.add(env.offset)
+
+        pending: list[Envelope] = []
+        later: list[Envelope] = []
+        seen: set[str] = set()
+        for env in envs:
+            cmd = env.command
+            if cmd is None:
+                await self._dead_letter(env, None, PermanentError(env.error or "invalid record"), tries=0)
+                finish(env)
+                continue
+            if cmd.command_id in seen:
+                later.append(env)  # the same command twice in one take: judge the repeat after the first
+                continue
+            prior = ledger.get(cmd.command_id)
+            if prior is not None:
+                await self._duplicate(env, cmd, prior)
+                finish(env)
+                continue
+            seen.add(cmd.command_id)
+            pending.append(env)
+        if not pending:
+            return later
+        first = pending[0].command
+        assert first is not None
+        # One key is one tenant:connection; records without a key share the empty key and may mix
+        # connections: take the leading run of one connection now, the rest on the next turn, in order.
+        for i, env in enumerate(pending):
+            cmd = env.command
+            assert cmd is not None
+            if (cmd.tenant, cmd.connection) != (first.tenant, first.connection):
+                later = [*pending[i:], *later]
+                pending = pending[:i]
+                break
+        try:
+            route = self._route(first)
+        except PermanentError as exc:
+            for env in pending:
+                await self._dead_letter(env, env.command, exc, tries=0)
+                finish(env)
+            return later
+        routable: list[tuple[int, CrmCommand]] = []
+        for i, env in enumerate(pending):
+            assert env.command is not None
+            try:
+                route.connector.kind_of(env.command.op)
+            except PermanentError as exc:
+                await self._dead_letter(env, env.command, exc, tries=0)
+                finish(env)
+                continue
+            routable.append((i, env.command))
+        writes = coalesce(
+            routable,
+            route.connector.kind_of,
+            max_merge=min(self.settings.max_coalesce, route.connector.max_merge),
+            group_of=route.connector.group_of,
+        )
+        for write in writes:
+            members = [pending[h] for h in write.handles]
+            delivery = await self._deliver(route, write, part.tp.partition)
+            if delivery.ok:
+                await self._applied(write, members, delivery)
+            elif isinstance(delivery.error, PermanentError) and len(write.commands) > 1:
+                # The CRM refused the merged write: apply its commands one by one, so only the one it
+                # refuses is dead-lettered and the others still take effect, in order.
+                for i, env in enumerate(members):
+                    single = write.single(i)
+                    one = await self._deliver(route, single, part.tp.partition)
+                    if one.ok:
+                        await self._applied(single, [env], one)
+                    else:
+                        await self._dead_letter(env, env.command, one.error, tries=one.tries, delivery=one)
+            else:
+                for env in members:
+                    await self._dead_letter(
+                        env, env.command, delivery.error, tries=delivery.tries, delivery=delivery
+                    )
+            for env in members:
+                finish(env)
+        return later
+
+    # -- delivery ---------------------------------------------------------------------------------
+
+    def _route(self, cmd: CrmCommand) -> _Route:
+        label = f"{cmd.tenant}:{cmd.connection}"
+        route = self._routes.get(label)
+        if route is not None:
+            return route
+        tenant = self.config.tenants.get(cmd.tenant)
+        if tenant is None:
+            raise PermanentError(f"unknown tenant {cmd.tenant!r}")
+        bot = None
+        if cmd.connection == RESERVED_BOT_CONNECTION:
+            bot = tenant.bot_webhook
+            if bot is None:
+                raise PermanentError(f"tenant {cmd.tenant!r} has no bot_webhook for connection 'bot'")
+            # Undeclared: 100 notifications per second per tenant (a bot endpoint is not a CRM quota).
+            conn = tenant.connections.get(RESERVED_BOT_CONNECTION) or ConnectionConfig(
+                kind="bot_webhook", rate_limit=RateLimitConfig(requests=100, per_seconds=1.0)
+            )
+            if conn.kind != "bot_webhook":
+                raise PermanentError("connection 'bot' is reserved for the bot webhook (kind bot_webhook)")
+        else:
+            found = tenant.connections.get(cmd.connection)
+            if found is None:
+                known = sorted(tenant.connections) or "none"
+                raise PermanentError(
+                    f"tenant {cmd.tenant!r} has no connection {cmd.connection!r} (known: {known})"
+                )
+            conn = found
+        assert self._client is not None
+        runtime = ConnectionRuntime(
+            label,
+            conn,
+            self._client,
+            breaker=self._breaker,
+            share=max(self._share, 1e-6),
+            on_circuit_change=self._circuit_changed,
+        )
+        route = _Route(runtime, make_connector(runtime, bot_webhook=bot))
+        self._routes[label] = route
+        return route
+
+    def _circuit_changed(self, runtime: ConnectionRuntime) -> None:
+        self._apply_pauses()
+
+    async def _deliver(self, route: _Route, write: Write, partition: int) -> _Delivery:
+        runtime = route.runtime
+        cfg = runtime.config
+        policy = RetryPolicy(
+            max_attempts=cfg.max_attempts,
+            base_s=self.settings.retry_base_s,
+            cap_s=self.settings.retry_cap_s,
+            max_retry_after_s=cfg.max_retry_after_s,
+        )
+        first_at = utcnow()
+        tries = 0
+        counted = 0
+        throttled = 0
+        cmd = write.commands[-1]
+        with bound(
+            event_id=cmd.causation_event_id,
+            tenant=cmd.tenant,
+            trace_id=cmd.trace_id,
+            command_id=cmd.command_id,
+            connection=runtime.name,
+            op=write.op.value,
+            merged=len(write.commands),
+        ):
+            while True:
+                tries += 1
+                try:
+                    crm_ids = await route.connector.apply(write, partition=partition)
+                    return _Delivery(True, crm_ids, tries, first_at, utcnow())
+                except ThrottledError as exc:
+                    # The limiter holds the whole connection back; this write did nothing wrong, so no
+                    # attempt is spent. A short jittered nap keeps a per-record 429 from spinning, and
+                    # throttling without end is an outage (the circuit takes over, nothing is dropped).
+                    metrics.RETRIES.labels(runtime.name, "throttled").inc()
+                    throttled += 1
+                    if throttled % self.settings.throttle_outage_after == 0:
+                        runtime.trip(f"throttled {throttled} times in a row", exc.retry_after)
+                    await asyncio.sleep(self._rng.uniform(0.0, min(exc.retry_after or 0.5, 0.5)))
+                except OutageError as exc:
+                    # The circuit is open: the next try waits for it (and for its probe) in permit().
+                    metrics.RETRIES.labels(runtime.name, ErrorClass.OUTAGE.value).inc()
+                    if runtime.circuit_state is CircuitState.CLOSED:
+                        runtime.trip(exc.message, exc.retry_after)  # reported per record, not per request
+                except (AuthError, PermanentError) as exc:
+                    return _Delivery(False, {}, tries, first_at, utcnow(), exc)
+                except RetryableError as exc:
+                    if runtime.circuit_state is not CircuitState.CLOSED:
+                        # Part of an outage, not this write's failure: wait for the circuit, no attempt spent.
+                        metrics.RETRIES.labels(runtime.name, ErrorClass.OUTAGE.value).inc()
+                        continue
+                    counted += 1
+                    if policy.exhausted(counted):
+                        return _Delivery(False, {}, tries, first_at, utcnow(), exc)
+                    metrics.RETRIES.labels(runtime.name, ErrorClass.RETRYABLE.value).inc()
+                    delay = policy.delay(counted, exc.retry_after, self._rng)
+                    log.info(
+                        "write failed, retrying", error=exc.message, attempt=counted, delay_s=round(delay, 2)
+                    )
+                    await asyncio.sleep(delay)
+
+    # -- outcomes ---------------------------------------------------------------------------------
+
+    def _headers(self, cmd: CrmCommand, schema: str) -> Headers:
+        return message_headers(
+            event_id=cmd.causation_event_id, tenant=cmd.tenant, trace_id=cmd.trace_id, schema=schema
+        )
+
+    async def _publish(self, sends: list[Callable[[], Awaitable[object]]]) -> None:
+        """Publish and wait for every acknowledgement; a failed publish is retried (the offset waits)."""
+        delay = 0.2
+        pending = sends
+        while pending:
+            outcomes = await asyncio.gather(*(send() for send in pending), return_exceptions=True)
+            failed = [s for s, o in zip(pending, outcomes, strict=True) if isinstance(o, BaseException)]
+            for o in outcomes:
+                if isinstance(o, asyncio.CancelledError):
+                    raise o
+            if failed:
+                errors = {type(o).__name__ for o in outcomes if isinstance(o, BaseException)}
+                log.warning("publish failed, retrying", failed=len(failed), errors=sorted(errors))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            pending = failed
+
+    def _send(
+        self, topic: str, value: bytes, key: bytes | None, headers: Headers
+    ) -> Callable[[], Awaitable[object]]:
+        producer = self._producer
+        assert producer is not None
+        return lambda: producer.send_and_wait(topic, value, key=key, headers=headers)
+
+    async def _applied(self, write: Write, members: list[Envelope], delivery: _Delivery) -> None:
+        ledger = self._ledger
+        assert ledger is not None
+        ids = [c.command_id for c in write.commands]
+        now = utcnow()
+        sends: list[Callable[[], Awaitable[object]]] = []
+        for env, cmd in zip(members, write.commands, strict=True):
+            entry = LedgerEntry(
+                command_id=cmd.command_id,
+                tenant=cmd.tenant,
+                connection=cmd.connection,
+                crm_ids=delivery.crm_ids,
+            )
+            headers = self._headers(cmd, LedgerEntry.SCHEMA)
+            sends.append(functools.partial(ledger.record, entry, headers=headers))
+            result = CommandResult(
+                command_id=cmd.command_id,
+                tenant=cmd.tenant,
+                connection=cmd.connection,
+                identity=cmd.identity,
+                op=cmd.op,
+                outcome=CommandOutcome.APPLIED,
+                crm_ids=delivery.crm_ids,
+                attempts=delivery.tries,
+                coalesced_with=[i for i in ids if i != cmd.command_id],
+            )
+            sends.append(
+                self._send(
+                    self.results_topic,
+                    result.to_json(),
+                    env.key or cmd.key(),
+                    self._headers(cmd, CommandResult.SCHEMA),
+                )
+            )
+            metrics.COMMANDS.labels(f"{cmd.tenant}:{cmd.connection}", cmd.op.value, "applied").inc()
+            if cmd.received_at is not None:
+                metrics.E2E_LATENCY.labels(f"{cmd.tenant}:{cmd.connection}").observe(
+                    max(0.0, (now - cmd.received_at).total_seconds())
+                )
+        await self._publish(sends)
+
+    async def _duplicate(self, env: Envelope, cmd: CrmCommand, crm_ids: dict[str, str]) -> None:
+        result = CommandResult(
+            command_id=cmd.command_id,
+            tenant=cmd.tenant,
+            connection=cmd.connection,
+            identity=cmd.identity,
+            op=cmd.op,
+            outcome=CommandOutcome.DUPLICATE,
+            crm_ids=crm_ids,
+            attempts=0,
+        )
+        metrics.COMMANDS.labels(f"{cmd.tenant}:{cmd.connection}", cmd.op.value, "duplicate").inc()
+        await self._publish(
+            [
+                self._send(
+                    self.results_topic,
+                    result.to_json(),
+                    env.key or cmd.key(),
+                    self._headers(cmd, CommandResult.SCHEMA),
+                )
+            ]
+        )
+
+    async def _dead_letter(
+        self,
+        env: Envelope,
+        cmd: CrmCommand | None,
+        error: ShopbotlyError | None,
+        *,
+        tries: int,
+        delivery: _Delivery | None = None,
+    ) -> None:
+        producer = self._producer
+        assert producer is not None
+        err = error or PermanentError("unknown failure")
+        letter = DeadLetter(
+            error_class=err.error_class,
+            error_message=err.message,
+            attempts=tries,
+            origin_topic=env.topic,
+            origin_partition=env.partition,
+            origin_offset=env.offset,
+            origin_service=SERVICE,
+            first_at=delivery.first_at if delivery else None,
+            last_at=delivery.last_at if delivery else None,
+        )
+        sends: list[Callable[[], Awaitable[object]]] = [
+            lambda: publish_dead_letter(
+                producer,
+                self.dlq_topic,
+                key=env.key,
+                value=env.value,
+                headers=env.headers,
+                timestamp_ms=env.timestamp_ms,
+                letter=letter,
+            )
+        ]
+        label = _label(env)
+        if cmd is not None:
+            result = CommandResult(
+                command_id=cmd.command_id,
+                tenant=cmd.tenant,
+                connection=cmd.connection,
+                identity=cmd.identity,
+                op=cmd.op,
+                outcome=CommandOutcome.DEAD_LETTERED,
+                attempts=tries,
+                error_class=err.error_class.value,
+                error_message=err.message[:2000],
+            )
+            sends.append(
+                self._send(
+                    self.results_topic,
+                    result.to_json(),
+                    env.key or cmd.key(),
+                    self._headers(cmd, CommandResult.SCHEMA),
+                )
+            )
+            metrics.COMMANDS.labels(label, cmd.op.value, "dead_lettered").inc()
+        metrics.DEAD_LETTERED.labels(label, err.error_class.value).inc()
+        with bound(
+            event_id=cmd.causation_event_id if cmd else None,
+            tenant=cmd.tenant if cmd else None,
+            trace_id=cmd.trace_id if cmd else None,
+            command_id=cmd.command_id if cmd else None,
+        ):
+            log.warning(
+                "command dead-lettered",
+                error_class=err.error_class.value,
+                error=err.message,
+                attempts=tries,
+                partition=env.partition,
+                offset=env.offset,
+            )
+        await self._publish(sends)
+
+    # -- partitions: pause, commit, rebalance -----------------------------------------------------
+
+    def _apply_pauses(self) -> None:
+        consumer = self._consumer
+        if consumer is None:
+            return
+        limit = self.settings.max_buffered_per_partition
+        pause: list[TopicPartition] = []
+        resume: list[TopicPartition] = []
+        for tp, part in self._partitions.items():
+            blocked = part.scheduler.queued >= limit or any(
+                (route := self._routes.get(label)) is not None
+                and route.runtime.circuit_state is not CircuitState.CLOSED
+                for label in part.connections
+            )
+            if blocked and not part.paused:
+                pause.append(tp)
+                part.paused = True
+            elif not blocked and part.paused:
+                resume.append(tp)
+                part.paused = False
+        try:
+            if pause:
+                consumer.pause(*pause)
+                log.info("fetching paused", partitions=sorted(tp.partition for tp in pause))
+            if resume:
+                consumer.resume(*resume)
+                log.info("fetching resumed", partitions=sorted(tp.partition for tp in resume))
+        except IllegalStateError:
+            pass  # a rebalance took the partition meanwhile
+        metrics.PAUSED_PARTITIONS.set(sum(1 for p in self._partitions.values() if p.paused))
+
+    @property
+    def share(self) -> float:
+        """This replica's share of every connection's rate limit (its fraction of the partitions)."""
+        return self._share
+
+    @property
+    def owned_partitions(self) -> set[int]:
+        return set(self._owned)
+
+    def circuit_state(self, connection: str) -> CircuitState | None:
+        """The circuit of `tenant:connection`, or None before its first command."""
+        route = self._routes.get(connection)
+        return route.runtime.circuit_state if route is not None else None
+
+    def paused_partitions(self) -> set[int]:
+        return {tp.partition for tp, p in self._partitions.items() if p.paused}
+
+    async def _commit(self, tps: set[TopicPartition] | None) -> None:
+        consumer = self._consumer
+        if consumer is None:
+            return
+        async with self._commit_lock:
+            offsets: dict[TopicPartition, int] = {}
+            for tp, part in self._partitions.items():
+                if tps is not None and tp not in tps:
+                    continue
+                c = part.tracker.committable()
+                if c is not None and (part.committed is None or c > part.committed):
+                    offsets[tp] = c
+            if not offsets:
+                return
+            try:
+                await consumer.commit(offsets)
+            except (CommitFailedError, IllegalStateError, KafkaError) as exc:
+                log.warning(
+                    "commit failed; the next owner may repeat some commands", error=type(exc).__name__
+                )
+                return
+            for tp, offset in offsets.items():
+                owned = self._partitions.get(tp)
+                if owned is not None:
+                    owned.committed = offset
+
+    def _report_gauges(self) -> None:
+        consumer = self._consumer
+        for tp, part in self._partitions.items():
+            p = str(tp.partition)
+            metrics.QUEUE_DEPTH.labels(p).set(part.scheduler.queued)
+            metrics.IN_FLIGHT.labels(p).set(part.scheduler.active)
+            high = consumer.highwater(tp) if consumer is not None else None
+            if high is not None:
+                done = part.tracker.committable()
+                metrics.CONSUMER_LAG.labels(tp.topic, p).set(
+                    max(0, high - (done if done is not None else high))
+                )
+
+    async def _drain(self, tps: set[TopicPartition], *, commit: bool, grace_s: float | None = None) -> None:
+        """Stop taking work for `tps`, let in-flight writes finish (bounded), cancel the rest, commit."""
+        parts = [self._partitions[tp] for tp in tps if tp in self._partitions]
+        for part in parts:
+            part.closing = True
+        tasks = [t for part in parts for t in part.tasks]
+        grace = self.settings.revoke_grace_s if grace_s is None else grace_s
+        abandoned: set[asyncio.Task[None]] = set()
+        if tasks:
+            if grace > 0:
+                _, abandoned = await asyncio.wait(tasks, timeout=grace)
+            else:
+                abandoned = set(tasks)
+            for t in abandoned:
+                t.cancel()
+            await asyncio.gather(*abandoned, return_exceptions=True)
+        if commit:
+            await self._commit({p.tp for p in parts})
+        for part in parts:
+            self._partitions.pop(part.tp, None)
+            metrics.QUEUE_DEPTH.labels(str(part.tp.partition)).set(0)
+            metrics.IN_FLIGHT.labels(str(part.tp.partition)).set(0)
+        if parts:
+            log.info(
+                "partitions released",
+                partitions=sorted(p.tp.partition for p in parts),
+                finished=len(tasks) - len(abandoned),
+                abandoned=len(abandoned),
+            )
+
+    async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._drain(revoked, commit=True)
+
+    async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
+        consumer = self._consumer
+        ledger = self._ledger
+        assert ledger is not None
+        mine = {tp for tp in assigned if tp.topic == self.commands_topic}
+        # State first, synchronously: the fetcher may hand out records of these partitions while this
+        # callback still waits for the ledger, and they must be queued, not lost.
+        fresh: list[_Partition] = []
+        for tp in mine:
+            if tp not in self._partitions:
+                part = _Partition(
+                    tp,
+                    KeyedScheduler(
+                        max_active=self.settings.max_in_flight_per_partition,
+                        max_take=self.settings.max_coalesce,
+                    ),
+                )
+                self._partitions[tp] = part
+                fresh.append(part)
+        known = consumer.partitions_for_topic(self.commands_topic) if consumer is not None else None
+        total = len(known) if known else len(mine)
+        self._share = partition_share(len(mine), total) if mine else 0.0
+        for route in self._routes.values():
+            route.runtime.set_share(max(self._share, 1e-6))
+        gained = {tp.partition for tp in mine} - self._owned
+        if gained:
+            for route in self._routes.values():
+                route.connector.forget_partitions(gained)
+        self._owned = {tp.partition for tp in mine}
+        try:
+            # Whatever the previous owner of these partitions applied must be known before writing.
+            await ledger.caught_up(timeout_s=self.settings.ledger_restore_timeout_s)
+        except Exception as exc:  # surfaced by the consume loop, which stops the writer
+            self._fatal = exc
+            return
+        for part in fresh:
+            part.ready = True
+            self._dispatch(part)
+        self.health.set_ready("partitions", True, f"{len(mine)} of {total} partitions")
+        log.info("partitions assigned", partitions=sorted(self._owned), share=round(self._share, 3))
+
+
+def _make_producer(settings: Settings) -> AIOKafkaProducer:
+    from shopbotly.common.kafka import make_producer
+
+    return make_producer(settings.kafka, client_role="crm-writer")

@@ -1,0 +1,91 @@
+"""crm-writer's Prometheus metrics (served on /metrics by shopbotly.common.health).
+
+`connection` labels are `tenant:connection` (bounded by the config); `partition` labels by the topic's
+partition count.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from shopbotly.common.metrics import BATCH_BUCKETS, E2E_BUCKETS, LATENCY_BUCKETS, consumer_lag_gauge
+
+__all__ = [
+    "BATCH_RECORDS",
+    "CIRCUIT_STATE",
+    "COMMANDS",
+    "CONSUMER_LAG",
+    "DEAD_LETTERED",
+    "E2E_LATENCY",
+    "IN_FLIGHT",
+    "PAUSED_PARTITIONS",
+    "QUEUE_DEPTH",
+    "RATE_LIMIT_RATE",
+    "RATE_LIMIT_REMAINING",
+    "REQUESTS",
+    "REQUEST_DURATION",
+    "RETRIES",
+    "THROTTLED",
+]
+
+_S = "shopbotly_crm_writer"
+
+REQUESTS = Counter(
+    f"{_S}_requests_total",
+    "HTTP requests to CRMs and bots, by connection, request op and status (HTTP code, or error).",
+    ["connection", "op", "status"],
+)
+REQUEST_DURATION = Histogram(
+    f"{_S}_request_duration_seconds",
+    "Duration of one HTTP request to a CRM or bot.",
+    ["connection", "op"],
+    buckets=LATENCY_BUCKETS,
+)
+COMMANDS = Counter(
+    f"{_S}_commands_total",
+    "Commands finished, by connection, command op and outcome (applied, duplicate, dead_lettered).",
+    ["connection", "op", "outcome"],
+)
+IN_FLIGHT = Gauge(f"{_S}_in_flight_identities", "Identities being written right now.", ["partition"])
+QUEUE_DEPTH = Gauge(
+    f"{_S}_queue_depth_commands", "Commands received and waiting for their identity's turn.", ["partition"]
+)
+RETRIES = Counter(
+    f"{_S}_retries_total",
+    "Write attempts that will be retried, by connection and error class (retryable, throttled, outage).",
+    ["connection", "error_class"],
+)
+DEAD_LETTERED = Counter(
+    f"{_S}_dead_lettered_total",
+    "Commands copied to the dead-letter topic, by connection and error class.",
+    ["connection", "error_class"],
+)
+CIRCUIT_STATE = Gauge(
+    f"{_S}_circuit_state",
+    "Circuit breaker state per connection: 0 closed, 1 half-open, 2 open.",
+    ["connection"],
+)
+RATE_LIMIT_REMAINING = Gauge(
+    f"{_S}_rate_limit_remaining_requests",
+    "Requests left in the CRM's current window, from its quota headers (scope: window or daily).",
+    ["connection", "scope"],
+)
+RATE_LIMIT_RATE = Gauge(
+    f"{_S}_rate_limit_requests_per_second",
+    "Sustained request rate this replica allows itself per connection (its share of the limit).",
+    ["connection"],
+)
+THROTTLED = Counter(
+    f"{_S}_throttled_total", "429 answers by connection and the CRM's policy name.", ["connection", "policy"]
+)
+E2E_LATENCY = Histogram(
+    f"{_S}_e2e_latency_seconds",
+    "From ingest accepting the source event to the effect applied in the CRM (or the bot notified).",
+    ["connection"],
+    buckets=E2E_BUCKETS,
+)
+BATCH_RECORDS = Histogram(
+    f"{_S}_batch_records", "Records per batch request to a CRM.", ["connection", "op"], buckets=BATCH_BUCKETS
+)
+PAUSED_PARTITIONS = Gauge(f"{_S}_paused_partitions", "crm-commands partitions whose fetching is paused.")
+CONSUMER_LAG = consumer_lag_gauge("crm_writer")

@@ -1,0 +1,49 @@
+"""crm-writer settings, from `SHOPBOTLY_*` environment variables (docs/services/crm-writer.md lists them)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field, model_validator
+
+from shopbotly.common.settings import ServiceSettings
+
+__all__ = ["Settings"]
+
+
+class Settings(ServiceSettings):
+    """Consumption, delivery and resilience knobs. CRM connections themselves live in the tenants file."""
+
+    port: Annotated[int, Field(ge=1, le=65535)] = 9102
+    consumer_group: str = "shopbotly-crm-writer"
+    # Identities of one partition written concurrently; one identity is always strictly sequential.
+    max_in_flight_per_partition: Annotated[int, Field(ge=1, le=10_000)] = 128
+    # Commands held in memory per partition before its fetching pauses (back-pressure).
+    max_buffered_per_partition: Annotated[int, Field(ge=1)] = 5000
+    # Queued commands of one identity merged into one CRM write, at most.
+    max_coalesce: Annotated[int, Field(ge=1, le=1000)] = 100
+    commit_interval_s: Annotated[float, Field(gt=0, le=60)] = 1.0
+    poll_timeout_ms: Annotated[int, Field(ge=10, le=5000)] = 200
+    max_poll_records: Annotated[int, Field(ge=1)] = 1000
+    session_timeout_ms: Annotated[int, Field(ge=6000)] = 10_000
+    # On partition revocation: time given to in-flight writes to finish before they are abandoned.
+    revoke_grace_s: Annotated[float, Field(ge=0, le=300)] = 10.0
+    ledger_restore_timeout_s: Annotated[float, Field(gt=0)] = 300.0
+    # Circuit breaker, per connection.
+    circuit_failure_threshold: Annotated[int, Field(ge=1)] = 5
+    circuit_open_s: Annotated[float, Field(gt=0)] = 5.0
+    circuit_max_open_s: Annotated[float, Field(gt=0)] = 300.0
+    # Consecutive 429s on a connection, with no success in between, after which it counts as an outage.
+    throttle_outage_after: Annotated[int, Field(ge=1)] = 50
+    # Exponential backoff with full jitter between attempts of one write.
+    retry_base_s: Annotated[float, Field(gt=0)] = 0.5
+    retry_cap_s: Annotated[float, Field(gt=0)] = 30.0
+    http_max_connections: Annotated[int, Field(ge=1)] = 64
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Settings:
+        if self.circuit_max_open_s < self.circuit_open_s:
+            raise ValueError("SHOPBOTLY_CIRCUIT_MAX_OPEN_S must be at least SHOPBOTLY_CIRCUIT_OPEN_S")
+        if self.retry_cap_s < self.retry_base_s:
+            raise ValueError("SHOPBOTLY_RETRY_CAP_S must be at least SHOPBOTLY_RETRY_BASE_S")
+        return self

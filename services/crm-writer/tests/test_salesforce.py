@@ -1,0 +1,276 @@
+"""Salesforce connector: sObject Collections upsert, OAuth, session expiry, limits (httpx.MockTransport)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import urllib.parse
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from shopbotly.common.errors import OutageError, PermanentError
+from shopbotly.common.events import CommandOp, CrmCommand
+from shopbotly.crm_writer.circuit import CircuitState
+from shopbotly.crm_writer.connectors.salesforce import SalesforceConnector
+from shopbotly.crm_writer.domain import Write, WriteKind
+
+pytestmark = pytest.mark.component
+
+API = "/services/data/v61.0"
+
+
+class FakeSalesforce:
+    """Just enough of Salesforce: client-credentials tokens, collections upsert, Task, Case upsert."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, dict[str, dict[str, Any]]] = {
+            "Contact": {},
+            "Lead": {},
+            "Case": {},
+            "Task": {},
+        }
+        self.ids = itertools.count(1)
+        self.valid_tokens: set[str] = set()
+        self.minted = 0
+        self.expire_next = False
+        self.limit_exceeded = False
+        self.used = 10
+        self.requests: list[tuple[str, str, Any]] = []
+        self.transport = httpx.MockTransport(self.handle)
+
+    def _resp(self, status: int, body: Any) -> httpx.Response:
+        return httpx.Response(
+            status, content=orjson.dumps(body), headers={"Sforce-Limit-Info": f"api-usage={self.used}/15000"}
+        )
+
+    async def handle(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path == "/services/oauth2/token":
+            form = dict(urllib.parse.parse_qsl(request.content.decode()))
+            if form.get("client_secret") != "sf-secret":
+                return httpx.Response(
+                    400, json={"error": "invalid_client", "error_description": "invalid client credentials"}
+                )
+            self.minted += 1
+            token = f"00D!session{self.minted}"
+            self.valid_tokens.add(token)
+            return httpx.Response(
+                200,
+                json={
+                    "access_token": token,
+                    "instance_url": "https://org.my.salesforce.test",
+                    "token_type": "Bearer",
+                },
+            )
+        body = orjson.loads(request.content) if request.content else None
+        self.requests.append((request.method, path, body))
+        token = request.headers.get("authorization", "").removeprefix("Bearer ")
+        if self.expire_next:
+            self.expire_next = False
+            self.valid_tokens.discard(token)
+        if token not in self.valid_tokens:
+            return self._resp(
+                401, [{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}]
+            )
+        if self.limit_exceeded:
+            return self._resp(
+                403, [{"message": "TotalRequests Limit exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED"}]
+            )
+        self.used += 1
+        parts = path.removeprefix(API).strip("/").split("/")
+        if request.method == "PATCH" and parts[:2] == ["composite", "sobjects"]:
+            sobject, ext = parts[2], parts[3]
+            assert body["allOrNone"] is False and len(body["records"]) <= 200
+            out = []
+            for rec in body["records"]:
+                assert rec["attributes"]["type"] == sobject
+                fields = {k: v for k, v in rec.items() if k != "attributes"}
+                key = str(fields[ext]).lower()
+                if "@" not in key:
+                    out.append(
+                        {
+                            "success": False,
+                            "errors": [
+                                {"statusCode": "INVALID_EMAIL_ADDRESS", "message": "bad", "fields": [ext]}
+                            ],
+                        }
+                    )
+                    continue
+                existing = self.records[sobject].get(key)
+                if existing is None and sobject in ("Contact", "Lead") and not fields.get("LastName"):
+                    out.append(
+                        {
+                            "success": False,
+                            "errors": [
+                                {
+                                    "statusCode": "REQUIRED_FIELD_MISSING",
+                                    "message": "Required fields are missing: [LastName]",
+                                    "fields": ["LastName"],
+                                }
+                            ],
+                        }
+                    )
+                    continue
+                if existing is None:
+                    existing = self.records[sobject][key] = {"Id": f"003{next(self.ids):012d}"}
+                    created = True
+                else:
+                    created = False
+                existing.update(fields)
+                out.append({"id": existing["Id"], "success": True, "errors": [], "created": created})
+            return self._resp(200, out)
+        if request.method == "GET" and parts[0] == "sobjects" and len(parts) == 4:
+            rec = self.records[parts[1]].get(urllib.parse.unquote(parts[3]).lower())
+            if rec is None:
+                return self._resp(
+                    404, [{"errorCode": "NOT_FOUND", "message": "The requested resource does not exist"}]
+                )
+            return self._resp(200, rec)
+        if request.method == "POST" and parts[0] == "sobjects":
+            new_id = f"00T{next(self.ids):012d}"
+            self.records[parts[1]][new_id] = {"Id": new_id, **body}
+            return self._resp(201, {"id": new_id, "success": True, "errors": []})
+        if request.method == "PATCH" and parts[0] == "sobjects" and len(parts) == 4:
+            key = urllib.parse.unquote(parts[3])
+            existing = self.records[parts[1]].get(key)
+            if existing is None:
+                new_id = f"500{next(self.ids):012d}"
+                self.records[parts[1]][key] = {"Id": new_id, **body}
+                return self._resp(201, {"id": new_id, "success": True, "errors": [], "created": True})
+            existing.update(body)
+            return httpx.Response(204)
+        return self._resp(404, [{"errorCode": "NOT_FOUND", "message": path}])
+
+
+@pytest.fixture
+def sf(monkeypatch: pytest.MonkeyPatch) -> FakeSalesforce:
+    monkeypatch.setenv("SB_TEST_SF_SECRET", "sf-secret")
+    return FakeSalesforce()
+
+
+def sf_config(**options: Any) -> dict[str, Any]:
+    return {
+        "kind": "salesforce",
+        "base_url": "https://org.my.salesforce.test",
+        "batch_size": 200,
+        "rate_limit": {"requests": 1000, "per_seconds": 1},
+        "auth": {
+            "kind": "oauth2_client_credentials",
+            "token_url": "https://org.my.salesforce.test/services/oauth2/token",
+            "client_id": "cid",
+            "client_secret": {"env": "SB_TEST_SF_SECRET"},
+        },
+        "options": {"tags_field": "Tags__c", "ticket_external_id_field": "ShopBotly_Command__c", **options},
+    }
+
+
+def write(identity: str, op: CommandOp = CommandOp.UPSERT_CONTACT, i: int = 0, **kw: Any) -> Write:
+    cmd = CrmCommand(
+        command_id=f"c-{identity}-{i}",
+        tenant="t",
+        connection="sf",
+        identity=identity,
+        op=op,
+        causation_event_id="e",
+        rule_id="r",
+        mapping_version="1",
+        **kw,
+    )
+    kind = {
+        CommandOp.UPSERT_LEAD: WriteKind.LEAD,
+        CommandOp.ADD_NOTE: WriteKind.NOTE,
+        CommandOp.CREATE_TICKET: WriteKind.TICKET,
+    }.get(op, WriteKind.CONTACT)
+    w = Write(kind, "t", "sf", identity)
+    w.absorb(cmd, 0)
+    return w
+
+
+async def test_collections_upsert_batches_and_maps_per_record_results(
+    make_runtime: Any, sf: FakeSalesforce
+) -> None:
+    conn = SalesforceConnector(make_runtime(sf_config(), sf.transport))
+    writes = [
+        write(f"p{i}@x.io", fields={"email": f"p{i}@x.io", "lastname": f"L{i}", "company": "Acme"})
+        for i in range(250)
+    ]
+    writes[3] = write("p3@x.io", fields={"firstname": "no last name"})
+    try:
+        results = await asyncio.gather(*(conn.apply(w, partition=0) for w in writes), return_exceptions=True)
+    finally:
+        await conn.aclose()
+    assert isinstance(results[3], PermanentError) and "LastName" in results[3].message
+    assert all(
+        isinstance(r, dict) and r["contact"].startswith("003") for i, r in enumerate(results) if i != 3
+    )
+    upserts = [b for m, p, b in sf.requests if p.endswith("/composite/sobjects/Contact/ShopBotly_Email__c")]
+    assert [len(b["records"]) for b in upserts] == [200, 50]
+    rec = sf.records["Contact"]["p7@x.io"]
+    assert (
+        rec["LastName"] == "L7" and rec["Email"] == "p7@x.io" and "Company" not in rec
+    )  # Contact has no Company
+
+
+async def test_leads_tags_notes_and_idempotent_cases(make_runtime: Any, sf: FakeSalesforce) -> None:
+    conn = SalesforceConnector(make_runtime(sf_config(), sf.transport))
+    try:
+        lead = await conn.apply(
+            write("l@x.io", CommandOp.UPSERT_LEAD, fields={"lastname": "L", "company": "Acme"}), partition=0
+        )
+        await conn.apply(write("c@x.io", fields={"lastname": "C"}), partition=0)
+        sf.records["Contact"]["c@x.io"]["Tags__c"] = "existing"
+        conn.cache.drop("c@x.io")
+        await conn.apply(write("c@x.io", CommandOp.ADD_TAGS, i=1, tags=["new", "existing"]), partition=0)
+        note = await conn.apply(
+            write("c@x.io", CommandOp.ADD_NOTE, i=2, body="Called back\nAll good"), partition=0
+        )
+        case = write("c@x.io", CommandOp.CREATE_TICKET, i=3, body="Broken item", fields={"priority": "High"})
+        first = await conn.apply(case, partition=0)
+        again = await conn.apply(case, partition=0)  # a replay: the same case, found by its external id
+    finally:
+        await conn.aclose()
+    assert sf.records["Lead"]["l@x.io"]["Company"] == "Acme" and lead["lead"].startswith("003")
+    assert sf.records["Contact"]["c@x.io"]["Tags__c"] == "existing;new"
+    task = sf.records["Task"][note["note"]]
+    assert task["WhoId"] == note["contact"] and task["Subject"] == "Called back"
+    cases = list(sf.records["Case"].values())
+    assert len(cases) == 1 and cases[0]["Priority"] == "High" and first["ticket"] == again["ticket"]
+
+
+async def test_expired_session_is_reminted_once(make_runtime: Any, sf: FakeSalesforce) -> None:
+    conn = SalesforceConnector(make_runtime(sf_config(), sf.transport))
+    try:
+        await conn.apply(write("a@x.io", fields={"lastname": "A"}), partition=0)
+        sf.expire_next = True
+        await conn.apply(write("b@x.io", fields={"lastname": "B"}), partition=0)
+    finally:
+        await conn.aclose()
+    assert sf.minted == 2 and "b@x.io" in sf.records["Contact"]
+
+
+async def test_request_limit_exceeded_is_an_outage(make_runtime: Any, sf: FakeSalesforce) -> None:
+    rt = make_runtime(sf_config(), sf.transport)
+    conn = SalesforceConnector(rt)
+    sf.limit_exceeded = True
+    try:
+        with pytest.raises(OutageError):
+            await conn.apply(write("a@x.io", fields={"lastname": "A"}), partition=0)
+    finally:
+        await conn.aclose()
+    assert rt.circuit_state is CircuitState.OPEN
+
+
+async def test_unsupported_tags_are_refused_not_dropped(make_runtime: Any, sf: FakeSalesforce) -> None:
+    cfg = sf_config()
+    cfg["options"].pop("tags_field")
+    conn = SalesforceConnector(make_runtime(cfg, sf.transport))
+    try:
+        with pytest.raises(PermanentError, match="tags_field"):
+            await conn.apply(write("a@x.io", CommandOp.ADD_TAGS, tags=["x"]), partition=0)
+        with pytest.raises(PermanentError, match="cannot apply notify_bot"):
+            conn.kind_of(CommandOp.NOTIFY_BOT)
+    finally:
+        await conn.aclose()
