@@ -5,8 +5,10 @@ from __future__ import annotations
 import typer
 
 from shopbotly.cli import config_cmd, topics_cmd
+from shopbotly.cli.demo_cmd import demo
 from shopbotly.cli.dlq_cmd import app as dlq_app
 from shopbotly.cli.ledger_cmd import app as ledger_app
+from shopbotly.cli.map_cmd import map_event_command
 from shopbotly.cli.replay_cmd import replay
 
 app = typer.Typer(
@@ -20,6 +22,8 @@ app.add_typer(topics_cmd.app, name="topics")
 app.command("replay")(replay)
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(ledger_app, name="ledger")
+app.command("map")(map_event_command)
+app.command("demo")(demo)
 
 
 def main() -> None:

@@ -16,7 +16,17 @@ from pydantic import Field, ValidationError, model_validator
 
 from shopbotly.common.config._base import ApiKey, Name, SecretRef, StrictModel
 from shopbotly.common.config._connections import AuthConfig, ConnectionConfig, RateLimitConfig
-from shopbotly.common.config._mapping import CommandTemplate, MappingConfig, RuleConfig
+from shopbotly.common.config._mapping import (
+    CommandTemplate,
+    FieldSpec,
+    MappingConfig,
+    OrderTemplate,
+    PresetRef,
+    RuleConfig,
+    TicketTemplate,
+    TransformSpec,
+    mapping_problems,
+)
 from shopbotly.common.config._readside import BotWebhookConfig, OrderApiConfig
 from shopbotly.common.config._sources import GenericHmac, SourceConfig, SourceKind
 from shopbotly.common.errors import ConfigError
@@ -28,9 +38,12 @@ __all__ = [
     "CommandTemplate",
     "ConfigError",
     "ConnectionConfig",
+    "FieldSpec",
     "GenericHmac",
     "MappingConfig",
     "OrderApiConfig",
+    "OrderTemplate",
+    "PresetRef",
     "RateLimitConfig",
     "RuleConfig",
     "SecretRef",
@@ -38,6 +51,8 @@ __all__ = [
     "SourceConfig",
     "SourceKind",
     "TenantConfig",
+    "TicketTemplate",
+    "TransformSpec",
     "json_schema",
     "load_config",
     "parse_config",
@@ -55,21 +70,11 @@ class TenantConfig(StrictModel):
 
     @model_validator(mode="after")
     def _references_resolve(self) -> TenantConfig:
-        known = set(self.connections)
-        refs: list[tuple[str, str | None]] = [("mapping.default_connection", self.mapping.default_connection)]
-        for i, rule in enumerate(self.mapping.rules):
-            refs.append((f"mapping.rules.{i}.connection", rule.connection))
-            for j, cmd in enumerate(rule.commands):
-                refs.append((f"mapping.rules.{i}.commands.{j}.connection", cmd.connection))
-        for path, name in refs:
-            if name is not None and name not in known:
-                raise ValueError(
-                    f"{path}: connection {name!r} is not defined (defined: {sorted(known) or 'none'})"
-                )
-        ids = [r.id for r in self.mapping.rules]
-        dupes = sorted({i for i in ids if ids.count(i) > 1})
-        if dupes:
-            raise ValueError(f"mapping.rules: rule ids must be unique, repeated: {dupes}")
+        problems = mapping_problems(
+            self.mapping, connections=set(self.connections), has_bot_webhook=self.bot_webhook is not None
+        )
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     def api_key_for(self, presented: str) -> ApiKey | None:

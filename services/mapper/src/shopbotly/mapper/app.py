@@ -1,0 +1,236 @@
+"""The faust worker: one agent over raw-events and crm-results, built by `create_app` (no work at import).
+
+How delivery is kept (faust-streaming 0.15, read from its source):
+- The agent takes batches with `stream.noack_take()`, which never acknowledges by itself. The agent calls
+  `stream.ack(event)` for each event, in offset order, only after `Pipeline.handle` has the broker's
+  acknowledgement of every output of the batch. faust's consumer commits the highest offset below which
+  every offset is acknowledged, on its commit timer or every `broker_commit_every` acks.
+- Acknowledging strictly in order matters: faust's `_new_offset` treats a single unacknowledged offset right
+  after the committed one as a gap it may skip (faust-streaming#606), so an event is never acknowledged
+  while an earlier one of its partition is not.
+- Nothing escapes the agent: `Pipeline.handle` turns bad input into dead letters and retries produce
+  failures; an exception leaving an agent would have faust acknowledge the message.
+- `stream_wait_empty=False`: on shutdown faust does not wait for unacknowledged messages (a batch stuck on
+  an unreachable broker would hang it); `MapperApp.on_stop` waits for the batch in flight instead, for
+  up to `SHOPBOTLY_SHUTDOWN_GRACE_S`. Whatever is not acknowledged by then is redelivered after restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, cast
+
+import faust
+from aiokafka import AIOKafkaProducer
+from faust.types import TP
+
+from shopbotly.common.health import Health, serve_probes
+from shopbotly.common.kafka import make_admin, make_producer
+from shopbotly.common.logging import configure_logging, get_logger
+from shopbotly.common.topics import Topic
+from shopbotly.mapper import metrics
+from shopbotly.mapper.domain import Mappings
+from shopbotly.mapper.pipeline import BatchAbandoned, Pipeline
+from shopbotly.mapper.settings import Settings
+from shopbotly.mapper.state import StateStore
+from shopbotly.mapper.statefeed import StateFeed
+
+__all__ = ["MapperApp", "MapperRuntime", "create_app"]
+
+log = get_logger("shopbotly.mapper")
+
+
+class MapperRuntime:
+    """What the worker owns besides faust: probes, the producer, the state feed and the pipeline."""
+
+    def __init__(self, settings: Settings, mappings: Mappings) -> None:
+        self.settings = settings
+        self.mappings = mappings
+        self.health = Health()
+        self.store = StateStore()
+        self.producer: AIOKafkaProducer | None = None
+        self.feed: StateFeed | None = None
+        self.pipeline: Pipeline | None = None
+        self._probes: tuple[Any, asyncio.Task[None]] | None = None
+        self._next_offset: dict[TP, int] = {}
+
+    async def _check_topics(self) -> dict[str, int]:
+        """Partitions per topic. Fails fast on missing registry topics: faust would wait for them forever,
+        and must not create them."""
+        admin = make_admin(self.settings.kafka, client_role="mapper-admin")
+        await admin.start()
+        try:
+            existing = set(await admin.list_topics())
+            needed = [
+                self.settings.kafka.topic(t)
+                for t in (
+                    Topic.RAW_EVENTS,
+                    Topic.CRM_RESULTS,
+                    Topic.CRM_COMMANDS,
+                    Topic.ORDERS,
+                    Topic.TICKETS,
+                    Topic.RAW_EVENTS_DLQ,
+                )
+            ]
+            missing = [t for t in needed if t not in existing]
+            if missing:
+                raise RuntimeError(
+                    f"missing topics {missing}: create them with `shopbotly topics create` "
+                    f"(SHOPBOTLY_KAFKA_TOPIC_PREFIX={self.settings.kafka.topic_prefix!r})"
+                )
+            described = await admin.describe_topics(needed)
+        finally:
+            await admin.close()
+        return {t["topic"]: len(t["partitions"]) for t in described}
+
+    async def start(self) -> None:
+        s = self.settings
+        self.health.set_ready("worker", False, "starting")
+        self.health.beat("pipeline", s.mapper_stuck_after_s)
+        self._probes = await serve_probes(self.health, host=s.host, port=s.port, title="shopbotly-mapper")
+        partitions = await self._check_topics()
+        # linger 0: a batch's outputs are all appended before the sender runs, so they share requests
+        # anyway; lingering would only delay the acknowledgement the batch waits for.
+        self.producer = make_producer(s.kafka, client_role="mapper", linger_ms=0)
+        await self.producer.start()
+        self.feed = StateFeed(s.kafka, self.store, log=log)
+        self.health.set_ready("state", False, "loading orders and tickets")
+        await self.feed.start(partitions)
+        self.health.set_ready("state", True)
+        self.pipeline = Pipeline(
+            kafka=s.kafka, mappings=self.mappings, store=self.store, producer=self.producer, log=log
+        )
+        self.pipeline.grace_s = s.shutdown_grace_s
+
+    def started(self) -> None:
+        self.health.set_ready("worker", True)
+        log.info(
+            "mapper.ready",
+            port=self.settings.port,
+            app_id=self.settings.app_id,
+            tenants=len(self.mappings.tenants),
+            rules=sum(len(t.rules) for t in self.mappings.tenants.values()),
+        )
+
+    async def drain(self) -> None:
+        """Stop taking batches and give the one in flight the grace period to finish."""
+        self.health.draining = True
+        pipeline = self.pipeline
+        if pipeline is None:
+            return
+        pipeline.stopping_since = time.monotonic()
+        deadline = pipeline.stopping_since + self.settings.shutdown_grace_s
+        while pipeline.batch_started is not None and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+
+    async def stop(self) -> None:
+        if self.feed is not None:
+            await self.feed.stop()
+        if self.producer is not None:
+            await self.producer.stop()
+        if self._probes is not None:
+            server, task = self._probes
+            server.should_exit = True
+            await task
+
+    async def process(self, stream: faust.StreamT[Any]) -> None:
+        """The agent: map a batch, publish it, then acknowledge its events in offset order."""
+        s = self.settings
+        batches = cast(faust.Stream[Any], stream).noack_take(
+            s.mapper_batch_max, within=s.mapper_batch_within_ms / 1000
+        )
+        async for events in batches:
+            pipeline = self.pipeline
+            if pipeline is None or pipeline.stopping_since is not None:
+                continue  # stopping: leave them unacknowledged, they are redelivered after restart
+            try:
+                await pipeline.handle([event.message for event in events])
+            except BatchAbandoned:
+                continue
+            for event in events:
+                await stream.ack(event)
+                self._next_offset[event.message.tp] = event.message.offset + 1
+            self.health.beat("pipeline", s.mapper_stuck_after_s)
+
+    async def tick(self, app: faust.App) -> None:
+        """Every few seconds: liveness while idle, consumer lag, state size."""
+        pipeline = self.pipeline
+        if pipeline is not None and pipeline.batch_started is None:
+            self.health.beat("pipeline", self.settings.mapper_stuck_after_s)
+        try:
+            assigned = list(app.consumer.assignment())
+            if assigned:
+                highwaters = await app.consumer.highwaters(*assigned)
+                for tp in assigned:
+                    position = self._next_offset.get(tp)
+                    if position is None:
+                        position = await app.consumer.position(tp) or 0
+                    lag = max(0, highwaters.get(tp, position) - position)
+                    metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(lag)
+        except Exception as exc:  # lag is informative; a failed lookup must not stop the timer
+            log.debug("lag.unavailable", error=f"{type(exc).__name__}: {exc}")
+
+
+class MapperApp(faust.App):
+    """faust.App with the runtime's lifecycle hooked in: ready before consuming, drained before stopping."""
+
+    runtime: MapperRuntime
+
+    async def on_first_start(self) -> None:
+        await super().on_first_start()
+        # faust's Worker set up its own logging before starting the app; ShopBotly logs JSON.
+        s = self.runtime.settings
+        configure_logging("mapper", level=s.log_level, fmt=s.log_format)
+
+    async def on_start(self) -> None:
+        await super().on_start()
+        await self.runtime.start()
+
+    async def on_started(self) -> None:
+        await super().on_started()
+        self.runtime.started()
+
+    async def on_stop(self) -> None:
+        await self.runtime.drain()
+        await super().on_stop()
+
+    async def on_shutdown(self) -> None:
+        await super().on_shutdown()
+        await self.runtime.stop()
+
+
+def create_app(settings: Settings, mappings: Mappings) -> MapperApp:
+    """The worker's faust app: consumer group `settings.app_id`, no web server of faust's own, no topic
+    creation (the registry topics come from `shopbotly topics create`)."""
+    options = settings.kafka.faust_options()
+    options.pop("producer_linger_ms", None)  # deprecated in faust; the seconds variant says the same
+    app = MapperApp(
+        settings.app_id,
+        **options,
+        producer_linger=settings.kafka.linger_ms / 1000,
+        datadir=str(settings.data_dir),
+        web_enabled=False,
+        topic_disable_leader=True,
+        stream_wait_empty=False,
+        key_serializer="raw",
+        value_serializer="raw",
+        consumer_auto_offset_reset="earliest",
+        # Commit acknowledged offsets every second (faust's default is 2.8 s): fewer repeats after a crash.
+        broker_commit_interval=1.0,
+        # faust's default session timeout is 60 s: a crashed worker's partitions would wait that long for
+        # a replacement. 10 s, as for every ShopBotly consumer (shopbotly.common.kafka.make_consumer).
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=3.0,
+    )
+    runtime = MapperRuntime(settings, mappings)
+    app.runtime = runtime
+    source = app.topic(
+        settings.kafka.topic(Topic.RAW_EVENTS),
+        settings.kafka.topic(Topic.CRM_RESULTS),
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    app.agent(source, name="shopbotly.mapper.map", concurrency=1)(runtime.process)
+    app.timer(5.0)(runtime.tick)
+    return app

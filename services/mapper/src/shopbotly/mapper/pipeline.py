@@ -1,0 +1,391 @@
+"""The Kafka edge of the mapper: a batch of consumed messages in, acknowledged produces out.
+
+`handle()` returns only when every output of the batch (commands, order and ticket state, dead letters) is
+acknowledged by the broker; only then does the agent acknowledge the batch's messages to faust, so a
+committed offset never runs ahead of its effects (at-least-once). It never raises for a message: bad input
+is dead-lettered, a produce failure is retried. It raises only when the worker is stopping
+(`BatchAbandoned`, the messages stay unacknowledged and are redelivered) or is cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import (
+    CorruptRecordException,
+    InvalidTimestampError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+)
+from prometheus_client import Counter
+
+from shopbotly.common.dlq import DeadLetter, dead_letter_headers
+from shopbotly.common.errors import ErrorClass
+from shopbotly.common.events import (
+    CommandResult,
+    CrmCommand,
+    Headers,
+    Order,
+    Ticket,
+    decode_headers,
+    message_headers,
+    utcnow,
+)
+from shopbotly.common.ids import order_key, ticket_key
+from shopbotly.common.kafka import KafkaSettings
+from shopbotly.common.logging import bound
+from shopbotly.common.topics import Topic
+from shopbotly.mapper import metrics
+from shopbotly.mapper.domain import Mappings, Outcome, Status, map_event, ticket_from_result
+from shopbotly.mapper.state import StateKind, StateStore
+
+__all__ = ["BatchAbandoned", "Incoming", "Pipeline"]
+
+SERVICE = "mapper"
+# Errors that concern one record and will not go away by retrying it.
+_PERMANENT_PRODUCE_ERRORS = (
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+    RecordListTooLargeError,
+    CorruptRecordException,
+    InvalidTimestampError,
+)
+
+
+class BatchAbandoned(Exception):
+    """The worker is stopping while the batch could not be published: leave it unacknowledged."""
+
+
+class Incoming(Protocol):
+    """What the pipeline needs of a consumed message (faust's Message has these attributes)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> Any: ...
+    @property
+    def timestamp(self) -> float: ...
+
+
+@dataclass
+class _Output:
+    index: int  # position of the causing message in the batch
+    logical: Topic
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: Headers
+    timestamp_ms: int | None = None
+    state: tuple[StateKind, str] | None = None
+    settled: bool = False  # its state write was settled with the store (once, whatever happens after)
+
+
+def _headers_list(headers: Any) -> Headers:
+    if headers is None:
+        return []
+    if isinstance(headers, dict):
+        return [(str(k), bytes(v or b"")) for k, v in headers.items()]
+    return [(str(k), bytes(v or b"")) for k, v in headers]
+
+
+class Pipeline:
+    def __init__(
+        self,
+        *,
+        kafka: KafkaSettings,
+        mappings: Mappings,
+        store: StateStore,
+        producer: AIOKafkaProducer,
+        log: Any,
+        clock: Callable[[], datetime] = utcnow,
+        backoff_cap_s: float = 5.0,
+    ) -> None:
+        self.mappings = mappings
+        self.store = store
+        self.producer = producer
+        self._log = log
+        self._clock = clock
+        self._backoff_cap_s = backoff_cap_s
+        self._topics = {logical: kafka.topic(logical) for logical in Topic}
+        self.raw_topic = self._topics[Topic.RAW_EVENTS]
+        self.results_topic = self._topics[Topic.CRM_RESULTS]
+        self.stopping_since: float | None = None
+        self.grace_s = 20.0
+        self.batch_started: float | None = None
+        self._children: dict[tuple[Counter, tuple[str, ...]], Any] = {}
+        self._observe_mapping = metrics.MAPPING_SECONDS.observe
+
+    # --- mapping: messages to outputs --------------------------------------------------------------------
+
+    def _count(self, counter: Counter, *labels: str) -> None:
+        """counter.labels(*labels).inc(), with the labelled child looked up once (a per-event hot path)."""
+        key = (counter, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = counter.labels(*labels)
+        child.inc()
+
+    def _dead_letter(self, index: int, message: Incoming, reason: str, error_class: ErrorClass) -> _Output:
+        letter = DeadLetter(
+            error_class=error_class,
+            error_message=reason,
+            attempts=1,
+            origin_topic=message.topic,
+            origin_partition=message.partition,
+            origin_offset=message.offset,
+            origin_service=SERVICE,
+        )
+        return _Output(
+            index,
+            Topic.RAW_EVENTS_DLQ,
+            self._topics[Topic.RAW_EVENTS_DLQ],
+            message.key,
+            message.value,
+            dead_letter_headers(_headers_list(message.headers), letter),
+            timestamp_ms=int(message.timestamp * 1000) if message.timestamp else None,
+        )
+
+    def _map_raw(self, index: int, message: Incoming, now: datetime) -> list[_Output]:
+        started = time.perf_counter()
+        try:
+            outcome = map_event(message.value, self.mappings, self.store, now=now)
+        except Exception as exc:  # a bug, not bad input: keep the event (DLQ) and the worker alive
+            self._log.exception("event.mapping_crashed", partition=message.partition, offset=message.offset)
+            outcome = Outcome.rejected(f"internal error: {type(exc).__name__}: {exc}")
+        self._observe_mapping(time.perf_counter() - started)
+        event = outcome.event
+        tenant = event.tenant if event is not None and event.tenant in self.mappings.tenants else "unknown"
+        self._count(metrics.EVENTS, tenant, outcome.status.value)
+        for rule in outcome.rule_hits:
+            self._count(metrics.RULE_HITS, tenant, rule)
+        outputs: list[_Output] = []
+        if event is not None:
+            trace = event.traceid
+            for command in outcome.commands:
+                self._count(metrics.COMMANDS, command.op.value)
+                outputs.append(
+                    _Output(
+                        index,
+                        Topic.CRM_COMMANDS,
+                        self._topics[Topic.CRM_COMMANDS],
+                        command.key(),
+                        command.to_json(),
+                        message_headers(
+                            event_id=event.id, tenant=event.tenant, trace_id=trace, schema=CrmCommand.SCHEMA
+                        ),
+                    )
+                )
+            for order in outcome.orders:
+                key = order_key(order.tenant, order.order_id)
+                self.store.put_order(key.decode(), order)
+                outputs.append(
+                    _Output(
+                        index,
+                        Topic.ORDERS,
+                        self._topics[Topic.ORDERS],
+                        key,
+                        order.to_json(),
+                        message_headers(
+                            event_id=event.id, tenant=event.tenant, trace_id=trace, schema=Order.SCHEMA
+                        ),
+                        state=(StateKind.ORDER, key.decode()),
+                    )
+                )
+            for ticket in outcome.tickets:
+                outputs.append(self._ticket_output(index, ticket, event.id, trace))
+        if outcome.status == Status.DEAD_LETTERED:
+            # Bound only here: binding context variables for every mapped event is a measurable cost.
+            with bound(
+                event_id=event.id if event else None,
+                tenant=event.tenant if event else None,
+                trace_id=event.traceid if event else None,
+            ):
+                self._log.warning(
+                    "event.dead_lettered",
+                    reason=outcome.reason,
+                    partition=message.partition,
+                    offset=message.offset,
+                    published=len(outputs),
+                )
+            outputs.append(self._dead_letter(index, message, outcome.reason, outcome.error_class))
+        return outputs
+
+    def _ticket_output(self, index: int, ticket: Ticket, event_id: str, trace_id: str | None) -> _Output:
+        key = ticket_key(ticket.tenant, ticket.ticket_id)
+        self.store.put_ticket(key.decode(), ticket)
+        return _Output(
+            index,
+            Topic.TICKETS,
+            self._topics[Topic.TICKETS],
+            key,
+            ticket.to_json(),
+            message_headers(event_id=event_id, tenant=ticket.tenant, trace_id=trace_id, schema=Ticket.SCHEMA),
+            state=(StateKind.TICKET, key.decode()),
+        )
+
+    def _map_result(self, index: int, message: Incoming) -> list[_Output]:
+        """crm-results: a created ticket's id and customer e-mail seed the ticket's state."""
+        try:
+            result = CommandResult.from_json(message.value or b"")
+        except ValueError:
+            # crm-results is crm-writer's output, kept 30 days: the record stays there for inspection.
+            metrics.RESULTS.labels("invalid").inc()
+            self._log.error("crm_result.invalid", partition=message.partition, offset=message.offset)
+            return []
+        headers = decode_headers(_headers_list(message.headers))
+        event_id = headers.get("event_id") or result.command_id
+        try:
+            ticket = ticket_from_result(result, self.store, event_id=event_id)
+        except Exception:
+            self._log.exception("crm_result.crashed", partition=message.partition, offset=message.offset)
+            metrics.RESULTS.labels("invalid").inc()
+            return []
+        if ticket is None:
+            metrics.RESULTS.labels("ignored").inc()
+            return []
+        metrics.RESULTS.labels("ticket_seeded").inc()
+        with bound(event_id=event_id, tenant=result.tenant, trace_id=headers.get("trace_id") or None):
+            self._log.info("ticket.seeded", ticket_id=ticket.ticket_id)
+        return [self._ticket_output(index, ticket, event_id, headers.get("trace_id") or None)]
+
+    def map_batch(self, messages: Sequence[Incoming]) -> list[_Output]:
+        now = self._clock()
+        outputs: list[_Output] = []
+        for index, message in enumerate(messages):
+            if message.topic == self.results_topic:
+                outputs += self._map_result(index, message)
+            else:
+                outputs += self._map_raw(index, message, now)
+        return outputs
+
+    # --- publishing ------------------------------------------------------------------------------------
+
+    async def _backoff(self, attempt: int) -> None:
+        if self.stopping_since is not None and time.monotonic() - self.stopping_since > self.grace_s:
+            raise BatchAbandoned("stopping, and the batch could not be published")
+        # Full jitter: replicas that failed together do not retry together.
+        await asyncio.sleep(random.uniform(0, min(self._backoff_cap_s, 0.2 * 2 ** min(attempt, 16))))
+
+    def _settle(self, output: _Output, offset: int | None) -> None:
+        if output.state is not None and not output.settled:
+            output.settled = True
+            self.store.settle(output.state[0], output.state[1], offset)
+
+    async def publish(self, outputs: list[_Output], messages: Sequence[Incoming]) -> None:
+        """Produce every output and wait for the broker's acknowledgements.
+
+        A transient failure resends everything from the first failed output on, in the original order, so
+        the last record per key is still the latest state (repeats are harmless: commands carry their id).
+        A record the broker will never take (too large) dead-letters its event instead.
+        """
+        pending = outputs
+        attempt = 0
+        started = time.perf_counter()
+        while pending:
+            sent: list[tuple[_Output, Any]] = []
+            for output in pending:
+                try:
+                    future = await self.producer.send(
+                        output.topic,
+                        output.value,
+                        key=output.key,
+                        headers=output.headers,
+                        timestamp_ms=output.timestamp_ms,
+                    )
+                except _PERMANENT_PRODUCE_ERRORS as exc:
+                    sent.append((output, exc))
+                    continue
+                except Exception as exc:  # broker unreachable, metadata timeout: the rest waits too
+                    sent.append((output, exc))
+                    sent += [(o, None) for o in pending[len(sent) :]]
+                    break
+                sent.append((output, future))
+            results = await asyncio.gather(
+                *(f for _, f in sent if isinstance(f, asyncio.Future)), return_exceptions=True
+            )
+            done = iter(results)
+            outcomes: list[tuple[_Output, Any]] = [
+                (o, next(done) if isinstance(f, asyncio.Future) else f) for o, f in sent
+            ]
+            retry_from: int | None = None
+            rejected: dict[int, str] = {}
+            for position, (output, result) in enumerate(outcomes):
+                if isinstance(result, _PERMANENT_PRODUCE_ERRORS) and output.logical != Topic.RAW_EVENTS_DLQ:
+                    rejected.setdefault(output.index, f"cannot publish to {output.logical.value}: {result}")
+                elif isinstance(result, BaseException) or result is None:
+                    retry_from = position if retry_from is None else retry_from
+            next_round: list[_Output] = []
+            for position, (output, result) in enumerate(outcomes):
+                if output.index in rejected:
+                    if not isinstance(result, BaseException) and result is not None:
+                        self._count(metrics.PRODUCED, output.logical.value)
+                    self._settle(output, None)
+                    continue
+                if retry_from is not None and position >= retry_from:
+                    next_round.append(output)
+                    continue
+                self._count(metrics.PRODUCED, output.logical.value)
+                self._settle(output, result.offset)
+            for index, reason in rejected.items():
+                message = messages[index]
+                self._log.error(
+                    "event.dead_lettered", reason=reason, partition=message.partition, offset=message.offset
+                )
+                next_round.append(self._dead_letter(index, message, reason, ErrorClass.PERMANENT))
+            pending = next_round
+            if pending and retry_from is not None:
+                attempt += 1
+                metrics.PRODUCE_RETRIES.inc()
+                failed = outcomes[retry_from][1]
+                self._log.warning(
+                    "publish.retry",
+                    attempt=attempt,
+                    pending=len(pending),
+                    error=f"{type(failed).__name__}: {failed}" if failed is not None else "not sent",
+                )
+                await self._backoff(attempt)
+        metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)
+
+    async def handle(self, messages: Sequence[Incoming]) -> None:
+        """Map and publish a batch; returns when all of it is acknowledged by the broker."""
+        self.batch_started = time.monotonic()
+        metrics.BATCH_SIZE.observe(len(messages))
+        attempt = 0
+        try:
+            while True:
+                outputs: list[_Output] = []
+                try:
+                    outputs = self.map_batch(messages)
+                    await self.publish(outputs, messages)
+                    return
+                except (BatchAbandoned, asyncio.CancelledError):
+                    for output in outputs:
+                        self._settle(output, None)
+                    raise
+                except Exception:
+                    # Not bad input nor a produce failure (those are handled above): a bug. The batch
+                    # stays unacknowledged and is tried again - never skipped, never acknowledged past -
+                    # and /healthz turns red if it never passes.
+                    for output in outputs:
+                        self._settle(output, None)
+                    attempt += 1
+                    self._log.exception("batch.failed", attempt=attempt, size=len(messages))
+                    await self._backoff(attempt)
+        finally:
+            self.batch_started = None

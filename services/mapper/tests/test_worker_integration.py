@@ -1,0 +1,395 @@
+"""The real faust worker (a child process) against the real broker: events in, commands and state out.
+
+Each test has its own topic prefix, so its own topics and consumer group. Waits are for messages or log
+lines to arrive, bounded by a timeout; nothing sleeps for a fixed time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from aiokafka import TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from shopbotly.common.events import (
+    CommandOp,
+    CommandOutcome,
+    CommandResult,
+    CrmCommand,
+    Order,
+    Ticket,
+    decode_headers,
+    message_headers,
+)
+from shopbotly.common.kafka import KafkaSettings, make_admin, make_consumer, make_producer
+from shopbotly.common.topics import Topic
+from shopbotly.mapper.presets import sample_events
+from shopbotly.mapper.process import MapperProcess
+
+pytestmark = pytest.mark.integration
+
+CONFIG = Path(__file__).parent / "golden" / "shopbotly.yaml"
+KEY = b"demo:jane.doe@example.com"
+Records = dict[Topic, list[ConsumerRecord[bytes, bytes]]]
+
+
+@pytest.fixture
+def mappers(kafka_settings: KafkaSettings, tmp_path: Path) -> Iterator[Callable[[], MapperProcess]]:
+    """Make mapper processes for this test's topics (same group: a restart resumes); all killed at the end."""
+    made: list[MapperProcess] = []
+
+    def make() -> MapperProcess:
+        proc = MapperProcess(
+            config=CONFIG,
+            kafka=kafka_settings,
+            workdir=tmp_path / f"mapper{len(made)}",
+            env={"SHOPBOTLY_MAPPER_BATCH_WITHIN_MS": "10"},
+        )
+        made.append(proc)
+        return proc
+
+    yield make
+    for proc in made:
+        proc.kill()
+
+
+async def start(proc: MapperProcess) -> MapperProcess:
+    await asyncio.to_thread(proc.start)
+    return proc
+
+
+def raw(event: dict[str, Any]) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
+    headers = message_headers(
+        event_id=event["id"],
+        tenant=event["tenant"],
+        trace_id=event.get("traceid"),
+        schema="shopbotly.raw-event/1",
+    )
+    return KEY, orjson.dumps(event), headers
+
+
+async def produce(
+    settings: KafkaSettings, topic: Topic, messages: list[tuple[bytes, bytes, list[tuple[str, bytes]]]]
+) -> list[tuple[int, int, int]]:
+    """Send in order; returns (partition, offset, timestamp_ms) of each."""
+    producer = make_producer(settings, client_role="test")
+    await producer.start()
+    try:
+        futures = [
+            await producer.send(settings.topic(topic), value, key=key, headers=headers)
+            for key, value, headers in messages
+        ]
+        return [(meta.partition, meta.offset, meta.timestamp) for meta in await asyncio.gather(*futures)]
+    finally:
+        await producer.stop()
+
+
+class Outputs:
+    """Reads the output topics from the beginning and keeps everything seen."""
+
+    def __init__(self, settings: KafkaSettings, *topics: Topic) -> None:
+        self.settings = settings
+        self.topics = topics
+        self.seen: Records = {t: [] for t in topics}
+        self._by_name = {settings.topic(t): t for t in topics}
+
+    async def __aenter__(self) -> Outputs:
+        self.consumer = make_consumer(self.settings, group_id=None, client_role="test-outputs")
+        await self.consumer.start()
+        tps = [TopicPartition(name, p) for name in self._by_name for p in range(self.settings.partitions)]
+        self.consumer.assign(tps)
+        await self.consumer.seek_to_beginning(*tps)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.consumer.stop()
+
+    async def until(self, done: Callable[[Records], bool], timeout: float = 45.0) -> Records:
+        async with asyncio.timeout(timeout):
+            while not done(self.seen):
+                batch = await self.consumer.getmany(timeout_ms=200)
+                for tp, records in batch.items():
+                    self.seen[self._by_name[tp.topic]].extend(records)
+        return self.seen
+
+
+def values(records: list[ConsumerRecord[bytes, bytes]]) -> list[dict[str, Any]]:
+    return [orjson.loads(r.value) for r in records if r.value is not None]
+
+
+async def committed(settings: KafkaSettings, group: str) -> dict[TopicPartition, int]:
+    admin = make_admin(settings, client_role="test")
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+        return {tp: meta.offset for tp, meta in offsets.items()}
+    finally:
+        await admin.close()
+
+
+async def wait_committed(
+    settings: KafkaSettings, tp: TopicPartition, offset: int, timeout: float = 30.0
+) -> None:
+    """faust commits on a timer (about every 3 s) after the events are acknowledged."""
+    async with asyncio.timeout(timeout):
+        while (await committed(settings, f"{settings.topic_prefix}mapper")).get(tp, -1) < offset:
+            await asyncio.sleep(0.2)
+
+
+async def test_events_map_through_kafka_and_a_poison_event_is_dead_lettered(
+    kafka_settings: KafkaSettings, mappers: Callable[[], MapperProcess]
+) -> None:
+    proc = await start(mappers())
+    bot, shop, api = sample_events("shopbotly"), sample_events("shopify"), sample_events("api")
+    bad_lead = api["lead.submitted"]
+    bad_lead["data"]["email"] = "jane.doe@"  # valid JSON, valid envelope: the rule fails
+    poison_headers = message_headers(event_id="poison-1", tenant="demo", trace_id="t-poison", schema="x/1")
+    batch = [
+        raw(bot["conversation.started"]),
+        (KEY, b'{"id": "poison-1", "tenant": "demo", ', poison_headers),
+        raw(shop["orders.create"]),
+        raw(bad_lead),
+        raw(bot["lead.qualified"]),
+    ]
+    placed = await produce(kafka_settings, Topic.RAW_EVENTS, batch)
+    partition = placed[0][0]
+    assert {p for p, _, _ in placed} == {partition}  # one key: one partition, in this order
+
+    async with Outputs(kafka_settings, Topic.CRM_COMMANDS, Topic.ORDERS, Topic.RAW_EVENTS_DLQ) as out:
+        seen = await out.until(
+            lambda s: (
+                len(s[Topic.CRM_COMMANDS]) >= 5 and s[Topic.ORDERS] and len(s[Topic.RAW_EVENTS_DLQ]) >= 2
+            )
+        )
+
+    # The neighbours of the poison event are all mapped, in order per identity.
+    commands = [CrmCommand.model_validate(v) for v in values(seen[Topic.CRM_COMMANDS])]
+    assert [(c.causation_event_id, c.op) for c in commands] == [
+        ("msg_2a8CwT0mWu4dVnKx", CommandOp.UPSERT_CONTACT),
+        ("shopify:orders/create:6f9c2b4e-1f3a-4a8e-9d1c-2b7e5f0a9c31", CommandOp.UPSERT_CONTACT),
+        ("shopify:orders/create:6f9c2b4e-1f3a-4a8e-9d1c-2b7e5f0a9c31", CommandOp.ATTACH_ORDER),
+        ("msg_2a8CwX1bR7tPzQm4", CommandOp.UPSERT_LEAD),
+        ("msg_2a8CwX1bR7tPzQm4", CommandOp.ADD_TAGS),
+    ]
+    for record, command in zip(seen[Topic.CRM_COMMANDS], commands, strict=True):
+        assert record.key == command.key() == b"demo:hubspot:jane.doe@example.com"
+        headers = decode_headers(record.headers)
+        assert headers == {
+            "event_id": command.causation_event_id,
+            "tenant": "demo",
+            "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
+            "schema": CrmCommand.SCHEMA,
+        }
+        assert command.received_at is not None and command.mapping_version.startswith("2026-03+")
+
+    [order_record] = seen[Topic.ORDERS]
+    assert order_record.key == b"demo:820982911946154508"
+    assert decode_headers(order_record.headers)["schema"] == Order.SCHEMA
+    assert Order.from_json(order_record.value or b"").total == "2839.00"
+
+    # Both bad events are in the DLQ as carbon copies with the reason and their origin.
+    poison, lead = seen[Topic.RAW_EVENTS_DLQ]
+    for letter, (key, value, headers), (part, offset, timestamp) in (
+        (poison, batch[1], placed[1]),
+        (lead, batch[3], placed[3]),
+    ):
+        assert (letter.key, letter.value, letter.timestamp) == (key, value, timestamp)
+        got = decode_headers(letter.headers)
+        assert {k: got[k] for k in ("event_id", "tenant", "trace_id", "schema")} == decode_headers(headers)
+        assert got["error.class"] == "permanent" and got["error.attempts"] == "1"
+        assert (got["origin.topic"], got["origin.partition"], got["origin.offset"]) == (
+            kafka_settings.topic(Topic.RAW_EVENTS),
+            str(part),
+            str(offset),
+        )
+        assert got["origin.service"] == "mapper"
+    assert decode_headers(poison.headers)["error.message"].startswith("schema: not JSON")
+    assert decode_headers(lead.headers)["error.message"] == (
+        "rule api-lead-submitted: command 0 (upsert_lead): identity: email: not a valid e-mail address"
+    )
+
+    # Everything was acknowledged, the poison event included: the group's offset moves past all five.
+    await wait_committed(kafka_settings, TopicPartition(kafka_settings.topic(Topic.RAW_EVENTS), partition), 5)
+    async with httpx.AsyncClient(base_url=proc.url) as http:
+        metrics = (await http.get("/metrics")).text
+        assert (await http.get("/readyz")).status_code == 200
+    assert 'shopbotly_mapper_events_total{outcome="mapped",tenant="demo"} 3.0' in metrics
+    assert 'shopbotly_mapper_events_total{outcome="dead_lettered",tenant="demo"} 1.0' in metrics
+    assert 'shopbotly_mapper_events_total{outcome="dead_lettered",tenant="unknown"} 1.0' in metrics
+    assert 'shopbotly_mapper_rule_hits_total{rule="shopify-order-state",tenant="demo"} 1.0' in metrics
+    assert "shopbotly_mapper_mapping_duration_seconds_count 5.0" in metrics
+    assert proc.stop() == 0
+    # faust created no topic of its own (no tables, no leader topic, declaration off).
+    admin = make_admin(kafka_settings, client_role="test")
+    await admin.start()
+    try:
+        ours = {t for t in await admin.list_topics() if t.startswith(kafka_settings.topic_prefix)}
+    finally:
+        await admin.close()
+    assert ours == {spec.name for spec in kafka_settings.topics().values()}
+
+
+async def test_partial_order_updates_merge_across_a_restart(
+    kafka_settings: KafkaSettings, mappers: Callable[[], MapperProcess]
+) -> None:
+    created = sample_events("shopify")["orders.create"]
+    first = await start(mappers())
+    await produce(kafka_settings, Topic.RAW_EVENTS, [raw(created)])
+    async with Outputs(kafka_settings, Topic.ORDERS) as out:
+        await out.until(lambda s: len(s[Topic.ORDERS]) >= 1)
+    assert first.stop() == 0
+
+    # A new worker: it knows the order only from the orders topic. Partial updates merge into it.
+    second = await start(mappers())
+    base = {k: created[k] for k in ("source", "tenant", "sourcename", "traceid", "receivedat", "subject")}
+    fulfilled = {
+        **base,
+        "id": "partial-1",
+        "type": "orders/updated",
+        "data": {
+            "id": created["data"]["id"],
+            "email": "jane.doe@example.com",
+            "updated_at": "2026-03-04T09:00:00Z",
+            "fulfillment_status": "fulfilled",
+            "fulfillments": [{"tracking_numbers": ["1Z999"], "tracking_url": "https://t.example/1Z999"}],
+        },
+    }
+    cancelled = {
+        **base,
+        "id": "partial-2",
+        "type": "orders/cancelled",
+        "data": {
+            "id": created["data"]["id"],
+            "email": "jane.doe@example.com",
+            "updated_at": "2026-03-05T09:00:00Z",
+            "cancelled_at": "2026-03-05T09:00:00Z",
+        },
+    }
+    await produce(kafka_settings, Topic.RAW_EVENTS, [raw(fulfilled), raw(cancelled)])
+    async with Outputs(kafka_settings, Topic.ORDERS, Topic.CRM_COMMANDS) as out:
+        seen = await out.until(lambda s: len(s[Topic.ORDERS]) >= 3 and len(s[Topic.CRM_COMMANDS]) >= 5)
+    states = [Order.from_json(r.value or b"") for r in seen[Topic.ORDERS]]
+    assert {r.key for r in seen[Topic.ORDERS]} == {b"demo:820982911946154508"}
+    after_fulfilled, after_cancelled = states[1], states[2]
+    assert after_fulfilled.status == "fulfilled" and after_fulfilled.tracking_numbers == ["1Z999"]
+    # Fields only the first event carried survive both partial updates.
+    for state in (after_fulfilled, after_cancelled):
+        assert (state.total, state.order_number, state.currency) == ("2839.00", "#1001", "USD")
+        assert [line.sku for line in state.lines] == ["AER-GR-B", None]
+    assert after_cancelled.status == "cancelled" and after_cancelled.last_event_id == "partial-2"
+    assert after_cancelled.tracking_numbers == ["1Z999"]
+    attach = [
+        c
+        for c in (CrmCommand.model_validate(v) for v in values(seen[Topic.CRM_COMMANDS]))
+        if c.op == "attach_order"
+    ]
+    assert [(c.causation_event_id, c.fields["status"], c.fields["total"]) for c in attach][-2:] == [
+        ("partial-1", "fulfilled", "2839.00"),
+        ("partial-2", "cancelled", "2839.00"),
+    ]
+    assert second.stop() == 0
+
+
+async def test_ticket_from_crm_results_then_crm_changes_notify_the_bot(
+    kafka_settings: KafkaSettings, mappers: Callable[[], MapperProcess]
+) -> None:
+    await start(mappers())
+    result = CommandResult(
+        command_id="cmd_handoff",
+        tenant="demo",
+        connection="hubspot",
+        identity="jane.doe@example.com",
+        op=CommandOp.CREATE_TICKET,
+        outcome=CommandOutcome.APPLIED,
+        crm_ids={"ticket": "9876543", "contact": "151"},
+    )
+    headers = message_headers(
+        event_id="msg_handoff", tenant="demo", trace_id="t-1", schema=CommandResult.SCHEMA
+    )
+    await produce(
+        kafka_settings, Topic.CRM_RESULTS, [(b"demo:hubspot:jane.doe@example.com", result.to_json(), headers)]
+    )
+    async with Outputs(kafka_settings, Topic.TICKETS, Topic.CRM_COMMANDS) as out:
+        seen = await out.until(lambda s: len(s[Topic.TICKETS]) >= 1)
+        seeded = Ticket.from_json(seen[Topic.TICKETS][0].value or b"")
+        assert seen[Topic.TICKETS][0].key == b"demo:9876543"
+        assert (seeded.customer_email, seeded.status, seeded.is_open) == (
+            "jane.doe@example.com",
+            "open",
+            True,
+        )
+        assert decode_headers(seen[Topic.TICKETS][0].headers)["event_id"] == "msg_handoff"
+
+        hubspot = sample_events("hubspot")
+        changes = [hubspot["ticket.propertyChange.reply"], hubspot["ticket.propertyChange.stage"]]
+        await produce(kafka_settings, Topic.RAW_EVENTS, [raw(e) for e in changes])
+        seen = await out.until(lambda s: len(s[Topic.TICKETS]) >= 3 and len(s[Topic.CRM_COMMANDS]) >= 2)
+
+    reply, stage = (CrmCommand.model_validate(v) for v in values(seen[Topic.CRM_COMMANDS]))
+    for command, record in zip((reply, stage), seen[Topic.CRM_COMMANDS], strict=True):
+        assert command.op == CommandOp.NOTIFY_BOT and command.connection == "bot"
+        assert command.event_type == "ticket.updated"  # the webhook `type` crm-writer sends to the bot
+        assert record.key == b"demo:bot:jane.doe@example.com"  # the customer, learnt from crm-results
+        assert command.fields["type"] == "ticket.updated" and command.fields["ticket_id"] == "9876543"
+    assert (
+        reply.body == "Good news: we can offer 15% off for 20 chairs." and reply.fields["change"] == "reply"
+    )
+    assert (stage.fields["status"], stage.fields["is_open"], stage.fields["change"]) == (
+        "closed",
+        False,
+        "status",
+    )
+    final = Ticket.from_json(seen[Topic.TICKETS][-1].value or b"")
+    assert (final.status, final.is_open, final.customer_email) == ("closed", False, "jane.doe@example.com")
+    assert final.last_reply == "Good news: we can offer 15% off for 20 chairs."
+
+
+async def test_a_killed_worker_loses_nothing(
+    kafka_settings: KafkaSettings, mappers: Callable[[], MapperProcess]
+) -> None:
+    """SIGKILL mid-stream: whatever was not acknowledged is redelivered to the next worker."""
+    template = sample_events("shopbotly")["message.received"]
+
+    def message(n: int) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
+        email = f"customer{n % 40}@example.com"
+        event = {**template, "id": f"kill-{n}", "subject": email}
+        event["data"] = {
+            **template["data"],
+            "data": {**template["data"]["data"], "customer": {"email": email}},
+        }
+        _, value, headers = raw(event)
+        return f"demo:{email}".encode(), value, headers
+
+    first = await start(mappers())
+    total = 2400
+    await produce(kafka_settings, Topic.RAW_EVENTS, [message(n) for n in range(200)])
+    async with Outputs(kafka_settings, Topic.CRM_COMMANDS) as out:
+        await out.until(lambda s: len(s[Topic.CRM_COMMANDS]) >= 200)
+        sending = asyncio.create_task(
+            produce(kafka_settings, Topic.RAW_EVENTS, [message(n) for n in range(200, total)])
+        )
+        await out.until(lambda s: len(s[Topic.CRM_COMMANDS]) >= 201)
+        first.kill()  # mid-stream, without a chance to flush or commit
+        await sending
+        await start(mappers())
+        seen = await out.until(
+            lambda s: (
+                {orjson.loads(r.value or b"")["causation_event_id"] for r in s[Topic.CRM_COMMANDS]}
+                >= {f"kill-{n}" for n in range(total)}
+            ),
+            timeout=60,
+        )
+    causes = [orjson.loads(r.value or b"")["causation_event_id"] for r in seen[Topic.CRM_COMMANDS]]
+    assert set(causes) == {f"kill-{n}" for n in range(total)}
+    # Repeats are allowed (at-least-once) and carry the same command id, so crm-writer applies them once.
+    ids_by_cause: dict[str, set[str]] = {}
+    for record in seen[Topic.CRM_COMMANDS]:
+        value = orjson.loads(record.value or b"")
+        ids_by_cause.setdefault(value["causation_event_id"], set()).add(value["command_id"])
+    assert all(len(ids) == 1 for ids in ids_by_cause.values())
