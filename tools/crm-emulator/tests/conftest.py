@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -18,52 +16,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from shopbotly.crm_emulator import EmulatorSettings, create_app, runtime_of
-from shopbotly.crm_emulator.runtime import Runtime
-
-HUBSPOT = {"Authorization": "Bearer emulator-hubspot-token"}
-GENERIC = {"Authorization": "Bearer emulator-generic-token"}
-
-
-class Clock:
-    """Epoch seconds that only move when a test says so (starting at the real time)."""
-
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-@dataclass
-class Emulator:
-    app: FastAPI
-    client: httpx.AsyncClient
-    clock: Clock
-    runtime: Runtime
-
-    async def state(self, **params: Any) -> dict[str, Any]:
-        response = await self.client.get("/_emulator/state", params=params)
-        assert response.status_code == 200
-        body: dict[str, Any] = response.json()
-        return body
-
-    async def sf_token(self) -> dict[str, str]:
-        response = await self.client.post(
-            "/services/oauth2/token",
-            data={
-                "grant_type": "client_credentials",
-                "client_id": "emulator-sf-client",
-                "client_secret": "emulator-sf-secret",
-            },
-        )
-        assert response.status_code == 200, response.text
-        return {"Authorization": f"Bearer {response.json()['access_token']}"}
-
-
-EmulatorFactory = Callable[..., Awaitable[Emulator]]
+from shopbotly.crm_emulator.testing import Clock, Emulator, EmulatorFactory, Received, Receiver
+from shopbotly.crm_emulator.testing import serve as _serve
 
 
 @pytest.fixture
@@ -89,54 +43,6 @@ async def make_emulator() -> AsyncIterator[EmulatorFactory]:
 @pytest.fixture
 async def emulator(make_emulator: EmulatorFactory) -> Emulator:
     return await make_emulator()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@dataclass
-class Received:
-    method: str
-    url: str
-    headers: dict[str, str]
-    body: bytes
-    at: float
-
-
-@dataclass
-class Receiver:
-    """A webhook receiver on a real port. `script` gives the answer per request: a status, or a delay in
-    seconds (float) before answering 200 — longer than the sender's timeout means a timeout."""
-
-    url: str
-    received: list[Received] = field(default_factory=list)
-    script: list[int | float] = field(default_factory=list)
-
-    async def wait_for(self, count: int, timeout: float = 10.0) -> list[Received]:
-        deadline = time.monotonic() + timeout
-        while len(self.received) < count:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"expected {count} deliveries, got {len(self.received)}")
-            await asyncio.sleep(0.01)
-        return self.received
-
-
-async def _serve(app: Any) -> tuple[uvicorn.Server, asyncio.Task[None], int]:
-    port = free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server._serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    return server, task, port
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from .conftest import GENERIC, Emulator, EmulatorFactory
+from shopbotly.crm_emulator.testing import GENERIC, Emulator, EmulatorFactory
 
 pytestmark = pytest.mark.component
 

@@ -12,8 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from shopbotly.crm_emulator import OAuthClient
-
-from .conftest import Emulator, EmulatorFactory
+from shopbotly.crm_emulator.testing import Emulator, EmulatorFactory
 
 pytestmark = pytest.mark.component
 

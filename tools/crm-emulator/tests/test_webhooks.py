@@ -10,8 +10,7 @@ import pytest
 
 from shopbotly.common.signatures import verify_webhook
 from shopbotly.crm_emulator.signatures import hubspot_signature_v1
-
-from .conftest import HUBSPOT, Emulator, Received, Receiver
+from shopbotly.crm_emulator.testing import HUBSPOT, Emulator, Received, Receiver
 
 pytestmark = pytest.mark.component
 

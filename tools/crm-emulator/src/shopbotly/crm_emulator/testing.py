@@ -1,0 +1,122 @@
+"""Test helpers for the CRM emulator: an in-process emulator with a controllable clock, a webhook receiver
+on a real port. Used by the emulator's own tests and importable by other test suites."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import uvicorn
+from fastapi import FastAPI
+
+from shopbotly.crm_emulator.runtime import Runtime
+
+__all__ = [
+    "GENERIC",
+    "HUBSPOT",
+    "Clock",
+    "Emulator",
+    "EmulatorFactory",
+    "Received",
+    "Receiver",
+    "free_port",
+    "serve",
+]
+
+HUBSPOT = {"Authorization": "Bearer emulator-hubspot-token"}
+GENERIC = {"Authorization": "Bearer emulator-generic-token"}
+
+
+class Clock:
+    """Epoch seconds that only move when a test says so (starting at the real time)."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass
+class Emulator:
+    app: FastAPI
+    client: httpx.AsyncClient
+    clock: Clock
+    runtime: Runtime
+
+    async def state(self, **params: Any) -> dict[str, Any]:
+        response = await self.client.get("/_emulator/state", params=params)
+        assert response.status_code == 200
+        body: dict[str, Any] = response.json()
+        return body
+
+    async def sf_token(self) -> dict[str, str]:
+        response = await self.client.post(
+            "/services/oauth2/token",
+            data={
+                "grant_type": "client_credentials",
+                "client_id": "emulator-sf-client",
+                "client_secret": "emulator-sf-secret",
+            },
+        )
+        assert response.status_code == 200, response.text
+        return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+
+EmulatorFactory = Callable[..., Awaitable[Emulator]]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Received:
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: bytes
+    at: float
+
+
+@dataclass
+class Receiver:
+    """A webhook receiver on a real port. `script` gives the answer per request: a status, or a delay in
+    seconds (float) before answering 200 — longer than the sender's timeout means a timeout."""
+
+    url: str
+    received: list[Received] = field(default_factory=list)
+    script: list[int | float] = field(default_factory=list)
+
+    async def wait_for(self, count: int, timeout: float = 10.0) -> list[Received]:  # noqa: ASYNC109
+        deadline = time.monotonic() + timeout
+        while len(self.received) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"expected {count} deliveries, got {len(self.received)}")
+            await asyncio.sleep(0.01)
+        return self.received
+
+
+async def serve(app: Any) -> tuple[uvicorn.Server, asyncio.Task[None], int]:
+    port = free_port()
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server._serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    return server, task, port
