@@ -53,10 +53,6 @@ class Lookups:
         self._hit = metrics.cache.labels("hit")
         self._miss = metrics.cache.labels("miss")
 
-    @property
-    def cached(self) -> int:
-        return len(self._cache)
-
     def invalidate(self, kind: Kind, tenant: str, ident: str) -> None:
         """Called after a change to this key is committed to the store."""
         self._cache.invalidate((kind.value, tenant, ident))
