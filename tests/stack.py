@@ -1,33 +1,118 @@
 """The whole stack as real processes, for end-to-end and fault-injection tests.
 
-Each service runs from its console script with its own port, data dir and log file, against the real Kafka
+Each service runs from its console script with its own port, data dir and log file, against a real Kafka
 broker and a topic prefix unique to the test run. Services can be killed with SIGKILL and restarted, which is
-what the fault tests do.
+what the fault tests do. A private broker (`PrivateKafka`, deploy/local/kafka.sh on its own ports and run
+folder) can be stopped and started without touching the shared one.
+
+Every wait is a poll with a deadline (`poll`); when the deadline passes it fails with what it last saw and
+the tail of every service's log.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import contextlib
+import hashlib
+import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import httpx
+import yaml
+from aiokafka import TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 
+from shopbotly.common.kafka import KafkaSettings, make_admin, make_consumer
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
+KAFKA_SH = REPO_ROOT / "deploy" / "local" / "kafka.sh"
 
-__all__ = ["SERVICES", "Service", "Stack", "free_port"]
+__all__ = [
+    "REPO_ROOT",
+    "SERVICES",
+    "Message",
+    "PrivateKafka",
+    "Service",
+    "Stack",
+    "StackSecrets",
+    "create_topics",
+    "delete_topics",
+    "free_port",
+    "gauge_values",
+    "histogram",
+    "json_of",
+    "poll",
+    "read_topic",
+    "run_cli",
+    "stack_env",
+    "tenants_yaml",
+]
+
+T = TypeVar("T")
+
+# Ports handed out by this process: the OS may return a port again until someone binds it, and the stack
+# binds late (each service binds its own port after it starts).
+_handed_out: set[int] = set()
+_ports_lock = threading.Lock()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def free_port(preferred: int | None = None) -> int:
+    """A TCP port free on 127.0.0.1 and not handed out before by this process (`preferred` if it is)."""
+    with _ports_lock:
+        candidates: Iterable[int | None] = [preferred, *([None] * 50)] if preferred else [None] * 50
+        for candidate in candidates:
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", candidate or 0))
+                except OSError:
+                    continue
+                port = int(s.getsockname()[1])
+            if port not in _handed_out:
+                _handed_out.add(port)
+                return port
+    raise RuntimeError("no free port found")
+
+
+def poll(
+    check: Callable[[], T | None],
+    *,
+    timeout: float,
+    what: str,
+    interval: float = 0.2,
+    context: Callable[[], str] | None = None,
+) -> T:
+    """Call `check` until it returns something truthy (not None, False, empty); fail after `timeout` s.
+
+    The failure names `what`, the last value or exception seen, and `context()` (the stack's logs).
+    """
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while True:
+        try:
+            result = check()
+        except Exception as exc:  # a peer may be restarting; keep polling and report the last error
+            result, last = None, f"{type(exc).__name__}: {exc}"
+        else:
+            if result:
+                return result
+            last = result
+        if time.monotonic() >= deadline:
+            details = context() if context else ""
+            raise AssertionError(f"{what}: not reached after {timeout:g}s (last: {last})\n{details}")
+        time.sleep(interval)
 
 
 # name -> console script
@@ -59,24 +144,31 @@ class Service:
         assert self.proc is None or self.proc.poll() is not None, f"{self.name} already running"
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.starts += 1
-        log = self.log_path.open("ab")
-        log.write(f"\n===== start #{self.starts} =====\n".encode())
-        log.flush()
-        self.proc = subprocess.Popen(  # noqa: S603 - our own console script
-            [str(VENV_BIN / self.script)],
-            env={**self.env, "SHOPBOTLY_PORT": str(self.port), "SHOPBOTLY_EMULATOR_PORT": str(self.port),
-                 "SHOPBOTLY_DATA_DIR": str(self.data_dir)},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        with self.log_path.open("ab") as log:
+            log.write(f"\n===== start #{self.starts} at {time.strftime('%H:%M:%S')} =====\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(
+                [str(VENV_BIN / self.script)],
+                env={
+                    **self.env,
+                    "SHOPBOTLY_PORT": str(self.port),
+                    "SHOPBOTLY_EMULATOR_PORT": str(self.port),
+                    "SHOPBOTLY_DATA_DIR": str(self.data_dir),
+                },
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                cwd=REPO_ROOT,
+            )
 
     def kill9(self) -> None:
+        """SIGKILL the service's whole process group, as a crashed node would die."""
         if self.proc and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
 
     def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM, wait; SIGKILL after `timeout`. The exit status (None if it had to be killed)."""
         if not self.proc or self.proc.poll() is not None:
             return self.proc.returncode if self.proc else None
         os.killpg(self.proc.pid, signal.SIGTERM)
@@ -99,11 +191,17 @@ class Service:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.alive():
-                raise RuntimeError(f"{self.name} exited with {self.proc and self.proc.returncode}:\n{self.tail()}")
+                code = self.proc.returncode if self.proc else None
+                raise AssertionError(f"{self.name} exited with {code}:\n{self.tail()}")
             if self.ready():
                 return
             time.sleep(0.2)
-        raise TimeoutError(f"{self.name} not ready after {timeout}s:\n{self.tail()}")
+        raise AssertionError(f"{self.name} not ready after {timeout}s:\n{self.tail()}")
+
+    def metrics(self) -> str:
+        response = httpx.get(f"{self.url}/metrics", timeout=5)
+        response.raise_for_status()
+        return response.text
 
     def tail(self, lines: int = 40) -> str:
         try:
@@ -121,8 +219,13 @@ class Stack:
     services: dict[str, Service] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, root: Path, env: Mapping[str, str], names: list[str] | None = None,
-               ports: Mapping[str, int] | None = None) -> Stack:
+    def create(
+        cls,
+        root: Path,
+        env: Mapping[str, str],
+        names: list[str] | None = None,
+        ports: Mapping[str, int] | None = None,
+    ) -> Stack:
         stack = cls(root=root, env=dict(env))
         for name in names or list(SERVICES):
             port = (ports or {}).get(name) or free_port()
@@ -143,11 +246,334 @@ class Stack:
         for svc in self.services.values():
             svc.start()
         for svc in self.services.values():
+            try:
+                svc.wait_ready(timeout)
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\n\n{self.logs()}") from None
+
+    def restart(self, name: str, timeout: float = 120.0) -> None:
+        """Start a stopped or killed service again and wait for its /readyz."""
+        svc = self.services[name]
+        svc.start()
+        try:
             svc.wait_ready(timeout)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n\n{self.logs()}") from None
 
     def stop(self) -> None:
         for svc in reversed(list(self.services.values())):
             svc.stop()
 
-    def logs(self) -> str:
-        return "\n\n".join(f"--- {s.name} ---\n{s.tail(60)}" for s in self.services.values())
+    def logs(self, lines: int = 60) -> str:
+        return "\n\n".join(
+            f"--- {s.name} ({s.log_path}) ---\n{s.tail(lines)}" for s in self.services.values()
+        )
+
+    def poll(self, check: Callable[[], T | None], *, timeout: float, what: str, interval: float = 0.2) -> T:
+        """`poll` that fails with this stack's logs."""
+        return poll(check, timeout=timeout, what=what, interval=interval, context=self.logs)
+
+
+@dataclass
+class PrivateKafka:
+    """A broker of this test's own (deploy/local/kafka.sh on other ports and another run folder).
+
+    Stopping it disturbs nobody else; the shared broker on 9092 is never touched.
+    """
+
+    run_dir: Path
+    port: int
+    controller_port: int
+
+    @classmethod
+    def create(cls, run_dir: Path) -> PrivateKafka:
+        return cls(run_dir, free_port(19592), free_port(19593))
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.run_dir / f"kafka-{self.port}" / "kafka.log"
+
+    def _run(self, action: str, timeout: float = 120.0) -> None:
+        env = {
+            **os.environ,
+            "KAFKA_PORT": str(self.port),
+            "KAFKA_CONTROLLER_PORT": str(self.controller_port),
+            "SHOPBOTLY_RUN_DIR": str(self.run_dir),
+        }
+        done = subprocess.run(
+            [str(KAFKA_SH), action], env=env, capture_output=True, text=True, timeout=timeout, check=False
+        )
+        if done.returncode != 0:
+            raise AssertionError(
+                f"kafka.sh {action} failed ({done.returncode}):\n{done.stderr}\n{self.tail()}"
+            )
+
+    def start(self) -> None:
+        self._run("start")
+
+    def stop(self) -> None:
+        """A clean stop (SIGTERM, then SIGKILL after 30 s), keeping the data folder for the next start."""
+        self._run("stop")
+
+    def tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no broker log)"
+
+
+def run_cli(*args: str, env: Mapping[str, str], timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+    """Run the operator CLI (`shopbotly ...`) as an operator would; fails with its output unless exit 0."""
+    done = subprocess.run(
+        [str(VENV_BIN / "shopbotly"), *args],
+        env={**os.environ, **env, "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        cwd=REPO_ROOT,
+    )
+    if done.returncode != 0:
+        raise AssertionError(
+            f"shopbotly {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+        )
+    return done
+
+
+def create_topics(env: Mapping[str, str]) -> None:
+    """`shopbotly topics create` with the stack's Kafka settings (bootstrap, prefix, partitions)."""
+    run_cli("topics", "create", "--strict", env=env)
+
+
+@dataclass(frozen=True)
+class Message:
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    value: bytes | None
+    headers: dict[str, str]
+
+
+async def _partitions(settings: KafkaSettings, topic: str) -> list[int]:
+    admin = make_admin(settings, client_role="e2e-reader")
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    if not described or described[0].get("error_code", 0) != 0:
+        raise AssertionError(f"topic {topic} does not exist: {described}")
+    return sorted(p["partition"] for p in described[0]["partitions"])
+
+
+async def _read_topic(settings: KafkaSettings, topic: str) -> list[Message]:
+    partitions = await _partitions(settings, topic)
+    consumer = make_consumer(settings, group_id=None, client_role="e2e-reader")
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends: dict[TopicPartition, int] = await consumer.end_offsets(tps)
+        out: list[Message] = []
+        pending = {tp for tp in tps if ends[tp] > 0}
+        while pending:
+            batch = await consumer.getmany(*pending, timeout_ms=1000, max_records=5000)
+            for tp, records in batch.items():
+                for r in records:
+                    if r.offset < ends[tp]:
+                        out.append(
+                            Message(
+                                topic,
+                                r.partition,
+                                r.offset,
+                                r.key.decode() if r.key is not None else None,
+                                r.value,
+                                {k: v.decode(errors="replace") for k, v in r.headers},
+                            )
+                        )
+            pending = {tp for tp in pending if await consumer.position(tp) < ends[tp]}
+        return out
+    finally:
+        await consumer.stop()
+
+
+def read_topic(bootstrap: str, topic: str, timeout: float = 60.0) -> list[Message]:
+    """Every message of `topic` up to its end at the time of the call (no consumer group, no commit)."""
+    settings = KafkaSettings(bootstrap=bootstrap)
+
+    async def bounded() -> list[Message]:
+        return await asyncio.wait_for(_read_topic(settings, topic), timeout)
+
+    return asyncio.run(bounded())
+
+
+def json_of(response: httpx.Response) -> Any:
+    """The JSON body, or an AssertionError naming the status and body when there is none."""
+    try:
+        return response.json()
+    except ValueError:
+        raise AssertionError(
+            f"{response.request.url}: {response.status_code} {response.text[:500]}"
+        ) from None
+
+
+# --- the test tenants ------------------------------------------------------------------------------------
+
+
+def _whsec() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+
+
+@dataclass(frozen=True)
+class StackSecrets:
+    """Fresh secrets per test run, handed to the services as environment variables (never in the YAML)."""
+
+    bot_source: str = field(default_factory=_whsec)  # the chatbot's Standard Webhooks secret (ingest)
+    shopify: str = field(default_factory=lambda: "shpss_" + secrets.token_hex(16))
+    hubspot_app: str = field(default_factory=lambda: secrets.token_hex(20))  # HubSpot app client secret
+    hubspot_token: str = field(default_factory=lambda: "pat-e2e-" + secrets.token_hex(16))
+    bot_notify: str = field(default_factory=_whsec)  # signs ShopBotly's notifications to the bot
+    api_keys: dict[str, str] = field(
+        default_factory=lambda: {t: f"sbk_{t}_{secrets.token_urlsafe(24)}" for t in ("alpha", "beta")}
+    )
+
+    def env(self) -> dict[str, str]:
+        return {
+            "E2E_BOT_SECRET": self.bot_source,
+            "E2E_SHOPIFY_SECRET": self.shopify,
+            "E2E_HUBSPOT_APP_SECRET": self.hubspot_app,
+            "E2E_HUBSPOT_TOKEN": self.hubspot_token,
+            "E2E_BOT_NOTIFY_SECRET": self.bot_notify,
+            # The emulator plays HubSpot: it accepts the token crm-writer sends.
+            "SHOPBOTLY_EMULATOR_HUBSPOT_TOKENS": json.dumps([self.hubspot_token]),
+        }
+
+
+def tenants_yaml(
+    secrets_: StackSecrets, *, emulator_port: int, bot_url: str | None, bot_attempts: int = 3
+) -> str:
+    """Two tenants: `alpha` (bot, Shopify and HubSpot sources; the emulator as its HubSpot; optionally a bot
+    webhook) and `beta` (an API key only, for isolation checks)."""
+    keys = {t: hashlib.sha256(k.encode()).hexdigest() for t, k in secrets_.api_keys.items()}
+    alpha: dict[str, Any] = {
+        "display_name": "E2E shop",
+        "api_keys": [{"id": "main", "sha256": keys["alpha"], "scopes": ["leads", "orders", "tickets"]}],
+        "sources": {
+            "bot": {"kind": "shopbotly", "secrets": [{"env": "E2E_BOT_SECRET"}]},
+            "shop": {"kind": "shopify", "secrets": [{"env": "E2E_SHOPIFY_SECRET"}]},
+            "hubspot": {"kind": "hubspot", "secrets": [{"env": "E2E_HUBSPOT_APP_SECRET"}]},
+        },
+        "connections": {
+            "hubspot": {
+                "kind": "hubspot",
+                "base_url": f"http://127.0.0.1:{emulator_port}",
+                "auth": {"kind": "bearer", "token": {"env": "E2E_HUBSPOT_TOKEN"}},
+                "rate_limit": {"requests": 100, "per_seconds": 10},
+                "batch_size": 100,
+            },
+        },
+        "mapping": {
+            "version": "e2e",
+            "default_connection": "hubspot",
+            "presets": ["shopbotly", "shopify", "hubspot", "api"],
+        },
+    }
+    if bot_url is not None:
+        alpha["connections"]["bot"] = {"kind": "bot_webhook", "max_attempts": bot_attempts}
+        alpha["bot_webhook"] = {"url": bot_url, "secret": {"env": "E2E_BOT_NOTIFY_SECRET"}}
+    beta = {"api_keys": [{"id": "main", "sha256": keys["beta"], "scopes": ["leads", "orders", "tickets"]}]}
+    return yaml.safe_dump({"version": 1, "tenants": {"alpha": alpha, "beta": beta}}, sort_keys=False)
+
+
+def stack_env(*, bootstrap: str, prefix: str, config: Path, partitions: int = 3) -> dict[str, str]:
+    """What every process of one test stack shares (the CLI included)."""
+    return {
+        "SHOPBOTLY_CONFIG": str(config),
+        "SHOPBOTLY_KAFKA_BOOTSTRAP": bootstrap,
+        "SHOPBOTLY_KAFKA_TOPIC_PREFIX": prefix,
+        "SHOPBOTLY_KAFKA_PARTITIONS": str(partitions),
+        # crm-writer's group id is not derived from the prefix: one per stack, so stacks never share a group.
+        "SHOPBOTLY_CONSUMER_GROUP": f"{prefix}crm-writer",
+        "SHOPBOTLY_LOG_LEVEL": "info",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def delete_topics(bootstrap: str, prefix: str) -> None:
+    """Remove a test run's topics (best effort: their names are unique, so leftovers harm nobody)."""
+    settings = KafkaSettings(bootstrap=bootstrap, topic_prefix=prefix)
+
+    async def go() -> None:
+        admin = make_admin(settings, client_role="e2e-cleanup")
+        await admin.start()
+        try:
+            existing = set(await admin.list_topics())
+            names = [s.name for s in settings.topics().values() if s.name in existing]
+            if names:
+                await admin.delete_topics(names)
+        finally:
+            await admin.close()
+
+    with contextlib.suppress(Exception):
+        asyncio.run(asyncio.wait_for(go(), 30))
+
+
+# --- metrics -----------------------------------------------------------------------------------------------
+
+
+def histogram(metrics_text: str, name: str, labels: Mapping[str, str]) -> dict[str, Any]:
+    """A Prometheus histogram from /metrics: count, sum, mean and p50/p90/p99 estimated from the buckets the
+    way PromQL's histogram_quantile does (linear within a bucket)."""
+    buckets: list[tuple[float, float]] = []
+    count = total = 0.0
+    for family in text_string_to_metric_families(metrics_text):
+        if family.name != name:
+            continue
+        for sample in family.samples:
+            if any(sample.labels.get(k) != v for k, v in labels.items()):
+                continue
+            if sample.name.endswith("_bucket"):
+                buckets.append((float(sample.labels["le"]), sample.value))
+            elif sample.name.endswith("_count"):
+                count = sample.value
+            elif sample.name.endswith("_sum"):
+                total = sample.value
+    buckets.sort()
+
+    def quantile(q: float) -> float | None:
+        if count == 0:
+            return None
+        rank, lower, below = q * count, 0.0, 0.0
+        for upper, cumulative in buckets:
+            if cumulative >= rank:
+                if upper == float("inf"):
+                    return lower
+                width = cumulative - below
+                return lower + (upper - lower) * ((rank - below) / width if width else 1.0)
+            lower, below = upper, cumulative
+        return None
+
+    return {
+        "count": count,
+        "sum_s": total,
+        "mean_s": total / count if count else None,
+        "p50_s": quantile(0.5),
+        "p90_s": quantile(0.9),
+        "p99_s": quantile(0.99),
+    }
+
+
+def gauge_values(metrics_text: str, name: str) -> list[float]:
+    """Every sample of a gauge (all label sets)."""
+    return [
+        sample.value
+        for family in text_string_to_metric_families(metrics_text)
+        if family.name == name
+        for sample in family.samples
+    ]
