@@ -42,7 +42,7 @@ write_procfile() {
     [[ -x "$VENV/$cmd" ]] || die "$VENV/$cmd is missing; run make install"
     local data="$RUN/data/$name"
     mkdir -p "$data"
-    printf '%s: env SHOPBOTLY_PORT=%s SHOPBOTLY_EMULATOR_PORT=%s SHOPBOTLY_DATA_DIR=%s exec %s\n' \
+    printf '%s: exec env SHOPBOTLY_PORT=%s SHOPBOTLY_EMULATOR_PORT=%s SHOPBOTLY_DATA_DIR=%s %s\n' \
       "$name" "$port" "$port" "$data" "$VENV/$cmd" >>"$RUN/Procfile"
   done
 }

@@ -7,6 +7,7 @@ demo tenant's data. `BotReceiver` is also the bot stand-in of the end-to-end tes
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -35,7 +36,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from shopbotly.cli._common import console, err_console
+from shopbotly.cli._kafka_io import Bound, BoundKind, Record, read_range
 from shopbotly.common.config import ConfigError, ShopbotlyConfig, TenantConfig, load_config
+from shopbotly.common.kafka import KafkaSettings
+from shopbotly.common.topics import Topic
 
 __all__ = ["BotReceiver", "Notification", "demo", "sign_shopify", "sign_standard_webhook"]
 
@@ -215,13 +219,17 @@ class DemoContext:
     api_key: str
     timeout: float
     sent: list[tuple[str, str, str, int]] = field(default_factory=list)
+    started_ms: int = field(default_factory=lambda: int(time.time() * 1000))
 
     def secret(self, source_kind: str) -> tuple[str, str]:
         """(source name, resolved secret) of the tenant's first source of this kind."""
         for name, source in self.config.sources.items():
             if source.kind == source_kind:
                 ref = source.secrets[0]
-                value = self.env.get(ref.env) if ref.env else None
+                try:
+                    value = self.env.get(ref.env) if ref.env else ref.resolve()
+                except LookupError:
+                    value = None
                 if not value:
                     raise DemoError(
                         f"secret {ref.describe()} of source {name!r} is not set (config/demo.env)"
@@ -288,41 +296,43 @@ def _shopify_order(order_id: int, email: str) -> dict[str, Any]:
     }
 
 
-def _contact_rows(state: dict[str, Any], emails: list[str]) -> Table:
-    table = Table(title="CRM contacts (CRM emulator, HubSpot)", show_lines=False)
-    for column in (
-        "email",
-        "id",
-        "name",
-        "phone",
-        "lifecycle",
-        "intent",
-        "tags",
-        "creates",
-        "updates",
-        "notes",
-    ):
-        table.add_column(column)
+def _contact_table(state: dict[str, Any], emails: list[str]) -> Table:
+    """The CRM contacts side by side: one column per contact, one row per property."""
     records = state.get("records", {}).get("hubspot", {})
-    for email in emails:
-        rec = records.get(email)
-        if rec is None:
-            table.add_row(email, "(missing)", *[""] * 8)
-            continue
-        props = rec.get("properties", {})
-        name = " ".join(p for p in (props.get("firstname"), props.get("lastname")) if p)
-        table.add_row(
-            email,
-            str(rec.get("id", "")),
-            name,
-            props.get("phone") or "",
-            props.get("lifecyclestage") or "",
-            str(props.get("shopbotly_intent_score") or ""),
-            ", ".join(rec.get("tags") or []),
-            str(rec.get("creates", "")),
-            str(rec.get("updates", "")),
-            str(len(rec.get("notes") or [])),
+    table = Table("property", *emails, title="CRM contacts (the CRM emulator playing HubSpot)")
+    rows: dict[str, list[str]] = {
+        name: []
+        for name in (
+            "id",
+            "firstname",
+            "lastname",
+            "phone",
+            "lifecyclestage",
+            "shopbotly_intent_score",
+            "shopbotly_conversation_id",
+            "tags",
+            "notes",
+            "tickets",
+            "creates / updates",
         )
+    }
+    for email in emails:
+        rec = records.get(email) or {}
+        props = rec.get("properties", {})
+        for name in rows:
+            if name == "id":
+                value = str(rec.get("id", "(missing)"))
+            elif name == "tags":
+                value = ", ".join(rec.get("tags") or [])
+            elif name in ("notes", "tickets"):
+                value = str(len(rec.get(name) or []))
+            elif name == "creates / updates":
+                value = f"{rec.get('creates', 0)} / {rec.get('updates', 0)}"
+            else:
+                value = str(props.get(name) or "")
+            rows[name].append(value)
+    for name, values in rows.items():
+        table.add_row(name, *values)
     return table
 
 
@@ -434,7 +444,13 @@ def run_demo(ctx: DemoContext, bot: BotReceiver) -> None:
         return state if jane_ok and omar_ok else None
 
     state = _wait(crm_done, timeout=ctx.timeout, what="the contacts, tags, order note and ticket in the CRM")
-    console.print(_contact_rows(state, [jane_email, omar_email]))
+    console.print(_contact_table(state, [jane_email, omar_email]))
+    notes_table = Table("contact", "note", title="CRM notes (latest 3 per contact)")
+    for email in (jane_email, omar_email):
+        record = state.get("records", {}).get("hubspot", {}).get(email) or {}
+        for note in (record.get("notes") or [])[-3:]:
+            notes_table.add_row(email, str(note.get("properties", {}).get("hs_note_body", "")))
+    console.print(notes_table)
     ticket = _ticket_of(state, omar_email, omar_conv)
     assert ticket is not None
     ticket_id = str(ticket["id"])
@@ -502,41 +518,74 @@ def run_demo(ctx: DemoContext, bot: BotReceiver) -> None:
         "webhook-id",
         "type",
         "change",
-        "subject",
         "status",
         "body",
-        "verified",
-        title=f"notifications received by the bot at {bot.url} (Standard Webhooks, verified)",
+        title=f"notifications the bot received at {bot.url}, each verified with standardwebhooks",
     )
     for n in bot.notifications():
         d = n.data
         what = d.get("ticket_id") or d.get("contact_id") or d.get("deal_id") or ""
         notes.add_row(
-            n.webhook_id[:16] + "…",
+            n.webhook_id[:12] + "…",
             n.type,
             f"{d.get('change', '')} {what}",
-            str(d.get("subject") or ""),
             str(d.get("status") or ""),
-            str(d.get("body") or "")[:60],
-            "yes",
+            str(d.get("body") or ""),
         )
     console.print(notes)
     if bot.rejected:
         err_console.print(f"{len(bot.rejected)} notification(s) failed verification: {bot.rejected[:3]}")
 
+    def closed_ticket() -> dict[str, Any] | None:
+        response = ctx.reader.get(f"/api/v1/tickets/{ticket_id}", headers=auth)
+        found: dict[str, Any] = response.json() if response.status_code == 200 else {}
+        return found if found.get("status") == "closed" else None
+
     lookup = _wait(
-        lambda: (
-            t
-            if (t := ctx.reader.get(f"/api/v1/tickets/{ticket_id}", headers=auth).json()).get("status")
-            == "closed"
-            else None
-        ),
+        closed_ticket,
         timeout=ctx.timeout,
         what=f"ticket {ticket_id} closed in the ticket lookup",
     )
     console.print(f"GET /api/v1/tickets/{ticket_id} → 200", markup=False)
     console.print(_kv_table("ticket lookup", lookup))
-    console.rule("[bold green]demo done")
+
+    console.rule("[bold]5. Dead letters written during the demo")
+    dead = _dead_letters_since(ctx.started_ms)
+    if not dead:
+        console.print("none: every event and command took effect")
+        console.rule("[bold green]demo done")
+        return
+    table = Table("topic", "key", "error.class", "error.message", title="dead letters (shopbotly dlq list)")
+    for record in dead:
+        table.add_row(
+            record.topic,
+            record.key_text or "",
+            record.header("error.class") or "",
+            (record.header("error.message") or "")[:300],
+        )
+    console.print(table)
+    raise DemoError(
+        f"{len(dead)} dead letter(s) during the demo (above); inspect them with `shopbotly dlq list`"
+    )
+
+
+def _dead_letters_since(started_ms: int) -> list[Record]:
+    settings = KafkaSettings()
+
+    async def read() -> list[Record]:
+        found: list[Record] = []
+        for logical in (Topic.RAW_EVENTS_DLQ, Topic.CRM_COMMANDS_DLQ):
+            records, _, _ = await read_range(
+                settings,
+                settings.topic(logical),
+                start=Bound(BoundKind.TIME, started_ms),
+                stop=Bound(BoundKind.LATEST),
+                client_role="cli-demo",
+            )
+            found.extend(records)
+        return found
+
+    return asyncio.run(read())
 
 
 def demo(
