@@ -278,12 +278,14 @@ class Stack:
 class PrivateKafka:
     """A broker of this test's own (deploy/local/kafka.sh on other ports and another run folder).
 
-    Stopping it disturbs nobody else; the shared broker on 9092 is never touched.
+    Stopping it disturbs nobody else; the shared broker on 9092 is never touched. While it is stopped its
+    ports stay reserved (a placeholder socket binds each), so no other process takes them meanwhile.
     """
 
     run_dir: Path
     port: int
     controller_port: int
+    _held: list[socket.socket] = field(default_factory=list, repr=False)
 
     @classmethod
     def create(cls, run_dir: Path) -> PrivateKafka:
@@ -312,12 +314,31 @@ class PrivateKafka:
                 f"kafka.sh {action} failed ({done.returncode}):\n{done.stderr}\n{self.tail()}"
             )
 
+    def _hold_ports(self) -> None:
+        for port in (self.port, self.controller_port):
+            # SO_REUSEADDR: the stopped broker's connections may still be in TIME_WAIT. Bound but not
+            # listening: clients still get "connection refused", as from a stopped broker.
+            placeholder = socket.socket()
+            placeholder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            placeholder.bind(("127.0.0.1", port))
+            self._held.append(placeholder)
+
+    def _release_ports(self) -> None:
+        while self._held:
+            self._held.pop().close()
+
     def start(self) -> None:
+        self._release_ports()
         self._run("start")
 
-    def stop(self) -> None:
-        """A clean stop (SIGTERM, then SIGKILL after 30 s), keeping the data folder for the next start."""
+    def stop(self, *, hold_ports: bool = False) -> None:
+        """A clean stop (SIGTERM, then SIGKILL after 30 s), keeping the data folder for the next start.
+
+        `hold_ports`: keep the ports reserved until `start()` (a restart)."""
+        self._release_ports()
         self._run("stop")
+        if hold_ports:
+            self._hold_ports()
 
     def tail(self, lines: int = 30) -> str:
         try:

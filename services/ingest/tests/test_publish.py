@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import httpx
 import orjson
 import pytest
+from aiokafka import TopicPartition
 
 from shopbotly.common.events import RawEvent
 from shopbotly.common.ids import raw_event_key
 from shopbotly.common.kafka import KafkaSettings
+from shopbotly.common.topics import Topic
 from shopbotly.ingest.schemas import lead_event_id
 from shopbotly.ingest.settings import Settings
 from shopbotly.ingest.testing import (
@@ -277,6 +280,47 @@ async def test_lead_is_published_and_idempotency_key_is_honoured(
     assert event.data == {**lead, "email": "Jane.Doe@Example.com"}
     assert record.key == b"acme:jane.doe@example.com"  # type: ignore[attr-defined]
     assert record.headers["event_id"] == event_id and record.headers["schema"] == "shopbotly.raw-event/1"  # type: ignore[attr-defined]
+
+
+async def test_after_a_lost_numbered_batch_the_producer_is_replaced_and_nothing_unstored_gets_2xx(
+    ingest: Running, kafka_settings: KafkaSettings
+) -> None:
+    """The state a broker restart can leave (aio-libs/aiokafka#1017): the producer's sequence number for a
+    partition is ahead of the broker's, so the broker refuses every later batch there. The request in
+    flight gets 503 (not stored); the monitor replaces the producer; the client's retry is stored."""
+    c = ingest.client
+    url = "/v1/webhooks/acme/shopbotly"
+    body = orjson.dumps({"type": "order.paid", "data": {"email": "seq@example.com"}})
+    first = await c.post(url, content=body, headers=signed_headers("shopbotly", body, msg_id="msg_seq_1"))
+    assert first.status_code == 202, first.text
+    topic = kafka_settings.topic(Topic.RAW_EVENTS)
+    (stored,) = await read_topic(kafka_settings, expected=1)
+    producer = ingest.runtime.publisher._producer
+    assert producer is not None
+    current = await producer.healthy()
+    current._txn_manager.increment_sequence_number(TopicPartition(topic, stored.partition), 3)
+
+    # Same subject, so the same key and partition as the first event.
+    refused = await c.post(url, content=body, headers=signed_headers("shopbotly", body, msg_id="msg_seq_2"))
+    assert refused.status_code == 503, refused.text
+    assert refused.headers["retry-after"]
+
+    async def retried() -> httpx.Response:
+        while True:
+            resp = await c.post(
+                url, content=body, headers=signed_headers("shopbotly", body, msg_id="msg_seq_2")
+            )
+            if resp.status_code != 503:
+                return resp
+            await asyncio.sleep(0.2)
+
+    again = await asyncio.wait_for(retried(), 15)
+    assert again.status_code == 202, again.text
+    assert producer.replaced == 1
+    assert (await c.get("/readyz")).status_code == 200
+    records = await read_topic(kafka_settings, expected=2)
+    assert [RawEvent.from_json(r.value).id for r in records] == ["msg_seq_1", "msg_seq_2"]
+    assert {r.partition for r in records} == {stored.partition}
 
 
 async def test_ready_once_the_producer_has_broker_metadata(ingest: Running) -> None:

@@ -10,6 +10,7 @@ from aiokafka import AIOKafkaProducer
 
 from shopbotly.common.errors import ErrorClass
 from shopbotly.common.events import Headers, utcnow
+from shopbotly.common.kafka import ResilientProducer
 
 __all__ = ["ERROR_HEADERS", "DeadLetter", "dead_letter_headers", "publish_dead_letter", "strip_error_headers"]
 
@@ -66,7 +67,7 @@ def dead_letter_headers(original: Sequence[tuple[str, bytes]] | None, letter: De
 
 
 async def publish_dead_letter(
-    producer: AIOKafkaProducer,
+    producer: AIOKafkaProducer | ResilientProducer,
     dlq_topic: str,
     *,
     key: bytes | None,

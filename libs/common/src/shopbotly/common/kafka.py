@@ -6,17 +6,26 @@ Producers are idempotent with `acks=all` (DESIGN.md guarantee 1); consumers neve
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ssl
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.client import AIOKafkaClient
+from aiokafka.structs import RecordMetadata
+from prometheus_client import Counter
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shopbotly.common.logging import get_logger
 from shopbotly.common.topics import Topic, TopicSpec, registry
 
-__all__ = ["KafkaSettings", "make_admin", "make_consumer", "make_producer"]
+__all__ = ["KafkaSettings", "ResilientProducer", "make_admin", "make_consumer", "make_producer"]
+
+log = get_logger(__name__)
 
 
 class KafkaSettings(BaseSettings):
@@ -118,6 +127,10 @@ class KafkaSettings(BaseSettings):
 
 def make_producer(settings: KafkaSettings, *, client_role: str, **overrides: Any) -> AIOKafkaProducer:
     """An idempotent, `acks=all` producer. Call `await producer.start()` before use."""
+    return AIOKafkaProducer(**_producer_options(settings, client_role, overrides))
+
+
+def _producer_options(settings: KafkaSettings, client_role: str, overrides: dict[str, Any]) -> dict[str, Any]:
     opts: dict[str, Any] = {
         **settings.client_options(),
         "client_id": f"{settings.client_id}-{client_role}",
@@ -130,7 +143,149 @@ def make_producer(settings: KafkaSettings, *, client_role: str, **overrides: Any
     opts.update(overrides)
     if opts.get("acks") != "all" or not opts.get("enable_idempotence"):
         raise ValueError("ShopBotly producers must be idempotent with acks=all (DESIGN.md guarantee 1)")
-    return AIOKafkaProducer(**opts)
+    return opts
+
+
+class ResilientProducer:
+    """The producer the services use: `make_producer`'s idempotent `acks=all` producer, replaced by a new one
+    when a batch fails.
+
+    An idempotent producer numbers each partition's batches; the broker accepts only the next number.
+    aiokafka never takes a number back: when a numbered batch fails (it expired while the partition had no
+    leader during a broker restart, or the broker refused it), every later batch to that partition is refused
+    with `OutOfOrderSequenceNumber`, for the life of the producer (aio-libs/aiokafka#1017). The Java client
+    resets the sequence by bumping the producer epoch; aiokafka cannot, so after any failed delivery the
+    next send starts a new producer (a new producer id, numbers from 0) and the old one is closed in the
+    background.
+
+    Nothing is re-sent here: a failed send fails for the caller, who retries it (in its order, the only one it
+    knows). What the old producer still holds either lands or fails back to its caller the same way.
+    """
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        *,
+        client_role: str,
+        resets: Counter | None = None,
+        retire_timeout_s: float = 30.0,
+        **overrides: Any,
+    ) -> None:
+        options = _producer_options(settings, client_role, overrides)  # refuses bad overrides now
+        self._new: Callable[[], AIOKafkaProducer] = lambda: AIOKafkaProducer(**options)
+        self._role = client_role
+        self._resets = resets
+        self._retire_timeout_s = retire_timeout_s
+        self._producer: AIOKafkaProducer | None = None
+        self._failure: BaseException | None = None
+        self._lock = asyncio.Lock()
+        self._retiring: set[asyncio.Task[None]] = set()
+        self.replaced = 0
+
+    async def start(self) -> None:
+        """Connect (raises when the broker cannot be reached, like `AIOKafkaProducer.start`)."""
+        self._producer = await self._started()
+
+    async def stop(self) -> None:
+        """Flush what is pending and close, including producers still being retired."""
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await producer.stop()
+        if self._retiring:
+            await asyncio.gather(*self._retiring, return_exceptions=True)
+
+    @property
+    def client(self) -> AIOKafkaClient:
+        """The current producer's client (metadata, topics)."""
+        if self._producer is None:
+            raise RuntimeError("the producer is not started")
+        return self._producer.client
+
+    @property
+    def failure(self) -> BaseException | None:
+        """The delivery failure that condemned the current producer, until it is replaced."""
+        return self._failure
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes | None = None,
+        key: bytes | None = None,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+        headers: Sequence[tuple[str, bytes]] | None = None,
+    ) -> asyncio.Future[RecordMetadata]:
+        """Hand a message over; the returned future resolves on the broker's acknowledgement."""
+        producer = await self.healthy()
+        future: asyncio.Future[RecordMetadata] = await producer.send(
+            topic, value, key=key, partition=partition, timestamp_ms=timestamp_ms, headers=headers
+        )
+        future.add_done_callback(lambda f: self._delivered(producer, f))
+        return future
+
+    async def send_and_wait(
+        self,
+        topic: str,
+        value: bytes | None = None,
+        key: bytes | None = None,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+        headers: Sequence[tuple[str, bytes]] | None = None,
+    ) -> RecordMetadata:
+        future = await self.send(topic, value, key, partition, timestamp_ms, headers)
+        return await future
+
+    async def healthy(self) -> AIOKafkaProducer:
+        """The current producer, replaced first if a delivery failed (raises if the new one cannot start)."""
+        producer = self._producer
+        if producer is not None and self._failure is None:
+            return producer
+        async with self._lock:
+            if self._producer is None:
+                raise RuntimeError("the producer is not started")
+            if self._failure is not None:
+                replacement = await self._started()
+                old, self._producer = self._producer, replacement
+                log.warning(
+                    "kafka producer replaced",
+                    client_role=self._role,
+                    after=f"{type(self._failure).__name__}: {self._failure}"[:200],
+                )
+                self._failure = None
+                self.replaced += 1
+                if self._resets is not None:
+                    self._resets.inc()
+                task = asyncio.create_task(self._retire(old), name=f"retire-producer-{self._role}")
+                self._retiring.add(task)
+                task.add_done_callback(self._retiring.discard)
+            return self._producer
+
+    def _delivered(self, producer: AIOKafkaProducer, future: asyncio.Future[RecordMetadata]) -> None:
+        if future.cancelled() or producer is not self._producer or self._failure is not None:
+            return
+        failure = future.exception()
+        if failure is not None:
+            self._failure = failure
+
+    async def _started(self) -> AIOKafkaProducer:
+        producer = self._new()
+        try:
+            await producer.start()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+            raise
+        return producer
+
+    async def _retire(self, producer: AIOKafkaProducer) -> None:
+        """Let the old producer deliver or fail what it holds, then close it (bounded: batches of an
+        idempotent producer wait for a leader for ever)."""
+        try:
+            await asyncio.wait_for(producer.stop(), self._retire_timeout_s)
+        except Exception as exc:
+            log.warning("old kafka producer did not close cleanly", client_role=self._role, error=repr(exc))
+            with contextlib.suppress(Exception):
+                await producer.client.close()
 
 
 def make_consumer(

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import httpx
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
@@ -45,7 +45,7 @@ from shopbotly.common.events import (
     utcnow,
 )
 from shopbotly.common.health import Health
-from shopbotly.common.kafka import make_consumer
+from shopbotly.common.kafka import ResilientProducer, make_consumer
 from shopbotly.common.logging import bound, get_logger
 from shopbotly.common.topics import Topic
 from shopbotly.crm_writer import metrics
@@ -147,7 +147,7 @@ class Writer:
         self._stopping = asyncio.Event()
         self._commit_lock = asyncio.Lock()
         self._fatal: BaseException | None = None
-        self._producer: AIOKafkaProducer | None = None
+        self._producer: ResilientProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._ledger: Ledger | None = None
         self._client: httpx.AsyncClient | None = None
@@ -823,7 +823,5 @@ class Writer:
         log.info("partitions assigned", partitions=sorted(self._owned), share=round(self._share, 3))
 
 
-def _make_producer(settings: Settings) -> AIOKafkaProducer:
-    from shopbotly.common.kafka import make_producer
-
-    return make_producer(settings.kafka, client_role="crm-writer")
+def _make_producer(settings: Settings) -> ResilientProducer:
+    return ResilientProducer(settings.kafka, client_role="crm-writer", resets=metrics.PRODUCER_REPLACED)

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import asyncio
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from shopbotly.common.events import Headers, LedgerEntry
-from shopbotly.common.kafka import KafkaSettings, make_admin, make_consumer
+from shopbotly.common.kafka import KafkaSettings, ResilientProducer, make_admin, make_consumer
 from shopbotly.common.logging import get_logger
 from shopbotly.common.topics import Topic
 
@@ -24,7 +24,7 @@ log = get_logger(__name__)
 
 
 class Ledger:
-    def __init__(self, kafka: KafkaSettings, producer: AIOKafkaProducer) -> None:
+    def __init__(self, kafka: KafkaSettings, producer: ResilientProducer) -> None:
         self.topic = kafka.topic(Topic.CRM_LEDGER)
         self._kafka = kafka
         self._producer = producer

@@ -19,6 +19,7 @@ __all__ = [
     "E2E_LATENCY",
     "IN_FLIGHT",
     "PAUSED_PARTITIONS",
+    "PRODUCER_REPLACED",
     "QUEUE_DEPTH",
     "RATE_LIMIT_RATE",
     "RATE_LIMIT_REMAINING",
@@ -89,3 +90,7 @@ BATCH_RECORDS = Histogram(
 )
 PAUSED_PARTITIONS = Gauge(f"{_S}_paused_partitions", "crm-commands partitions whose fetching is paused.")
 CONSUMER_LAG = consumer_lag_gauge("crm_writer")
+PRODUCER_REPLACED = Counter(
+    "shopbotly_crm_writer_producer_replacements_total",
+    "Kafka producers replaced after a failed delivery (a new producer id; see ResilientProducer).",
+)

@@ -17,6 +17,7 @@ __all__ = [
     "EVENTS_PUBLISHED",
     "IDEMPOTENCY_ENTRIES",
     "IN_FLIGHT",
+    "PRODUCER_REPLACED",
     "PUBLISH_DURATION",
     "PUBLISH_FAILURES",
     "REJECTIONS",
@@ -62,6 +63,10 @@ PUBLISH_FAILURES = Counter(
     "shopbotly_ingest_publish_failures_total",
     "Publishes that did not get an acknowledgement: timeout, broker unavailable or a Kafka error.",
     ["reason"],
+)
+PRODUCER_REPLACED = Counter(
+    "shopbotly_ingest_producer_replacements_total",
+    "Kafka producers replaced after a failed delivery (a new producer id; see ResilientProducer).",
 )
 BROKER_UP = Gauge(
     "shopbotly_ingest_broker_up",

@@ -3,7 +3,8 @@
 The producer connects in the background, so /healthz and /readyz answer while Kafka is still away.
 A monitor refreshes broker metadata every `broker_check_interval_s`: `/readyz` and the publish path
 follow it, so requests get 503 at once while the broker is unreachable instead of each waiting for
-the publish timeout.
+the publish timeout. After a failed delivery the monitor replaces the producer at once (see
+`ResilientProducer`); `/readyz` is red while that replacement fails.
 """
 
 from __future__ import annotations
@@ -14,13 +15,12 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from shopbotly.common.events import RawEvent, message_headers
 from shopbotly.common.health import Health
 from shopbotly.common.ids import raw_event_key
-from shopbotly.common.kafka import KafkaSettings, make_producer
+from shopbotly.common.kafka import KafkaSettings, ResilientProducer
 from shopbotly.common.logging import get_logger
 from shopbotly.ingest import metrics
 
@@ -56,7 +56,7 @@ class RawEventPublisher:
         self._health = health
         self._timeout = publish_timeout_s
         self._interval = check_interval_s
-        self._producer: AIOKafkaProducer | None = None
+        self._producer: ResilientProducer | None = None
         self._task: asyncio.Task[None] | None = None
         self._available = False
         self._ready_event = asyncio.Event()
@@ -126,8 +126,9 @@ class RawEventPublisher:
             len(events) - len(deliveries)
         ):
             results.append(self._outcome(delivery))
-        if timed_out:
-            # Probably the broker went away: look now rather than at the next tick.
+        if timed_out or any(r is not None for r in results):
+            # Probably the broker went away, or the producer must be replaced: look now rather than at
+            # the next tick.
             self._wake.set()
         else:
             metrics.PUBLISH_DURATION.observe(time.perf_counter() - started)
@@ -153,7 +154,7 @@ class RawEventPublisher:
         log.warning("publish failed", error=type(failure).__name__, detail=str(failure)[:200])
         return PublishFailed("error", type(failure).__name__)
 
-    async def _send(self, producer: AIOKafkaProducer, event: RawEvent) -> asyncio.Future[Any]:
+    async def _send(self, producer: ResilientProducer, event: RawEvent) -> asyncio.Future[Any]:
         """Hand the event to the producer; the returned future resolves on the broker's ack."""
         key = raw_event_key(event.tenant, event.subject or event.id)
         headers = message_headers(
@@ -189,7 +190,12 @@ class RawEventPublisher:
         while True:
             # 256 KiB batches: with one request in flight per broker (idempotence), a full 16 KiB batch
             # makes every further send to that partition wait for the round trip.
-            producer = make_producer(self._kafka, client_role="ingest", max_batch_size=256 * 1024)
+            producer = ResilientProducer(
+                self._kafka,
+                client_role="ingest",
+                resets=metrics.PRODUCER_REPLACED,
+                max_batch_size=256 * 1024,
+            )
             try:
                 await producer.start()
             except Exception as exc:
@@ -208,6 +214,13 @@ class RawEventPublisher:
         producer = self._producer
         if producer is None:
             return
+        if producer.failure is not None:
+            # A delivery failed: replace the producer now (a new producer id), not at the next request.
+            try:
+                await asyncio.wait_for(producer.healthy(), max(self._interval * 2, 2.0))
+            except Exception as exc:
+                self._set_available(False, f"cannot replace the Kafka producer: {type(exc).__name__}")
+                return
         try:
             updated = await asyncio.wait_for(
                 producer.client.force_metadata_update(), max(self._interval * 2, 2.0)

@@ -22,11 +22,10 @@ import time
 from typing import Any, cast
 
 import faust
-from aiokafka import AIOKafkaProducer
 from faust.types import TP
 
 from shopbotly.common.health import Health, serve_probes
-from shopbotly.common.kafka import make_admin, make_producer
+from shopbotly.common.kafka import ResilientProducer, make_admin
 from shopbotly.common.logging import configure_logging, get_logger
 from shopbotly.common.topics import Topic
 from shopbotly.mapper import metrics
@@ -49,7 +48,7 @@ class MapperRuntime:
         self.mappings = mappings
         self.health = Health()
         self.store = StateStore()
-        self.producer: AIOKafkaProducer | None = None
+        self.producer: ResilientProducer | None = None
         self.feed: StateFeed | None = None
         self.pipeline: Pipeline | None = None
         self._probes: tuple[Any, asyncio.Task[None]] | None = None
@@ -92,7 +91,9 @@ class MapperRuntime:
         partitions = await self._check_topics()
         # linger 0: a batch's outputs are all appended before the sender runs, so they share requests
         # anyway; lingering would only delay the acknowledgement the batch waits for.
-        self.producer = make_producer(s.kafka, client_role="mapper", linger_ms=0)
+        self.producer = ResilientProducer(
+            s.kafka, client_role="mapper", resets=metrics.PRODUCER_REPLACED, linger_ms=0
+        )
         await self.producer.start()
         self.feed = StateFeed(s.kafka, self.store, log=log)
         self.health.set_ready("state", False, "loading orders and tickets")

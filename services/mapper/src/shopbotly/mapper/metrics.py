@@ -13,6 +13,7 @@ __all__ = [
     "EVENTS",
     "MAPPING_SECONDS",
     "PRODUCED",
+    "PRODUCER_REPLACED",
     "PRODUCE_RETRIES",
     "PUBLISH_SECONDS",
     "RESULTS",
@@ -47,6 +48,10 @@ PRODUCED = Counter(
     "shopbotly_mapper_produced_messages_total",
     "Messages acknowledged by the broker, by logical topic.",
     ["topic"],
+)
+PRODUCER_REPLACED = Counter(
+    "shopbotly_mapper_producer_replacements_total",
+    "Kafka producers replaced after a failed delivery (a new producer id; see ResilientProducer).",
 )
 PRODUCE_RETRIES = Counter(
     "shopbotly_mapper_produce_retries_total", "Batch publishes retried after a produce failure."

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from aiokafka import AIOKafkaProducer
 from aiokafka.errors import (
     CorruptRecordException,
     InvalidTimestampError,
@@ -40,7 +39,7 @@ from shopbotly.common.events import (
     utcnow,
 )
 from shopbotly.common.ids import order_key, ticket_key
-from shopbotly.common.kafka import KafkaSettings
+from shopbotly.common.kafka import KafkaSettings, ResilientProducer
 from shopbotly.common.logging import bound
 from shopbotly.common.topics import Topic
 from shopbotly.mapper import metrics
@@ -111,7 +110,7 @@ class Pipeline:
         kafka: KafkaSettings,
         mappings: Mappings,
         store: StateStore,
-        producer: AIOKafkaProducer,
+        producer: ResilientProducer,
         log: Any,
         clock: Callable[[], datetime] = utcnow,
         backoff_cap_s: float = 5.0,
