@@ -176,9 +176,12 @@ def test_kafka_users_may_use_the_consumer_groups_the_services_join(
 ) -> None:
     r = rendered[overlay]
     users = {u["metadata"]["name"]: u for u in r.of_kind("KafkaUser")}
+    prefix = r.configmap("shopbotly-env")["SHOPBOTLY_KAFKA_TOPIC_PREFIX"]
     for name in ("mapper", "crm-writer"):
         group = _consumer_group(_settings(r, name, monkeypatch))
         assert group, f"{name}: Settings exposes no consumer group (consumer_group, group_id or app_id)"
+        # Named after the topic prefix, so another stack on the same cluster (another prefix) has its own.
+        assert group.startswith(prefix), f"{name}: group {group!r} does not carry the topic prefix {prefix!r}"
         acls = users[f"shopbotly-{name}"]["spec"]["authorization"]["acls"]
         assert any(_acl_covers(a, "group", group) and "Read" in a["operations"] for a in acls), (name, group)
 

@@ -13,7 +13,7 @@ import pytest
 from shopbotly.cli.demo_cmd import sign_standard_webhook
 from shopbotly.common.topics import Topic
 from tests.e2e.e2e_stack import E2EStack, iso_now, unique
-from tests.stack import histogram, json_of, run_cli
+from tests.stack import histogram, json_of, poll, run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -174,6 +174,28 @@ def test_a_shopify_order_is_answered_by_the_order_lookup_and_updates_overwrite(e
     assert contact["properties"]["company"] == "Park Studio"
 
 
+def test_a_shopify_customer_becomes_a_contact_with_its_tags(e2e: E2EStack) -> None:
+    email = f"{unique('kai')}@example.com"
+    customer = {
+        "id": 9_100_000 + int(time.time()) % 100_000,
+        "email": email,
+        "first_name": "Kai",
+        "last_name": "Berg",
+        "phone": "+49 30 1234567",
+        "tags": "VIP, Wholesale",
+        "email_marketing_consent": {"state": "subscribed", "opt_in_level": "single_opt_in"},
+        "default_address": {"company": "Berg GmbH"},
+    }
+    response, _ = e2e.send_shopify("customers/create", customer)
+    assert response.status_code == 202, response.text
+    contact = e2e.wait_contact(email, lambda c: "vip" in (c.get("tags") or []), f"Shopify customer {email}")
+    assert e2e.dead_letters(email) == []
+    props = contact["properties"]
+    assert (props["firstname"], props["lastname"], props["company"]) == ("Kai", "Berg", "Berg GmbH")
+    assert sorted(contact["tags"]) == ["vip", "wholesale"]
+    assert contact["creates"] == 1
+
+
 def test_a_lead_through_the_lead_api_reaches_the_crm(e2e: E2EStack) -> None:
     email = f"{unique('sam')}@example.com"
     lead = {
@@ -303,6 +325,38 @@ def test_bot_down_notifications_are_dead_lettered_and_redrive_delivers_them(e2e:
     got = {n.webhook_id for n in e2e.bot.notifications(lambda n: n.data.get("ticket_id") == ticket_id)}
     assert expected == got == {command_id}
     assert e2e.bot.rejected == []
+
+
+def test_ticket_changes_after_a_crm_restart_still_reach_the_bot(e2e: E2EStack) -> None:
+    """The CRM (the emulator, HubSpot's stand-in) restarts with its records kept, as after `make down` and
+    `make up`: its next ticket change must still reach the bot."""
+    email = f"{unique('noor')}@example.com"
+    ticket_id = _handoff(e2e, email, "late delivery")
+    e2e.wait_lookup(
+        f"/api/v1/tickets/{ticket_id}", lambda t: t.get("customer_email") == email, "ticket lookup"
+    )
+    e2e.stack["crm-emulator"].stop()
+    e2e.stack.restart("crm-emulator")
+
+    reply = "Your parcel left the warehouse this morning."
+    e2e.emulator.post(
+        f"/_emulator/tickets/{ticket_id}", json={"reply": {"text": reply, "author": "Sam"}}
+    ).raise_for_status()
+
+    def ingest_hubspot_answers() -> str:
+        lines = e2e.stack["ingest"].metrics().splitlines()
+        counted = [
+            line for line in lines if line.startswith("shopbotly_ingest_requests_total") and "hubspot" in line
+        ]
+        return "ingest's answers to the CRM's webhooks:\n" + "\n".join(counted) + "\n\n" + e2e.stack.logs()
+
+    (note,) = poll(
+        lambda: e2e.bot.notifications(lambda n: n.data.get("ticket_id") == ticket_id),
+        timeout=30,
+        what=f"the reply on ticket {ticket_id} (after the CRM restarted) at the bot",
+        context=ingest_hubspot_answers,
+    )
+    assert note.data["body"] == reply
 
 
 def test_end_to_end_latency_is_recorded(

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from shopbotly.common.signatures import verify_webhook
+from shopbotly.crm_emulator import EmulatorSettings, create_app, runtime_of
 from shopbotly.crm_emulator.signatures import hubspot_signature_v1
-from shopbotly.crm_emulator.testing import HUBSPOT, Emulator, Received, Receiver
+from shopbotly.crm_emulator.testing import HUBSPOT, Clock, Emulator, Received, Receiver
 
 pytestmark = pytest.mark.component
 
@@ -197,3 +202,85 @@ async def test_without_a_target_events_are_dropped_and_counted(emulator: Emulato
     await new_ticket(emulator)
     view = (await emulator.client.get("/_emulator/webhooks")).json()
     assert view["stats"]["events_dropped"] == 1 and view["pending_events"] == 0
+
+
+# --- event ids stay unique across restarts (ingest and the crm-writer ledger drop a repeated id) ----------
+
+
+@asynccontextmanager
+async def running(clock: Clock, **settings: Any) -> AsyncIterator[Emulator]:
+    """One emulator process's life: started, then stopped with its store closed (as at a process exit)."""
+    app = create_app(EmulatorSettings(**{"seed": 7, **settings}), clock=clock)
+    runtime = runtime_of(app)
+    try:
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://crm.test") as client,
+        ):
+            yield Emulator(app, client, clock, runtime)
+    finally:
+        runtime.store.close()
+
+
+def event_ids(receiver: Receiver, since: int = 0) -> list[int]:
+    return [e["eventId"] for r in receiver.received[since:] for e in verified(r)]
+
+
+async def test_event_ids_go_on_after_a_restart_on_the_same_store(receiver: Receiver, tmp_path: Path) -> None:
+    # The same instant on both sides of the restart: what keeps ids apart is the store, not the clock.
+    clock = Clock()
+    db = tmp_path / "crm-emulator.sqlite3"
+    async with running(clock, db_path=db) as first:
+        await configure(first, receiver)
+        ticket_id = await new_ticket(first)
+        await flush(first)
+    before = event_ids(receiver)
+    assert len(before) == 1
+
+    async with running(clock, db_path=db) as second:
+        await configure(second, receiver)  # the webhook target is runtime configuration, not stored
+        reply = await second.client.post(
+            f"/_emulator/tickets/{ticket_id}", json={"reply": {"text": "Shipped."}}
+        )
+        assert reply.status_code == 200, reply.text
+        await flush(second)
+    after = event_ids(receiver, since=1)
+    assert sorted(reply.json()["event_ids"]) == sorted(after)
+    assert after and min(after) > max(before), (before, after)
+
+
+async def test_event_ids_do_not_start_over_with_a_fresh_store(receiver: Receiver) -> None:
+    """An in-memory store (no data dir) forgets everything on restart; the ids still must not repeat."""
+    clock = Clock()
+    async with running(clock) as first:
+        await configure(first, receiver)
+        await new_ticket(first)
+        await flush(first)
+    before = event_ids(receiver)
+    clock.advance(0.001)  # a restart takes far longer than a millisecond
+    async with running(clock) as second:
+        await configure(second, receiver)
+        await new_ticket(second)
+        await flush(second)
+    after = event_ids(receiver, since=1)
+    assert after and min(after) > max(before), (before, after)
+
+
+async def test_event_ids_go_on_after_an_admin_reset_and_a_restart(receiver: Receiver, tmp_path: Path) -> None:
+    """The admin reset forgets records, not the event ids sent: HubSpot never reuses one."""
+    clock = Clock()
+    db = tmp_path / "crm-emulator.sqlite3"
+    async with running(clock, db_path=db) as first:
+        await configure(first, receiver)
+        await new_ticket(first)
+        await flush(first)
+        reset = await first.client.post("/_emulator/reset", json={"webhooks": False})
+        assert reset.status_code == 200, reset.text
+        assert (await first.state())["tickets"]["hubspot"] == []
+    before = event_ids(receiver)
+    async with running(clock, db_path=db) as second:
+        await configure(second, receiver)
+        await new_ticket(second)
+        await flush(second)
+    after = event_ids(receiver, since=1)
+    assert after and min(after) > max(before), (before, after)

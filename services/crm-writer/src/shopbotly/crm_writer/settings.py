@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from shopbotly.common.settings import ServiceSettings
 
@@ -15,7 +15,9 @@ class Settings(ServiceSettings):
     """Consumption, delivery and resilience knobs. CRM connections themselves live in the tenants file."""
 
     port: Annotated[int, Field(ge=1, le=65535)] = 9102
-    consumer_group: str = "shopbotly-crm-writer"
+    # Consumer group of all replicas; empty: "<topic prefix>crm-writer", so a topic prefix isolates it too
+    # (as the mapper's "<topic prefix>mapper"). Resolved here, so `consumer_group` is always the group joined.
+    consumer_group: Annotated[str, Field(validate_default=True)] = ""
     # Identities of one partition written concurrently; one identity is always strictly sequential.
     max_in_flight_per_partition: Annotated[int, Field(ge=1, le=10_000)] = 128
     # Commands held in memory per partition before its fetching pauses (back-pressure).
@@ -39,6 +41,15 @@ class Settings(ServiceSettings):
     retry_base_s: Annotated[float, Field(gt=0)] = 0.5
     retry_cap_s: Annotated[float, Field(gt=0)] = 30.0
     http_max_connections: Annotated[int, Field(ge=1)] = 64
+
+    @field_validator("consumer_group")
+    @classmethod
+    def _group_of_the_prefix(cls, value: str, info: ValidationInfo) -> str:
+        # `kafka` (a ServiceSettings field) is validated before this one; absent only when it was invalid.
+        kafka = info.data.get("kafka")
+        if value or kafka is None:
+            return value
+        return f"{kafka.topic_prefix}crm-writer"
 
     @model_validator(mode="after")
     def _coherent(self) -> Settings:

@@ -96,10 +96,11 @@ class Runtime:
 
 def build_runtime(settings: EmulatorSettings, clock: Callable[[], float] = time.time) -> Runtime:
     """Open the store and resolve secret references; fails at start when a reference cannot be read."""
+    store = Store(settings.database())
     runtime = Runtime(
         settings=settings,
-        store=Store(settings.database()),
-        webhooks=WebhookDispatcher(settings.webhooks, settings.hubspot_portal_id, clock),
+        store=store,
+        webhooks=WebhookDispatcher(settings.webhooks, settings.hubspot_portal_id, store, clock),
         health=Health(),
         clock=clock,
         rng=random.Random(settings.seed),

@@ -96,6 +96,10 @@ class IdempotentAnswer:
     outcome: IdempotencyOutcome
 
 
+# HubSpot never reuses a webhook eventId, and receivers (ingest, the crm-writer ledger) drop an id they saw
+# before as a repeat: this sequence outlives restarts and the admin reset.
+_EVENT_ID_SEQUENCE = "hubspot:webhook-events"
+
 # Record types the admin state lists by identity; everything else (notes, tickets) hangs off them.
 _PEOPLE = frozenset({"contacts", "leads", "Lead", "Contact"})
 
@@ -152,9 +156,11 @@ class Store:
             return bool(self._conn.execute("SELECT 1").fetchone()[0] == 1)
 
     def reset(self) -> None:
+        """Forget records, counters, idempotency keys; webhook event ids go on (`reserve_event_ids`)."""
         with self._tx() as conn:
-            for table in ("objects", "identities", "writes", "idempotency", "sequences"):
+            for table in ("objects", "identities", "writes", "idempotency"):
                 conn.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed table names
+            conn.execute("DELETE FROM sequences WHERE name != ?", (_EVENT_ID_SEQUENCE,))
 
     # ---------------------------------------------------------------------------------------------
     # Building blocks (inside a transaction)
@@ -317,6 +323,25 @@ class Store:
         )
         self._count_identity(conn, updated, False, now, written)
         return updated
+
+    # ---------------------------------------------------------------------------------------------
+    # Webhook event ids
+
+    def reserve_event_ids(self, count: int, floor: int) -> range:
+        """`count` fresh webhook event ids: above every id reserved before, and none below `floor`.
+
+        The reservation is committed before the ids are handed out, so a crash after it loses ids but never
+        hands one out twice."""
+        if count < 1:
+            return range(0)
+        with self._tx() as conn:
+            row = conn.execute(
+                "INSERT INTO sequences (name, value) VALUES (?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET value = max(value, ?) + ? RETURNING value",
+                (_EVENT_ID_SEQUENCE, floor - 1 + count, floor - 1, count),
+            ).fetchone()
+        last = int(row[0])
+        return range(last - count + 1, last + 1)
 
     # ---------------------------------------------------------------------------------------------
     # Reads

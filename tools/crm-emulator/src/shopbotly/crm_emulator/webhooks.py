@@ -2,7 +2,8 @@
 
 Like HubSpot, batches are delivered concurrently and each is retried on its own (non-2xx, timeout or
 connection error) with growing delays and an incremented `attemptNumber`, up to `max_attempts`; so a
-receiver sees duplicates and out-of-order batches, as it would in production.
+receiver sees duplicates and out-of-order batches, as it would in production. Like HubSpot's, an `eventId`
+is never used twice, not even after a restart or an admin reset: receivers drop a repeated id.
 """
 
 from __future__ import annotations
@@ -31,12 +32,17 @@ from shopbotly.crm_emulator.domain import (
 )
 from shopbotly.crm_emulator.settings import WebhookSettings, reveal
 from shopbotly.crm_emulator.signatures import hubspot_signature_v1
+from shopbotly.crm_emulator.store import Store
 
 __all__ = ["DeliveryAttempt", "WebhookDispatcher"]
 
 log = get_logger(__name__)
 
 ChangeSource = Literal["INTEGRATION", "CRM_UI"]
+
+# Event ids are reserved from the store this many at a time, so a batch upsert of 100 contacts does not
+# cost 100 SQLite commits on the event loop. A restart skips what was left of a block; ids need not be dense.
+EVENT_ID_BLOCK = 1000
 
 
 @dataclass(frozen=True)
@@ -55,15 +61,17 @@ class WebhookDispatcher:
         self,
         config: WebhookSettings,
         portal_id: int,
+        store: Store,
         clock: Callable[[], float] = time.time,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.config = config
         self.portal_id = portal_id
+        self._store = store
         self._clock = clock
+        self._event_ids = range(0)  # reserved in the store, not handed out yet
         self._transport = transport
         self._pending: deque[dict[str, Any]] = deque()
-        self._event_ids = itertools.count(1)
         self._batch_ids = itertools.count(1)
         self._client: httpx.AsyncClient | None = None
         self._flusher: asyncio.Task[None] | None = None
@@ -91,7 +99,6 @@ class WebhookDispatcher:
 
     def _event(self, sub: Subscription, object_id: str, source: ChangeSource, now_ms: int) -> dict[str, Any]:
         return {
-            "eventId": next(self._event_ids),
             "subscriptionId": sub.id,
             "portalId": self.portal_id,
             "appId": self.config.app_id,
@@ -128,6 +135,8 @@ class WebhookDispatcher:
             self.stats["events_dropped"] += len(events)
             metrics.WEBHOOK_EVENTS.labels("dropped").inc(len(events))
             return []
+        ids = self._reserve_event_ids(len(events))
+        events = [{"eventId": event_id, **event} for event_id, event in zip(ids, events, strict=True)]
         self.stats["events_emitted"] += len(events)
         metrics.WEBHOOK_EVENTS.labels("emitted").inc(len(events))
         self._pending.extend(events)
@@ -135,6 +144,17 @@ class WebhookDispatcher:
         assert self._wakeup is not None
         self._wakeup.set()
         return [e["eventId"] for e in events]
+
+    def _reserve_event_ids(self, count: int) -> range:
+        # Reserved in the store (committed before use), so a restarted emulator, even one that was killed,
+        # goes on after every id it may have sent; and never below the clock in microseconds, so a fresh or
+        # in-memory store does not start over at an id receivers saw before either (unless more than a
+        # million ids a second were sent, or the clock went back).
+        if len(self._event_ids) < count:
+            floor = int(self._clock() * 1_000_000)
+            self._event_ids = self._store.reserve_event_ids(max(count, EVENT_ID_BLOCK), floor=floor)
+        ids, self._event_ids = self._event_ids[:count], self._event_ids[count:]
+        return ids
 
     # ---------------------------------------------------------------------------------------------
     # Lifecycle
