@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -31,6 +32,7 @@ from shopbotly.cli._kafka_io import (
     resolve_topic,
     send_all,
 )
+from shopbotly.cli.replay_diff import mapping_diff
 from shopbotly.common.events import Headers
 from shopbotly.common.kafka import KafkaSettings, make_producer
 
@@ -232,12 +234,37 @@ def replay(
         bool, typer.Option("--dry-run", help="Print what would be sent; send nothing")
     ] = False,
     show: Annotated[
-        int, typer.Option("--show", min=0, help="With --dry-run: how many messages to print")
-    ] = 10,
+        int | None,
+        typer.Option(
+            "--show",
+            min=0,
+            help="With --dry-run: how many messages to print (default 10); "
+            "with --mapping: how many events with differences (default all)",
+        ),
+    ] = None,
+    mapping: Annotated[
+        Path | None,
+        typer.Option(
+            "--mapping",
+            help="With --dry-run: map the raw events through this tenants config and print the commands "
+            "as a diff against those produced before (exit 0 same, 1 different, 2 error)",
+        ),
+    ] = None,
+    commands_from: Annotated[
+        str | None,
+        typer.Option(
+            "--commands-from",
+            help="With --mapping: where reading crm-commands.v1 starts (offset, ISO time, earliest); "
+            "default 15 minutes before the earliest event of the range",
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="With --mapping: the diff as JSON")] = False,
 ) -> None:
     """Re-publish messages [--from, --to) of --topic, per partition, with their keys and headers.
 
     Each copy gets a `replayed_from` header (topic/partition/offset).
+    With --dry-run --mapping FILE: send nothing; print what the events would become under that mapping,
+    as a diff against the commands produced for them before.
     Reads with a group-less consumer. Reference: docs/cli.md.
     """
     start, stop = _bound(from_, "--from"), _bound(to, "--to")
@@ -245,6 +272,29 @@ def replay(
         record_filter = RecordFilter.compile(filter_) if filter_ else None
     except FilterError as exc:
         raise typer.BadParameter(str(exc), param_hint="--filter") from None
+    if mapping is None:
+        for given, option in ((commands_from, "--commands-from"), (as_json or None, "--json")):
+            if given is not None:
+                raise typer.BadParameter("only applies with --mapping", param_hint=option)
+    else:
+        if not dry_run:
+            raise typer.BadParameter(
+                "--mapping compares and never sends: add --dry-run", param_hint="--mapping"
+            )
+        if into is not None:
+            raise typer.BadParameter("--mapping compares, nothing is sent anywhere", param_hint="--into")
+        mapping_diff(
+            config=mapping,
+            topic=topic,
+            start=start,
+            stop=stop,
+            partitions=partition,
+            record_filter=record_filter,
+            commands_from=_bound(commands_from, "--commands-from") if commands_from else None,
+            as_json=as_json,
+            show=show,
+        )
+        return
     settings = kafka_settings()
     progress = Progress(
         TextColumn("{task.description}"),
@@ -266,7 +316,7 @@ def replay(
                     record_filter=record_filter,
                     into=into,
                     dry_run=dry_run,
-                    sample_size=show,
+                    sample_size=10 if show is None else show,
                     on_plan=lambda total: progress.update(task, total=total),
                     on_scanned=lambda n: progress.advance(task, n),
                 )
