@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Offline validation of what cannot run here: shell scripts, Dockerfiles, docker-compose.yml,
+# Offline validation of what cannot run here: shell scripts, the Dockerfile, docker-compose.yml,
 # Kubernetes overlays and Prometheus rules. Each check runs when its files exist.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,10 +9,13 @@ fail=0
 echo "lint: bash -n deploy/**/*.sh"
 for f in $(git ls-files '*.sh' .ci/run); do bash -n "$f" || fail=1; done
 
-mapfile -t dockerfiles < <(git ls-files '*Dockerfile' 2>/dev/null; ls services/*/Dockerfile tools/*/Dockerfile 2>/dev/null)
+# The one Dockerfile at the root (every image is a target of it), and any other one git knows of, tracked or
+# new; a tracked file deleted in the working tree is not there to lint.
+mapfile -t dockerfiles < <(git ls-files --cached --others --exclude-standard '*Dockerfile' 2>/dev/null \
+  | sort -u | while read -r f; do [[ ! -f $f ]] || echo "$f"; done)
 if ((${#dockerfiles[@]})); then
-  echo "lint: hadolint ${#dockerfiles[@]} Dockerfiles"
-  $RUN hadolint $(printf '%s\n' "${dockerfiles[@]}" | sort -u) || fail=1
+  echo "lint: hadolint ${dockerfiles[*]}"
+  $RUN hadolint "${dockerfiles[@]}" || fail=1
 fi
 
 if [[ -f docker-compose.yml ]]; then

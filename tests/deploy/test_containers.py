@@ -1,4 +1,4 @@
-"""The Dockerfiles and docker-compose.yml agree with the workspace, the ports of DESIGN.md, the settings."""
+"""The Dockerfile and docker-compose.yml agree with the workspace, the ports of DESIGN.md, the settings."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import importlib.util
 import json
 import re
 import tomllib
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +18,14 @@ from .conftest import EMULATOR, ROOT, SERVICES, declared_env
 
 pytestmark = pytest.mark.unit
 
-# Dockerfile -> (workspace members it installs with `--package`, its port, the port's variable)
+DOCKERFILE = ROOT / "Dockerfile"
+# Target of the Dockerfile -> (workspace packages it installs, its port, the port's variable)
 IMAGES: dict[str, tuple[list[str], int, str]] = {
-    "services/ingest/Dockerfile": (["shopbotly-ingest"], 8080, "SHOPBOTLY_PORT"),
-    "services/mapper/Dockerfile": (["shopbotly-mapper", "shopbotly-cli"], 9101, "SHOPBOTLY_PORT"),
-    "services/crm-writer/Dockerfile": (["shopbotly-crm-writer"], 9102, "SHOPBOTLY_PORT"),
-    "services/order-reader/Dockerfile": (["shopbotly-order-reader"], 8081, "SHOPBOTLY_PORT"),
-    "tools/crm-emulator/Dockerfile": (["shopbotly-crm-emulator"], 8090, "SHOPBOTLY_EMULATOR_PORT"),
+    "ingest": (["shopbotly-ingest"], 8080, "SHOPBOTLY_PORT"),
+    "mapper": (["shopbotly-mapper", "shopbotly-cli"], 9101, "SHOPBOTLY_PORT"),
+    "crm-writer": (["shopbotly-crm-writer"], 9102, "SHOPBOTLY_PORT"),
+    "order-reader": (["shopbotly-order-reader"], 8081, "SHOPBOTLY_PORT"),
+    "crm-emulator": (["shopbotly-crm-emulator"], 8090, "SHOPBOTLY_EMULATOR_PORT"),
 }
 
 
@@ -56,45 +58,108 @@ def _workspace_closure(names: list[str], members: dict[str, tuple[Path, dict[str
     return seen
 
 
-def _instructions(dockerfile: Path) -> list[tuple[str, str]]:
+@dataclass
+class Stage:
+    name: str
+    base: str
+    steps: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _stages(dockerfile: Path) -> dict[str, Stage]:
+    """The build stages by name, each with its instructions (continuation lines joined)."""
     text = re.sub(r"\\\n", " ", dockerfile.read_text())
-    out = []
+    stages: dict[str, Stage] = {}
+    current: Stage | None = None
     for line in text.splitlines():
         line = line.strip()
-        if line and not line.startswith("#"):
-            op, _, rest = line.partition(" ")
-            out.append((op.upper(), rest.strip()))
-    return out
+        if not line or line.startswith("#"):
+            continue
+        op, _, rest = line.partition(" ")
+        if op.upper() == "FROM":
+            base, _, name = re.sub(r"\s+as\s+", " AS ", rest.strip(), flags=re.IGNORECASE).partition(" AS ")
+            current = stages[name.strip()] = Stage(name.strip(), base.strip())
+        elif current is not None:
+            current.steps.append((op.upper(), rest.strip()))
+    return stages
 
 
-@pytest.mark.parametrize("path", sorted(IMAGES))
-def test_dockerfile_installs_its_locked_packages_as_non_root(path: str) -> None:
-    packages, port, port_var = IMAGES[path]
-    members = _members()
-    steps = _instructions(ROOT / path)
-    stages = [rest for op, rest in steps if op == "FROM"]
-    assert len(stages) >= 3 and stages[-1].endswith("AS runtime"), "multi-stage: uv, build, runtime"
-    syncs = [rest for op, rest in steps if op == "RUN" and "uv sync" in rest]
-    assert len(syncs) == 2, "one sync for the dependencies, one for the workspace members"
-    for sync in syncs:
+def _chain(stages: dict[str, Stage], target: str) -> list[Stage]:
+    """The stage `target` and the stages it is built FROM, base first."""
+    chain = [stages[target]]
+    while chain[0].base in stages:
+        chain.insert(0, stages[chain[0].base])
+    return chain
+
+
+def _compose_builds(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {name: svc["build"] for name, svc in compose["services"].items() if "build" in svc}
+
+
+def test_dockerfile_builds_the_locked_packages_in_a_build_stage_and_runs_as_non_root() -> None:
+    stages = _stages(DOCKERFILE)
+    build, runtime = stages["build"], stages["runtime"]
+    # uv only in the build stage; the runtime stage takes the venv and nothing else from it.
+    assert [rest for op, rest in build.steps if op == "COPY" and rest.startswith("--from")] == [
+        "--from=uv /uv /usr/local/bin/uv"
+    ]
+    assert [rest for op, rest in runtime.steps if op == "COPY"] == ["--from=build /app/.venv /app/.venv"]
+    python = re.search(r"^ARG PYTHON_IMAGE=(\S+)$", DOCKERFILE.read_text(), re.MULTILINE)
+    assert python and "slim" in python[1], "the images are based on python:3.11-slim"
+    assert build.base == runtime.base == "${PYTHON_IMAGE}"
+    syncs = [(i, rest) for i, (op, rest) in enumerate(build.steps) if op == "RUN" and "uv sync" in rest]
+    assert len(syncs) == 2, "one sync for the dependencies, one for the workspace packages"
+    (deps_at, deps), (members_at, members) = syncs
+    for sync in (deps, members):
         assert "--frozen" in sync and "--no-dev" in sync
-        assert re.findall(r"--package (\S+)", sync) == packages
-    assert "--no-install-workspace" in syncs[0] and "--no-editable" in syncs[1]
-    # Every workspace member the packages need is copied (manifest and sources), and nothing else.
-    needed = {str(members[n][0]) for n in _workspace_closure(packages, members)}
-    copies = [rest.split() for op, rest in steps if op == "COPY" and not rest.startswith("--from")]
-    manifests = {Path(src).parent.as_posix() for src, *_ in copies if src.endswith("/pyproject.toml")}
-    sources = {Path(src).parent.as_posix() for src, *_ in copies if src.endswith("/src")}
-    assert manifests == needed and sources == needed, (manifests, sources, needed)
-    users = [rest for op, rest in steps if op == "USER"]
+    assert "--no-install-workspace" in deps and "--no-editable" in members
+    assert '--package "${package}"' in members and "for package in ${PACKAGES}" in members
+    # The dependency layer is built from the lock file alone, before any member's sources arrive.
+    copied_before = [rest for op, rest in build.steps[:deps_at] if op == "COPY" and "--from" not in rest]
+    assert copied_before == ["pyproject.toml uv.lock ./"], copied_before
+    # Declared after it, so that the layer is the same for every image.
+    assert ("ARG", "PACKAGES") in build.steps[deps_at:members_at]
+    users = [rest for op, rest in runtime.steps if op == "USER"]
     assert users and users[-1].split(":")[0] not in ("root", "0"), "the runtime stage runs as non-root"
-    assert ("EXPOSE", str(port)) in steps
+    assert any(op == "HEALTHCHECK" and "/healthz" in rest for op, rest in runtime.steps)
+
+
+@pytest.mark.parametrize("target", sorted(IMAGES))
+def test_dockerfile_target_exposes_its_port_and_starts_its_console_script(target: str) -> None:
+    packages, port, port_var = IMAGES[target]
+    members = _members()
+    stages = _stages(DOCKERFILE)
+    chain = _chain(stages, target)
+    assert [s.name for s in chain][:1] == ["runtime"], f"{target} is built on the runtime stage"
+    steps = [step for stage in chain for step in stage.steps]
+    users = [rest for op, rest in steps if op == "USER"]
+    assert users and users[-1].split(":")[0] not in ("root", "0"), "the target runs as non-root"
+    assert [rest for op, rest in steps if op == "EXPOSE"] == [str(port)]
     env = " ".join(rest for op, rest in steps if op == "ENV")
     assert f"{port_var}={port}" in env
+    if "SHOPBOTLY_DATA_DIR=" in env:  # a volume at run time, owned by the unprivileged user in the image
+        data_dir = re.search(r"SHOPBOTLY_DATA_DIR=(\S+)", env)
+        assert data_dir and any(
+            op == "RUN" and "install -d" in rest and data_dir[1] in rest for op, rest in steps
+        )
     (entrypoint,) = [json.loads(rest) for op, rest in steps if op == "ENTRYPOINT"]
     scripts = members[packages[0]][1]["project"]["scripts"]
     assert entrypoint == [next(iter(scripts))], "the entry point is the package's console script"
-    assert any(op == "HEALTHCHECK" and "/healthz" in rest for op, rest in steps)
+    # Every workspace member the packages need is in a folder the build stage copies.
+    copied = {rest.split()[0] for op, rest in stages["build"].steps if op == "COPY" and "--from" not in rest}
+    for name in _workspace_closure(packages, members):
+        assert members[name][0].parts[0] in copied, f"{target}: {members[name][0]} is not copied"
+
+
+def test_compose_builds_every_image_from_the_dockerfile_with_its_packages(compose: dict[str, Any]) -> None:
+    builds = _compose_builds(compose)
+    assert builds, "docker-compose.yml builds the images"
+    for name, build in builds.items():
+        assert build["context"] == "." and (ROOT / build["dockerfile"]) == DOCKERFILE, name
+        target = build["target"]
+        assert target in IMAGES, f"{name}: target {target} is not a deployable of the Dockerfile"
+        assert build["args"]["PACKAGES"].split() == IMAGES[target][0], name
+        assert compose["services"][name]["image"].startswith(f"shopbotly/{target}:"), name
+    assert {b["target"] for b in builds.values()} == set(IMAGES)
 
 
 def test_dockerignore_keeps_local_state_out_of_the_build_context() -> None:
@@ -106,8 +171,8 @@ def test_dockerignore_keeps_local_state_out_of_the_build_context() -> None:
     assert patterns[0] == "*", "allow-list: everything is excluded first"
     allowed = {p[1:] for p in patterns if p.startswith("!")}
     copied = set()
-    for path in IMAGES:
-        for op, rest in _instructions(ROOT / path):
+    for stage in _stages(DOCKERFILE).values():
+        for op, rest in stage.steps:
             if op == "COPY" and not rest.startswith("--from"):
                 copied.update(rest.split()[:-1])
     for src in copied:

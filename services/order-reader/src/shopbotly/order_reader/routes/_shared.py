@@ -1,4 +1,4 @@
-"""What the order and ticket routes share: parameters, conditional answers, metrics, OpenAPI docs.
+"""Pieces of the lookup pipeline (_pipeline.py): parameters, conditional answers, metrics, OpenAPI docs.
 
 Parameters are read and checked here rather than declared for FastAPI to validate: FastAPI's
 per-request dependency and parameter machinery costs more than the lookup itself. The OpenAPI
@@ -34,13 +34,16 @@ from shopbotly.order_reader.problems import Problem, ProblemError, bad_parameter
 from shopbotly.order_reader.runtime import Runtime
 
 __all__ = [
+    "EMAIL_PARAMETER",
+    "PAGE_PARAMETERS",
     "AnswerResponse",
     "answer",
     "docs",
-    "history",
     "id_parameter",
     "lookup_openapi",
     "not_found",
+    "page_of",
+    "path_email",
     "path_id",
     "refuse_unknown_query",
     "runtime_of",
@@ -226,11 +229,3 @@ def not_found(runtime: Runtime, kind: LookupKind, started: float, what: str) -> 
     # The same status and body for an unknown id and another tenant's id: nothing tells them apart.
     runtime.metrics.observe_lookup(kind.value, time.perf_counter() - started)
     return ProblemError(404, f"{what} not found", outcome=Outcome.NOT_FOUND)
-
-
-def history(runtime: Runtime, request: Request, kind: Kind, lookup: LookupKind, tenant: str) -> Response:
-    started = time.perf_counter()
-    email = path_email(request)
-    limit, after = page_of(request, kind)
-    page = runtime.lookups.history(kind, tenant, email, limit=limit, after=after)
-    return answer(runtime, request, lookup, page, started, Outcome.FOUND)
