@@ -241,3 +241,96 @@ async def test_transport_errors_count_towards_the_circuit(make_runtime: Any) -> 
     finally:
         await hs.aclose()
     assert rt.circuit_state is CircuitState.OPEN
+
+
+async def test_a_repeated_note_or_ticket_command_updates_the_record_it_created(make_runtime: Any) -> None:
+    fake = FakeHubSpot()
+    hs = HubSpotConnector(make_runtime(hs_config(), fake.transport))
+    note_write = write("r@x.io", CommandOp.ADD_NOTE, body="called back")
+    ticket_write = write("r@x.io", CommandOp.CREATE_TICKET, i=1, body="Where is my order?")
+    try:
+        first = [await hs.apply(w, partition=0) for w in (note_write, ticket_write)]
+        # A writer killed before its ledger ack applies the same commands again after the restart.
+        second = [await hs.apply(w, partition=0) for w in (note_write, ticket_write)]
+    finally:
+        await hs.aclose()
+    assert first == second
+    contact = fake.contacts["r@x.io"]
+    assert contact.notes == ["called back"] and [t["subject"] for t in contact.tickets] == [
+        "Where is my order?"
+    ]
+    assert fake.engagement_creates == 2 and fake.engagement_updates == 2
+    keys = {r["properties"]["shopbotly_command_id"] for r in fake.engagements.values()}
+    assert keys == {"cmd-r@x.io-0", "cmd-r@x.io-1"}
+    assert all(r["contact"] == contact.id for r in fake.engagements.values())
+
+
+async def test_a_failed_association_converges_on_retry(make_runtime: Any) -> None:
+    fake = FakeHubSpot()
+    fails = {"left": 1}
+    inner = fake.handle
+
+    async def flaky(request: httpx.Request) -> httpx.Response:
+        if request.method == "PUT" and fails["left"]:
+            fails["left"] -= 1
+            return httpx.Response(502)
+        return await inner(request)
+
+    hs = HubSpotConnector(make_runtime(hs_config(), httpx.MockTransport(flaky)))
+    note_write = write("a@x.io", CommandOp.ADD_NOTE, body="hello")
+    try:
+        with pytest.raises(RetryableError):
+            await hs.apply(note_write, partition=0)
+        assert fake.contacts["a@x.io"].notes == []  # upserted but not associated yet
+        ids = await hs.apply(note_write, partition=0)
+    finally:
+        await hs.aclose()
+    assert fake.contacts["a@x.io"].notes == ["hello"] and fake.engagement_creates == 1
+    assert list(fake.engagements) == [("notes", ids["note"])]
+
+
+async def test_a_portal_without_the_command_id_property_is_a_permanent_error(make_runtime: Any) -> None:
+    fake = FakeHubSpot()
+    fake.unique_properties = set()
+    hs = HubSpotConnector(make_runtime(hs_config(), fake.transport))
+    try:
+        with pytest.raises(PermanentError) as refused:
+            await hs.apply(write("p@x.io", CommandOp.ADD_NOTE, body="hi"), partition=0)
+    finally:
+        await hs.aclose()
+    message = str(refused.value)
+    assert "'shopbotly_command_id'" in message and "POST /crm/v3/properties/notes" in message
+    assert "hasUniqueValue" in message and fake.engagements == {}
+
+
+async def test_the_command_id_property_is_configurable(make_runtime: Any) -> None:
+    fake = FakeHubSpot()
+    fake.unique_properties = {"acme_cmd"}
+    hs = HubSpotConnector(
+        make_runtime(hs_config(options={"command_id_property": "acme_cmd"}), fake.transport)
+    )
+    try:
+        await hs.apply(write("c@x.io", CommandOp.ADD_NOTE, body="hi"), partition=0)
+    finally:
+        await hs.aclose()
+    [record] = fake.engagements.values()
+    assert record["properties"]["acme_cmd"] == "cmd-c@x.io-0"
+
+
+async def test_notes_of_many_identities_share_upsert_requests(make_runtime: Any) -> None:
+    fake = FakeHubSpot()
+    hs = HubSpotConnector(make_runtime(hs_config(), fake.transport))
+    emails = [f"m{i}@x.io" for i in range(20)]
+    try:
+        for email in emails:  # contacts first, so the notes below only upsert and associate
+            await hs.apply(write(email), partition=0)
+        results = await asyncio.gather(
+            *(hs.apply(write(e, CommandOp.ADD_NOTE, i=1, body=f"note {e}"), partition=0) for e in emails)
+        )
+    finally:
+        await hs.aclose()
+    assert sum(fake.engagement_batch_sizes) == 20 and len(fake.engagement_batch_sizes) < 20
+    assert fake.paths["/crm/v3/objects/notes/batch/upsert"] == len(fake.engagement_batch_sizes)
+    for email, ids in zip(emails, results, strict=True):
+        assert fake.contacts[email].notes == [f"note {email}"]
+        assert fake.engagements[("notes", ids["note"])]["contact"] == fake.contacts[email].id

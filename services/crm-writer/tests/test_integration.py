@@ -126,20 +126,22 @@ async def test_restart_mid_run_loses_nothing_and_creates_nothing_twice(kafka_set
     assert {k: (v.properties, v.tags) for k, v in actual.items()} == {
         k: (v.properties, v.tags) for k, v in expected.items()
     }
-    # Notes and tickets are creates without an idempotency key in HubSpot: none is lost; one can repeat
-    # only if it was in flight at the moment of the kill (bounded by the identities in flight).
+    # Notes and tickets are upserted by their command id: none is lost, and one in flight at the moment of
+    # the kill is applied again as an update of the record it created, never as a second record.
     for who, exp in expected.items():
         assert set(actual[who].notes) == set(exp.notes) and set(actual[who].tickets) == set(exp.tickets)
     repeats = sum(
         len(actual[w].notes) - len(e.notes) + len(actual[w].tickets) - len(e.tickets)
         for w, e in expected.items()
     )
-    assert repeats <= s.max_in_flight_per_partition * 3
+    assert repeats == 0
+    assert fake.engagement_creates == sum(len(e.notes) + len(e.tickets) for e in expected.values())
     duplicates = sum(
         1 for r in results.records if CommandResult.from_json(r.value).outcome.value == "duplicate"
     )
     print(
-        f"\nrestart after {cut} results: {duplicates} ledger duplicates skipped, {repeats} repeated creates"
+        f"\nrestart after {cut} results: {duplicates} ledger duplicates skipped, {repeats} repeated creates, "
+        f"{fake.engagement_updates} note/ticket upserts repeated"
     )
 
 

@@ -306,3 +306,105 @@ async def test_injected_429_looks_like_hubspots(emulator: Emulator) -> None:
     assert response.status_code == 429
     assert response.json()["policyName"] == "TEN_SECONDLY_ROLLING"
     assert (await emulator.state())["records"]["hubspot"] == {}
+
+
+def note_upsert(key: str, body: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "idProperty": "shopbotly_command_id",
+        "id": key,
+        "properties": {"hs_timestamp": "2024-05-01T10:00:00Z", "hs_note_body": body},
+        **extra,
+    }
+
+
+async def test_note_batch_upsert_by_a_unique_property_creates_once(emulator: Emulator) -> None:
+    contact_id = (await upsert(emulator, contact("u@example.com"))).json()["results"][0]["id"]
+    path = "/crm/v3/objects/notes/batch/upsert"
+    first = await emulator.client.post(
+        path, headers=HUBSPOT, json={"inputs": [note_upsert("cmd-1", "hi", objectWriteTraceId="cmd-1")]}
+    )
+    assert first.status_code == 200, first.text
+    (created,) = first.json()["results"]
+    assert created["new"] is True and created["objectWriteTraceId"] == "cmd-1"
+    assert created["properties"]["shopbotly_command_id"] == "cmd-1"
+    again = await emulator.client.post(path, headers=HUBSPOT, json={"inputs": [note_upsert("cmd-1", "hi")]})
+    (updated,) = again.json()["results"]
+    assert updated["new"] is False and updated["id"] == created["id"]
+
+    assoc = f"/crm/v4/objects/notes/{created['id']}/associations/default/contacts/{contact_id}"
+    for _ in range(2):  # idempotent: the second PUT changes nothing
+        answer = await emulator.client.put(assoc, headers=HUBSPOT)
+        assert answer.status_code == 200, answer.text
+        assert "X-HubSpot-RateLimit-Remaining" in answer.headers  # behind the same gate as v3
+    (result,) = answer.json()["results"]
+    assert result["associationSpec"] == {**ASSOC, "associationTypeId": 202}
+    assert result["from"] == {"id": created["id"]} and result["to"] == {"id": contact_id}
+
+    state = await emulator.state()
+    notes = state["records"]["hubspot"]["u@example.com"]["notes"]
+    assert [(n["id"], n["associations"], n["updates"]) for n in notes] == [(created["id"], [contact_id], 1)]
+    assert state["counters"]["records_by_type"]["hubspot"]["notes"] == {"creates": 1, "updates": 1}
+    assert state["counters"]["by_endpoint"][
+        "PUT /crm/v4/objects/{from_type}/{from_id}/associations/default/{to_type}/{to_id}"
+    ] == {"200": 2}
+
+    missing = await emulator.client.put(
+        f"/crm/v4/objects/notes/{created['id']}/associations/default/contacts/424242", headers=HUBSPOT
+    )
+    assert missing.status_code == 404 and missing.json()["category"] == "OBJECT_NOT_FOUND"
+
+
+async def test_ticket_batch_upsert_validates_like_a_create_and_refuses_associations(
+    emulator: Emulator,
+) -> None:
+    path = "/crm/v3/objects/tickets/batch/upsert"
+    ticket = {
+        "idProperty": "shopbotly_command_id",
+        "id": "cmd-t",
+        "properties": {"subject": "Late", "hs_pipeline": "0", "hs_pipeline_stage": "1"},
+    }
+    ok = await emulator.client.post(path, headers=HUBSPOT, json={"inputs": [ticket]})
+    assert ok.status_code == 200 and ok.json()["results"][0]["properties"]["subject"] == "Late"
+    no_subject = {**ticket, "id": "cmd-u", "properties": {"hs_pipeline": "0", "hs_pipeline_stage": "1"}}
+    refused = await emulator.client.post(path, headers=HUBSPOT, json={"inputs": [no_subject]})
+    assert refused.status_code == 400 and "subject is required" in refused.json()["message"]
+    with_assoc = {**ticket, "associations": []}
+    refused = await emulator.client.post(path, headers=HUBSPOT, json={"inputs": [with_assoc]})
+    assert refused.status_code == 400 and "associations" in refused.json()["message"]
+    twice = await emulator.client.post(path, headers=HUBSPOT, json={"inputs": [ticket, ticket]})
+    assert twice.status_code == 400 and "Duplicate IDs" in twice.json()["message"]
+    assert (await emulator.state())["counters"]["records_by_type"]["hubspot"]["tickets"]["creates"] == 1
+
+
+async def test_upsert_by_a_property_that_is_not_unique_is_refused_until_created(
+    make_emulator: EmulatorFactory,
+) -> None:
+    emu = await make_emulator(hubspot_unique_properties={})
+    path = "/crm/v3/objects/notes/batch/upsert"
+    refused = await emu.client.post(path, headers=HUBSPOT, json={"inputs": [note_upsert("cmd-1", "hi")]})
+    assert refused.status_code == 400
+    body = refused.json()
+    assert body["category"] == "VALIDATION_ERROR"
+    assert body["message"].startswith(
+        "Unable to perform update/upsert by non-unique 0-46 property shopbotly_command_id in portal ID"
+    )
+    prop = {
+        "name": "shopbotly_command_id",
+        "label": "ShopBotly command id",
+        "type": "string",
+        "fieldType": "text",
+        "groupName": "noteinformation",
+        "hasUniqueValue": True,
+    }
+    created = await emu.client.post("/crm/v3/properties/notes", headers=HUBSPOT, json=prop)
+    assert created.status_code == 201 and created.json()["hasUniqueValue"] is True
+    again = await emu.client.post("/crm/v3/properties/notes", headers=HUBSPOT, json=prop)
+    assert again.status_code == 409 and again.json()["category"] == "CONFLICT"
+    accepted = await emu.client.post(path, headers=HUBSPOT, json={"inputs": [note_upsert("cmd-1", "hi")]})
+    assert accepted.status_code == 200
+    tickets = await emu.client.post(
+        "/crm/v3/objects/tickets/batch/upsert",
+        headers=HUBSPOT,
+        json={"inputs": [{**note_upsert("cmd-2", "x"), "properties": {"subject": "s"}}]},
+    )
+    assert tickets.status_code == 400 and "non-unique 0-5 property" in tickets.json()["message"]

@@ -284,3 +284,22 @@ async def test_event_ids_go_on_after_an_admin_reset_and_a_restart(receiver: Rece
         await flush(second)
     after = event_ids(receiver, since=1)
     assert after and min(after) > max(before), (before, after)
+
+
+async def test_ticket_upserts_send_a_creation_then_nothing_for_a_same_content_repeat(
+    emulator: Emulator, receiver: Receiver
+) -> None:
+    await configure(emulator, receiver)
+    ticket = {
+        "idProperty": "shopbotly_command_id",
+        "id": "cmd-1",
+        "properties": {"subject": "Late", "content": "#1001", "hs_pipeline": "0", "hs_pipeline_stage": "1"},
+    }
+    for _ in range(2):  # a writer retrying the same command
+        answer = await emulator.client.post(
+            "/crm/v3/objects/tickets/batch/upsert", headers=HUBSPOT, json={"inputs": [ticket]}
+        )
+        assert answer.status_code == 200, answer.text
+    await flush(emulator)
+    events = [e for delivery in receiver.received for e in verified(delivery)]
+    assert [e["subscriptionType"] for e in events] == ["ticket.creation"]  # no property changes, no repeat

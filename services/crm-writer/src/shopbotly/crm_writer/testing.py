@@ -117,6 +117,13 @@ class FakeHubSpot:
         self.daily_exhausted = False
         self.refuse_property: str | None = None  # a whole-batch 400 when any input sets it
         self.oauth_refresh_tokens: dict[str, str] = {}
+        # Unique-valued note/ticket properties (batch upsert keys); empty: the portal lacks them.
+        self.unique_properties: set[str] = {"shopbotly_command_id"}
+        # Notes and tickets by (object type, record id): properties, unique key, associated contact id.
+        self.engagements: dict[tuple[str, str], dict[str, Any]] = {}
+        self.engagement_creates = 0
+        self.engagement_batch_sizes: list[int] = []
+        self.engagement_updates = 0
         self.minted = 0
         self.transport = httpx.MockTransport(self.handle)
 
@@ -210,6 +217,13 @@ class FakeHubSpot:
             status, payload = self._upsert(body)
         elif request.method == "POST" and path == "/crm/v3/objects/contacts/batch/read":
             status, payload = self._read(body)
+        elif request.method == "POST" and path in (
+            "/crm/v3/objects/notes/batch/upsert",
+            "/crm/v3/objects/tickets/batch/upsert",
+        ):
+            status, payload = self._upsert_engagements(path.split("/")[4], body)
+        elif request.method == "PUT" and path.startswith("/crm/v4/objects/"):
+            status, payload = self._associate(path)
         elif request.method == "POST" and path in ("/crm/v3/objects/notes", "/crm/v3/objects/tickets"):
             status, payload = self._engagement(path.rsplit("/", 1)[1], body)
         else:
@@ -308,6 +322,59 @@ class FakeHubSpot:
             ]
             return 207, payload
         return 200, payload
+
+    def _upsert_engagements(self, kind: str, body: Any) -> tuple[int, dict[str, Any]]:
+        inputs = body.get("inputs", [])
+        self.engagement_batch_sizes.append(len(inputs))
+        results = []
+        for item in inputs:
+            id_property = str(item.get("idProperty"))
+            if id_property not in self.unique_properties:
+                type_id = "0-46" if kind == "notes" else "0-5"
+                return 400, {
+                    "status": "error",
+                    "category": "VALIDATION_ERROR",
+                    "message": f"Unable to perform update/upsert by non-unique {type_id} property "
+                    f"{id_property}",
+                }
+            key = str(item["id"])
+            props = {k: str(v) for k, v in (item.get("properties") or {}).items() if v is not None}
+            found = next((r for (k, _), r in self.engagements.items() if k == kind and r["key"] == key), None)
+            created = found is None
+            if found is None:
+                found = {"id": str(next(self._ids)), "key": key, "properties": {}, "contact": None}
+                self.engagements[(kind, found["id"])] = found
+                self.engagement_creates += 1
+            else:
+                self.engagement_updates += 1
+            found["properties"].update(props, **{id_property: key})
+            if found["contact"] is not None and kind == "tickets":
+                owner = next(c for c in self.contacts.values() if c.id == found["contact"])
+                next(t for t in owner.tickets if t["id"] == found["id"]).update(found["properties"])
+            result = {"id": found["id"], "properties": dict(found["properties"]), "new": created}
+            if item.get("objectWriteTraceId"):
+                result["objectWriteTraceId"] = item["objectWriteTraceId"]
+            results.append(result)
+        return 200, {"status": "COMPLETE", "results": results}
+
+    def _associate(self, path: str) -> tuple[int, dict[str, Any]]:
+        # /crm/v4/objects/{kind}/{id}/associations/default/contacts/{contactId}
+        parts = path.split("/")
+        kind, object_id, contact_id = parts[4], parts[5], parts[9]
+        record = self.engagements.get((kind, object_id))
+        owner = next((c for c in self.contacts.values() if c.id == contact_id), None)
+        if record is None or owner is None:
+            return 404, {"status": "error", "category": "OBJECT_NOT_FOUND", "message": "no such record"}
+        if record["contact"] is None:
+            record["contact"] = contact_id
+            if kind == "notes":
+                owner.notes.append(record["properties"].get("hs_note_body", ""))
+            else:
+                owner.tickets.append({"id": object_id, **record["properties"]})
+        type_id = 202 if kind == "notes" else 16
+        spec = {"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": type_id}
+        result = {"from": {"id": object_id}, "to": {"id": contact_id}, "associationSpec": spec}
+        return 200, {"status": "COMPLETE", "results": [result]}
 
     def _engagement(self, kind: str, body: Any) -> tuple[int, dict[str, Any]]:
         props = body.get("properties") or {}

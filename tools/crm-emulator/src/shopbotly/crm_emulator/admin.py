@@ -162,6 +162,8 @@ async def state(
     counters["creates"] = sum(t["creates"] for t in totals.values())
     counters["updates"] = sum(t["updates"] for t in totals.values())
     counters["writes_by_system"] = totals
+    # Notes and tickets have no identity of their own: their creates/updates are counted per object type.
+    counters["records_by_type"] = await run_in_threadpool(rt.store.record_totals)
     return {**view, "counters": counters, "webhooks": dict(rt.webhooks.stats)}
 
 

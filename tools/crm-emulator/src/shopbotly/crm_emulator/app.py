@@ -60,6 +60,8 @@ def create_app(
     app.include_router(probe_router(runtime.health))
     app.include_router(admin.router)
     app.include_router(hubspot.router)
+    app.include_router(hubspot.associations_router)
+    app.include_router(hubspot.properties_router)
     app.include_router(salesforce.router)
     app.include_router(generic.router)
     _error_handlers(app)

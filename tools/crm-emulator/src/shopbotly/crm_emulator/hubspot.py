@@ -1,4 +1,5 @@
-"""HubSpot CRM v3 routes: contacts (batch upsert, batch read, create, update, get), notes and tickets."""
+"""HubSpot CRM routes: contacts (batch upsert, batch read, create, update, get), notes and tickets (create,
+batch upsert by a unique property), v4 default associations, and creating properties."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from starlette.concurrency import run_in_threadpool
 from shopbotly.crm_emulator.deps import RuntimeDep, read_json
 from shopbotly.crm_emulator.domain import StoredObject, System, normalize_email
 from shopbotly.crm_emulator.hubspot_rules import (
+    NOTE_TO_CONTACT,
+    TICKET_TO_CONTACT,
     RequestRejected,
     batch_response,
     object_json,
@@ -18,14 +21,17 @@ from shopbotly.crm_emulator.hubspot_rules import (
     parse_batch_upsert,
     parse_contact_create,
     parse_engagement,
+    parse_engagement_upsert,
     parse_ticket_update,
 )
 from shopbotly.crm_emulator.runtime import Runtime
 from shopbotly.crm_emulator.shapes import hubspot_error
 
-__all__ = ["router"]
+__all__ = ["associations_router", "properties_router", "router"]
 
 router = APIRouter(prefix="/crm/v3/objects", tags=["hubspot"])
+associations_router = APIRouter(prefix="/crm/v4/objects", tags=["hubspot"])
+properties_router = APIRouter(prefix="/crm/v3/properties", tags=["hubspot"])
 
 _DEFAULT_CONTACT_PROPERTIES = ("email", "firstname", "lastname")
 _ASSOCIATION_LABEL = {"tickets": "ticket_to_contact", "notes": "note_to_contact"}
@@ -232,6 +238,84 @@ async def batch_create_engagements(object_type: str, request: Request, rt: Runti
             rt.webhooks.emit("ticket", obj.object_id, created=True)
     _, payload = batch_response([object_json(o) for o in created], [], started, rt.clock())
     return JSONResponse(payload, 201)
+
+
+@router.post("/{object_type}/batch/upsert")
+async def batch_upsert_engagements(object_type: str, request: Request, rt: RuntimeDep) -> JSONResponse:
+    # `contacts` never reaches here: its batch upsert (by e-mail) is declared first.
+    kind = _object_type(object_type)
+    body = await _body(request)
+    started = rt.clock()
+    inputs = parse_engagement_upsert(
+        kind,
+        body,
+        rt.hubspot_unique.get(kind, set()),
+        rt.settings.hubspot_batch_limit,
+        rt.settings.hubspot_portal_id,
+        [rt.settings.hubspot_reply_property],
+    )
+    outcomes = await run_in_threadpool(rt.store.hubspot_upsert_engagements, kind, inputs, started)
+    if kind == "tickets":
+        for obj, created, changes in outcomes:
+            # As a create: a creation event only; an upsert that changed a ticket: its property changes.
+            rt.webhooks.emit("ticket", obj.object_id, created=created, changes=() if created else changes)
+    results = [
+        object_json(obj, new=created, trace_id=item.trace_id)
+        for item, (obj, created, _) in zip(inputs, outcomes, strict=True)
+    ]
+    status, payload = batch_response(results, [], started, rt.clock())
+    return JSONResponse(payload, status)
+
+
+_DEFAULT_ASSOCIATION = {("notes", "contacts"): NOTE_TO_CONTACT, ("tickets", "contacts"): TICKET_TO_CONTACT}
+
+
+@associations_router.put("/{from_type}/{from_id}/associations/default/{to_type}/{to_id}")
+async def associate_default(
+    from_type: str, from_id: str, to_type: str, to_id: str, rt: RuntimeDep
+) -> JSONResponse:
+    """v4 default association: idempotent, a repeat of an existing association changes nothing."""
+    type_id = _DEFAULT_ASSOCIATION.get((from_type, to_type))
+    if type_id is None:
+        raise RequestRejected(
+            400,
+            hubspot_error(
+                f"The emulator associates notes and tickets to contacts only, not {from_type} to {to_type}",
+                "VALIDATION_ERROR",
+            ),
+        )
+    started = rt.clock()
+    missing = await run_in_threadpool(rt.store.associate, System.HUBSPOT, from_type, from_id, to_type, to_id)
+    if missing is not None:
+        missing_id = from_id if missing == from_type else to_id
+        return JSONResponse(
+            hubspot_error(f"No {missing} object with id {missing_id}", "OBJECT_NOT_FOUND"), 404
+        )
+    result = {
+        "from": {"id": from_id},
+        "to": {"id": to_id},
+        "associationSpec": {"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": type_id},
+    }
+    status, payload = batch_response([result], [], started, rt.clock())
+    return JSONResponse(payload, status)
+
+
+@properties_router.post("/{object_type}", status_code=201)
+async def create_property(object_type: str, request: Request, rt: RuntimeDep) -> JSONResponse:
+    """Only unique-valued properties matter to the emulator (the keys batch upsert accepts)."""
+    kind = _object_type(object_type)
+    body = await _body(request)
+    name = body.get("name") if isinstance(body, dict) else None
+    if not isinstance(name, str) or not name:
+        raise RequestRejected(
+            400, hubspot_error("Invalid input JSON: 'name' is required", "VALIDATION_ERROR")
+        )
+    unique = rt.hubspot_unique.setdefault(kind, set())
+    if name in unique:
+        return JSONResponse(hubspot_error(f"Property named '{name}' already exists.", "CONFLICT"), 409)
+    if body.get("hasUniqueValue") is True:
+        unique.add(name)
+    return JSONResponse({**body, "hasUniqueValue": body.get("hasUniqueValue") is True}, 201)
 
 
 @router.patch("/tickets/{ticket_id}")

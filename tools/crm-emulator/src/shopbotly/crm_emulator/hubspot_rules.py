@@ -29,6 +29,7 @@ __all__ = [
     "TICKET_TO_CONTACT",
     "ContactInput",
     "EngagementInput",
+    "EngagementUpsertInput",
     "PropertySchema",
     "RequestRejected",
     "batch_response",
@@ -37,12 +38,15 @@ __all__ = [
     "parse_batch_upsert",
     "parse_contact_create",
     "parse_engagement",
+    "parse_engagement_upsert",
     "parse_ticket_update",
 ]
 
 # HubSpot-defined association type ids (note → contact, ticket → contact).
 NOTE_TO_CONTACT = 202
 TICKET_TO_CONTACT = 16
+# HubSpot's object type ids, as its error messages name the object.
+OBJECT_TYPE_IDS: Mapping[str, str] = {"contacts": "0-1", "tickets": "0-5", "notes": "0-46"}
 
 CONTACT_PROPERTIES = frozenset(
     {
@@ -411,6 +415,79 @@ def parse_engagement(
         raise _invalid("Property values were not valid: " + json.dumps(problems, separators=(",", ":")))
     contact_ids = _associations(body.get("associations"), type_id, object_type.rstrip("s"))
     return EngagementInput({k: v for k, v in raw.items() if v is not None}, contact_ids)
+
+
+@dataclass(frozen=True)
+class EngagementUpsertInput:
+    """One input of a note/ticket batch upsert: `id` is the value of the unique `id_property`."""
+
+    index: int
+    id_property: str
+    id: str
+    properties: dict[str, str]
+    trace_id: str | None
+
+
+def parse_engagement_upsert(
+    object_type: str,
+    body: Any,
+    unique: Iterable[str],
+    limit: int,
+    portal_id: int,
+    extra_ticket_properties: Iterable[str] = (),
+) -> list[EngagementUpsertInput]:
+    """The inputs of `POST /crm/v3/objects/{notes|tickets}/batch/upsert`, keyed by a unique property.
+
+    HubSpot refuses the whole request when `idProperty` is not a unique-valued property of the object (also
+    when it does not exist at all). Upsert inputs carry no associations (associate afterwards, v4). Each input
+    must carry what a create needs (the emulator does not tell creates from updates before the lookup).
+    """
+    if not isinstance(body, dict):
+        raise _invalid("Invalid input JSON: expected an object with 'inputs'")
+    inputs = _check_batch_size(body.get("inputs"), limit)
+    unique_names = frozenset(unique)
+    parsed: list[EngagementUpsertInput] = []
+    seen: set[tuple[str, str]] = set()
+    duplicates: list[str] = []
+    for index, item in enumerate(inputs):
+        where = f"inputs[{index}]"
+        if not isinstance(item, dict):
+            raise _invalid(f"Invalid input JSON on {where}: expected an object")
+        id_property = item.get("idProperty")
+        if not isinstance(id_property, str) or id_property not in unique_names:
+            raise _invalid(
+                f"Unable to perform update/upsert by non-unique {OBJECT_TYPE_IDS[object_type]} property "
+                f"{id_property} in portal ID {portal_id}"
+            )
+        if "associations" in item:
+            raise _invalid(
+                f'Invalid input JSON on {where}: Unrecognized field "associations" (upsert inputs cannot '
+                "carry associations)"
+            )
+        raw_id = item.get("id")
+        if not isinstance(raw_id, str) or not raw_id.strip():
+            raise _invalid(f"Invalid input JSON on {where}: 'id' must be a non-empty string")
+        properties = _properties(item.get("properties"), where)
+        own = properties.pop(id_property, None)
+        if own is not None and own != raw_id:
+            raise _invalid(f"{where}: property {id_property} must equal the id when it is the idProperty")
+        engagement = parse_engagement(object_type, {"properties": properties}, extra_ticket_properties)
+        if (id_property, raw_id) in seen:
+            duplicates.append(raw_id)
+        seen.add((id_property, raw_id))
+        trace = item.get("objectWriteTraceId")
+        parsed.append(
+            EngagementUpsertInput(
+                index,
+                id_property,
+                raw_id,
+                {**engagement.properties, id_property: raw_id},
+                str(trace) if trace is not None else None,
+            )
+        )
+    if duplicates:
+        raise _invalid(f"Duplicate IDs found in batch input: {duplicates}. IDs must be unique")
+    return parsed
 
 
 def parse_ticket_update(

@@ -77,6 +77,8 @@ class Runtime:
     generic_tokens: frozenset[str]
     generic_api_keys: frozenset[str]
     hubspot_schema: PropertySchema
+    # Unique-valued properties per object type (settings, plus those created by the properties API).
+    hubspot_unique: dict[str, set[str]] = field(default_factory=dict)
     tokens: TokenRegistry = field(default_factory=TokenRegistry)
     limiters: dict[System, RateLimiter] = field(default_factory=dict)
     faults: dict[System, FaultPlan] = field(default_factory=lambda: {s: FaultPlan() for s in System})
@@ -113,5 +115,6 @@ def build_runtime(settings: EmulatorSettings, clock: Callable[[], float] = time.
             strict=settings.hubspot_strict_properties,
         ),
     )
+    runtime.hubspot_unique = {k: set(v) for k, v in settings.hubspot_unique_properties.items()}
     runtime.reset_limits()
     return runtime

@@ -109,6 +109,12 @@ class EmulatorSettings(BaseSettings):
     hubspot_strict_properties: bool = True
     # Custom contact properties that exist in the emulated account (fnmatch patterns).
     hubspot_custom_properties: list[str] = Field(default_factory=lambda: ["shopbotly_*"])
+    # Properties with unique values (`hasUniqueValue: true`) per object type besides contacts' e-mail: the
+    # keys `batch/upsert` accepts for notes and tickets. crm-writer keys them by `shopbotly_command_id`; set
+    # `{}` to model a portal where nobody created it (or add one at run time: POST /crm/v3/properties/...).
+    hubspot_unique_properties: dict[str, list[str]] = Field(
+        default_factory=lambda: {"notes": ["shopbotly_command_id"], "tickets": ["shopbotly_command_id"]}
+    )
     # Where an agent reply is written on a ticket (a custom ticket property).
     hubspot_reply_property: str = "shopbotly_last_reply"
 

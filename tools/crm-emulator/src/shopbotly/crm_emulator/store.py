@@ -27,7 +27,7 @@ from shopbotly.crm_emulator.domain import (
     salesforce_id,
     split_multi,
 )
-from shopbotly.crm_emulator.hubspot_rules import ContactInput
+from shopbotly.crm_emulator.hubspot_rules import ContactInput, EngagementUpsertInput
 from shopbotly.crm_emulator.shapes import salesforce_item_error
 
 __all__ = ["IdempotentAnswer", "Store", "UpsertOutcome"]
@@ -410,6 +410,46 @@ class Store:
             ]
             return created, []
 
+    def hubspot_upsert_engagements(
+        self, object_type: str, inputs: Sequence[EngagementUpsertInput], now: float
+    ) -> list[tuple[StoredObject, bool, list[PropertyChange]]]:
+        """Notes or tickets created, or updated when a record already has the input's unique value."""
+        out = []
+        with self._tx() as conn:
+            for item in inputs:
+                row = conn.execute(
+                    "SELECT * FROM objects WHERE system = 'hubspot' AND object_type = ? "
+                    "AND json_extract(properties, ?) = ? ORDER BY pk LIMIT 1",
+                    (object_type, f'$."{item.id_property}"', item.id),
+                ).fetchone()
+                if row is None:
+                    merged, changes = merge_properties({}, item.properties)
+                    obj = self._insert(conn, System.HUBSPOT, object_type, None, merged, now)
+                    out.append((obj, True, changes))
+                else:
+                    existing = _row_to_object(row)
+                    merged, changes = merge_properties(existing.properties, item.properties)
+                    out.append((self._update(conn, existing, merged, now, item.properties), False, changes))
+        return out
+
+    def associate(
+        self, system: System, object_type: str, object_id: str, parent_type: str, parent_id: str
+    ) -> str | None:
+        """Associate a record to a parent (a no-op when it already is); the missing side's type, else None."""
+        with self._tx() as conn:
+            obj = self._get(conn, system, object_type, object_id)
+            if obj is None:
+                return object_type
+            if self._get(conn, system, parent_type, parent_id) is None:
+                return parent_type
+            if parent_id not in obj.associations:
+                conn.execute(
+                    "UPDATE objects SET associations = ? "
+                    "WHERE system = ? AND object_type = ? AND object_id = ?",
+                    (json.dumps([*obj.associations, parent_id]), system, object_type, object_id),
+                )
+            return None
+
     def update_object(
         self,
         system: System,
@@ -626,6 +666,21 @@ class Store:
             ).fetchall()
         return {r["system"]: {"creates": int(r["creates"]), "updates": int(r["updates"])} for r in rows}
 
+    def record_totals(self) -> dict[str, dict[str, dict[str, int]]]:
+        """Records (so creates: nothing is deleted) and their updates, per system and object type."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT system, object_type, count(*) AS creates, sum(updates) AS updates "
+                "FROM objects GROUP BY system, object_type"
+            ).fetchall()
+        out: dict[str, dict[str, dict[str, int]]] = {}
+        for r in rows:
+            out.setdefault(r["system"], {})[r["object_type"]] = {
+                "creates": int(r["creates"]),
+                "updates": int(r["updates"]),
+            }
+        return out
+
     def state(self, system: System | None, history: bool, tag_fields: Mapping[System, str]) -> dict[str, Any]:
         """Records by identity (with notes and tickets attached), every ticket, and per-identity counters."""
         with self._lock:
@@ -699,6 +754,7 @@ class Store:
                 "associations": list(obj.associations),
                 "created_at": iso_ms(obj.created_at),
                 "updated_at": iso_ms(obj.updated_at),
+                "updates": obj.updates,
             }
             if obj.object_type in ("tickets", "Case"):
                 view["replies"] = obj.extra.get("replies", [])

@@ -118,8 +118,14 @@ class HubSpotOptions(StrictModel):
     )
     # How long a contact read or written stays authoritative in the writer's cache.
     state_ttl_s: Annotated[float, Field(ge=0)] = 300.0
+    # Not sent any more (notes and tickets get v4's default association, which is these); kept so configs
+    # that set them still load.
     note_association_type_id: int = 202  # note → contact (HUBSPOT_DEFINED)
     ticket_association_type_id: int = 16  # ticket → contact (HUBSPOT_DEFINED)
+    # Custom note and ticket property with unique values (`hasUniqueValue: true`) holding the command id:
+    # notes and tickets are created by batch upsert on it, so a retry updates the record it created instead
+    # of creating a second one. Create it once per portal (docs/services/crm-writer.md).
+    command_id_property: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")] = "shopbotly_command_id"
     ticket_pipeline: str = "0"
     ticket_stage: str = "1"
     # Command field → ticket property, for fields whose HubSpot name differs.

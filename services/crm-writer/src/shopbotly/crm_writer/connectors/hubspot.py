@@ -8,15 +8,21 @@
 - Per-record results: each input carries `objectWriteTraceId`; results and errors (200/207) are matched
   back by it (or by email). A record the CRM refuses fails alone; a batch refused as a whole (400) is
   split in halves until the refused record is found, so the others still go through.
-- Notes (`/crm/v3/objects/notes`, association type 202) and tickets (`/crm/v3/objects/tickets`,
-  association type 16) are created on the contact, whose id comes from the cache, a read, or an upsert.
+- Notes and tickets are created idempotently: `POST /crm/v3/objects/{notes|tickets}/batch/upsert`
+  (inputs of many identities batched, as contacts) keyed by the command id in a unique-valued custom
+  property (`command_id_property`, default `shopbotly_command_id`), then associated to the contact (whose
+  id comes from the cache, a read, or an upsert) with the v4 default association
+  `PUT /crm/v4/objects/{type}/{id}/associations/default/contacts/{contactId}`. Both requests are
+  idempotent, so a retry after either (a kill between HubSpot's answer and the ledger ack, a failed
+  association) converges on one associated record instead of a second one. A portal without the property
+  refuses the upsert (400); that is a permanent error that says how to create the property.
 - Limits: `X-HubSpot-RateLimit-Max/-Remaining/-Interval-Milliseconds` feed the limiter; a 429 whose
   `policyName` is TEN_SECONDLY_ROLLING (or SECONDLY) throttles, DAILY is an outage (circuit opens).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -135,6 +141,14 @@ class _Upserted:
 
 
 @dataclass(frozen=True)
+class _EngagementInput:
+    """A note or ticket to upsert, keyed by its write's key (the command id) in the unique property."""
+
+    key: str
+    properties: dict[str, str]
+
+
+@dataclass(frozen=True)
 class _ReadInput:
     identity: str
     properties: frozenset[str]
@@ -169,6 +183,16 @@ class HubSpotConnector(Connector):
             max_concurrent=self.options.max_concurrent_requests,
             send=self._send_upserts,
         )
+        # Notes and tickets of many identities share upsert requests, as contacts do.
+        self._engagements: dict[str, BatchQueue[_EngagementInput, str]] = {
+            object_type: BatchQueue(
+                runtime,
+                max_batch=min(cfg.batch_size, 100),
+                max_concurrent=self.options.max_concurrent_requests,
+                send=self._engagement_sender(object_type),
+            )
+            for object_type in ("notes", "tickets")
+        }
         self._reads: BatchQueue[_ReadInput, ContactState] = BatchQueue(
             runtime,
             max_batch=min(cfg.batch_size, 100),
@@ -188,6 +212,8 @@ class HubSpotConnector(Connector):
     async def aclose(self) -> None:
         await self._upserts.aclose()
         await self._reads.aclose()
+        for queue in self._engagements.values():
+            await queue.aclose()
 
     # -- writes -----------------------------------------------------------------------------------
 
@@ -200,17 +226,15 @@ class HubSpotConnector(Connector):
                 "notes",
                 {"hs_note_body": _note_text(write), "hs_timestamp": _timestamp(write)},
                 contact_id,
-                self.options.note_association_type_id,
-                op="create_note",
+                key=write.key,
+                op="associate_note",
             )
             return {"contact": contact_id, "note": note_id}
         if write.kind is WriteKind.TICKET:
             props = self._ticket_properties(write)
             props.setdefault("hs_pipeline", self.options.ticket_pipeline)
             props.setdefault("hs_pipeline_stage", self.options.ticket_stage)
-            ticket_id = await self._create(
-                "tickets", props, contact_id, self.options.ticket_association_type_id, op="create_ticket"
-            )
+            ticket_id = await self._create("tickets", props, contact_id, key=write.key, op="associate_ticket")
             return {"contact": contact_id, "ticket": ticket_id}
         raise PermanentError(f"HubSpot connector cannot apply a {write.kind.value} write")
 
@@ -274,38 +298,30 @@ class HubSpotConnector(Connector):
         return upserted.id
 
     async def _create(
-        self, object_type: str, properties: dict[str, str], contact_id: str, association_type: int, *, op: str
+        self, object_type: str, properties: dict[str, str], contact_id: str, *, key: str, op: str
     ) -> str:
-        payload = {
-            "properties": properties,
-            "associations": [
-                {
-                    "to": {"id": contact_id},
-                    "types": [
-                        {"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": association_type}
-                    ],
-                }
-            ],
-        }
-        body = orjson.dumps(payload)
-        url = f"{self._base}/crm/v3/objects/{object_type}"
-
-        def build(headers: dict[str, str]) -> httpx.Request:
-            return self.runtime.client.build_request(
-                "POST",
-                url,
-                content=body,
-                headers={**headers, "Content-Type": "application/json"},
-                timeout=self._timeout,
-            )
-
-        response, verdict = await self.runtime.call(build, op=op, classify=classify_hubspot)
+        """Create (or, on a repeat of the same command, update) a note/ticket keyed by `key`, associated."""
+        object_id = await self._engagements[object_type].submit(_EngagementInput(key, properties))
+        # The default (HUBSPOT_DEFINED) association; PUT of an existing association changes nothing.
+        path = f"/crm/v4/objects/{object_type}/{object_id}/associations/default/contacts/{contact_id}"
+        _, verdict = await self._request("PUT", path, None, op=op)
         if not verdict.ok:
             raise verdict.error()
-        data = json_body(response)
-        if not isinstance(data, dict) or "id" not in data:
-            raise RetryableError(f"HubSpot {object_type} answer has no id")
-        return str(data["id"])
+        return object_id
+
+    async def _request(
+        self, method: str, path: str, payload: dict[str, Any] | None, *, op: str
+    ) -> tuple[httpx.Response | None, Verdict]:
+        body = orjson.dumps(payload) if payload is not None else b""
+        url = f"{self._base}{path}"
+
+        def build(headers: dict[str, str]) -> httpx.Request:
+            extra = {"Content-Type": "application/json"} if payload is not None else {}
+            return self.runtime.client.build_request(
+                method, url, content=body, headers={**headers, **extra}, timeout=self._timeout
+            )
+
+        return await self.runtime.call(build, op=op, classify=classify_hubspot)
 
     # -- batch senders ----------------------------------------------------------------------------
 
@@ -373,6 +389,76 @@ class HubSpotConnector(Connector):
                 out[i] = res
         elif unmatched and errors:
             out[unmatched[0]] = record_error(errors[0]) if isinstance(errors[0], dict) else out[unmatched[0]]
+        return out
+
+    def _engagement_sender(
+        self, object_type: str
+    ) -> Callable[[Permit, list[_EngagementInput]], Awaitable[Sequence[str | BaseException]]]:
+        async def send(permit: Permit, items: list[_EngagementInput]) -> Sequence[str | BaseException]:
+            return await self._send_engagements(object_type, permit, items)
+
+        return send
+
+    async def _send_engagements(
+        self, object_type: str, permit: Permit, items: list[_EngagementInput]
+    ) -> Sequence[str | BaseException]:
+        id_property = self.options.command_id_property
+        payload = {
+            "inputs": [
+                {
+                    "idProperty": id_property,
+                    "id": it.key,
+                    "properties": it.properties,
+                    "objectWriteTraceId": it.key,
+                }
+                for it in items
+            ]
+        }
+        response, verdict = await self._post(
+            permit,
+            f"/crm/v3/objects/{object_type}/batch/upsert",
+            payload,
+            op=f"batch_upsert_{object_type}",
+            n=len(items),
+        )
+        if not verdict.ok:
+            if verdict.kind is VerdictKind.PERMANENT and _names_id_property(verdict.message, id_property):
+                # The portal lacks the unique property: every record fails the same way, no split.
+                return [
+                    PermanentError(_missing_property_message(object_type, id_property, verdict.message))
+                ] * len(items)
+            if verdict.kind is VerdictKind.PERMANENT and len(items) > 1:
+                return await self._split(items, self._engagement_sender(object_type))
+            return [verdict.error()] * len(items)
+        data = json_body(response)
+        results: list[Any] = data.get("results", []) if isinstance(data, dict) else []
+        errors: list[Any] = data.get("errors", []) if isinstance(data, dict) else []
+        by_key: dict[str, str] = {}
+        for r in results:
+            if not isinstance(r, dict) or r.get("id") is None:
+                continue
+            key = r.get("objectWriteTraceId") or (r.get("properties") or {}).get(id_property)
+            if key:
+                by_key[str(key).lower()] = str(r["id"])
+        errors_by_key: dict[str, dict[str, Any]] = {}
+        for e in errors:
+            if isinstance(e, dict):
+                for k in _error_keys(e):
+                    errors_by_key.setdefault(k, e)
+        out: list[str | BaseException] = []
+        for it in items:
+            found = by_key.get(it.key.lower())
+            error = errors_by_key.get(it.key.lower())
+            if found is not None:
+                out.append(found)
+            elif error is not None:
+                out.append(record_error(error))
+            elif errors and len(items) == 1 and isinstance(errors[0], dict):
+                out.append(record_error(errors[0]))
+            else:
+                out.append(
+                    RetryableError(f"HubSpot {object_type} upsert answer has no result for this record")
+                )
         return out
 
     async def _send_reads(
@@ -449,3 +535,17 @@ def _note_text(write: Write) -> str:
         details = ", ".join(f"{k}: {property_text(v)}" for k, v in write.fields.items())
         return f"Order — {details}"
     return ""
+
+
+def _names_id_property(message: str | None, id_property: str) -> bool:
+    text = (message or "").lower()
+    return id_property.lower() in text or "non-unique" in text
+
+
+def _missing_property_message(object_type: str, id_property: str, crm_message: str | None) -> str:
+    return (
+        f"HubSpot refused to upsert {object_type} by {id_property!r}: the portal needs a {object_type} "
+        f"property {id_property!r} with unique values (hasUniqueValue: true). Create it once with "
+        f"POST /crm/v3/properties/{object_type} (the curl is in docs/services/crm-writer.md, "
+        f"'HubSpot one-time setup'), then redrive the DLQ. HubSpot said: {crm_message}"
+    )

@@ -1,0 +1,143 @@
+"""HubSpot connector against the CRM emulator (in process): notes and tickets are created once per command."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from shopbotly.common.errors import PermanentError
+from shopbotly.common.events import CommandOp, CrmCommand
+from shopbotly.crm_emulator import EmulatorSettings, create_app
+from shopbotly.crm_writer.connectors.hubspot import HubSpotConnector
+from shopbotly.crm_writer.domain import Write, WriteKind
+
+pytestmark = pytest.mark.component
+
+BASE = "http://crm.test"
+
+
+@pytest.fixture(autouse=True)
+def _token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SB_TEST_HS_TOKEN", "emulator-hubspot-token")
+
+
+class Portal:
+    def __init__(self, transport: httpx.AsyncBaseTransport, admin: httpx.AsyncClient) -> None:
+        self.transport = transport
+        self.admin = admin
+
+    async def state(self) -> dict[str, Any]:
+        return dict((await self.admin.get("/_emulator/state")).json())
+
+
+async def _portal(**overrides: Any) -> AsyncIterator[Portal]:
+    app = create_app(EmulatorSettings(**{"seed": 7, **overrides}))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url=BASE) as admin:
+            yield Portal(transport, admin)
+
+
+@pytest.fixture
+async def portal() -> AsyncIterator[Portal]:
+    async for p in _portal():
+        yield p
+
+
+@pytest.fixture
+async def bare_portal() -> AsyncIterator[Portal]:
+    async for p in _portal(hubspot_unique_properties={}):
+        yield p
+
+
+def connector(make_runtime: Any, portal: Portal) -> HubSpotConnector:
+    config = {
+        "kind": "hubspot",
+        "base_url": BASE,
+        "auth": {"kind": "bearer", "token": {"env": "SB_TEST_HS_TOKEN"}},
+        "rate_limit": {"requests": 1000, "per_seconds": 1},
+    }
+    return HubSpotConnector(make_runtime(config, portal.transport))
+
+
+def write(op: CommandOp, command_id: str, **kw: Any) -> Write:
+    cmd = CrmCommand(
+        command_id=command_id,
+        tenant="t",
+        connection="hs",
+        identity="jo@example.com",
+        op=op,
+        causation_event_id="e",
+        rule_id="r",
+        mapping_version="1",
+        **kw,
+    )
+    w = Write(WriteKind.NOTE if op is CommandOp.ADD_NOTE else WriteKind.TICKET, "t", "hs", cmd.identity)
+    w.absorb(cmd, 0)
+    return w
+
+
+async def test_the_same_note_and_ticket_commands_twice_make_one_associated_record_each(
+    make_runtime: Any, portal: Portal
+) -> None:
+    hs = connector(make_runtime, portal)
+    note = write(CommandOp.ADD_NOTE, "cmd-note", body="Called about #1001")
+    ticket = write(
+        CommandOp.CREATE_TICKET, "cmd-ticket", body="Where is my order?", fields={"priority": "HIGH"}
+    )
+    try:
+        first = [await hs.apply(w, partition=0) for w in (note, ticket)]
+        again = [await hs.apply(w, partition=0) for w in (note, ticket)]  # as after a kill before the ack
+    finally:
+        await hs.aclose()
+    assert first == again
+    state = await portal.state()
+    record = state["records"]["hubspot"]["jo@example.com"]
+    [n] = record["notes"]
+    [t] = record["tickets"]
+    assert n["id"] == first[0]["note"] and n["associations"] == [record["id"]] == [first[0]["contact"]]
+    assert n["properties"]["hs_note_body"] == "Called about #1001"
+    assert n["properties"]["shopbotly_command_id"] == "cmd-note"
+    assert t["id"] == first[1]["ticket"] and t["associations"] == [record["id"]]
+    assert (
+        t["properties"]["subject"] == "Where is my order?" and t["properties"]["hs_ticket_priority"] == "HIGH"
+    )
+    by_type = state["counters"]["records_by_type"]["hubspot"]
+    assert by_type["notes"] == {"creates": 1, "updates": 1}
+    assert by_type["tickets"] == {"creates": 1, "updates": 1}
+
+
+async def test_a_portal_without_the_property_fails_permanently_naming_it(
+    make_runtime: Any, bare_portal: Portal
+) -> None:
+    hs = connector(make_runtime, bare_portal)
+    try:
+        with pytest.raises(PermanentError) as refused:
+            await hs.apply(write(CommandOp.CREATE_TICKET, "cmd-t", body="Help"), partition=0)
+    finally:
+        await hs.aclose()
+    message = str(refused.value)
+    assert "tickets property 'shopbotly_command_id' with unique values" in message
+    assert "POST /crm/v3/properties/tickets" in message and "docs/services/crm-writer.md" in message
+    assert "non-unique 0-5 property shopbotly_command_id" in message  # what HubSpot said
+    assert (await bare_portal.state())["records"]["hubspot"]["jo@example.com"]["tickets"] == []
+
+
+async def test_a_ticket_refused_in_a_shared_upsert_fails_alone(make_runtime: Any, portal: Portal) -> None:
+    hs = connector(make_runtime, portal)
+    good = write(CommandOp.CREATE_TICKET, "cmd-good", body="Fine", fields={"priority": "HIGH"})
+    bad = write(CommandOp.CREATE_TICKET, "cmd-bad", body="Odd", fields={"priority": "SOMEDAY"})
+    try:
+        outcomes = await asyncio.gather(
+            hs.apply(good, partition=0), hs.apply(bad, partition=0), return_exceptions=True
+        )
+    finally:
+        await hs.aclose()
+    assert isinstance(outcomes[0], dict) and "ticket" in outcomes[0]
+    assert isinstance(outcomes[1], PermanentError) and "SOMEDAY" in str(outcomes[1])
+    tickets = (await portal.state())["records"]["hubspot"]["jo@example.com"]["tickets"]
+    assert [t["properties"]["subject"] for t in tickets] == ["Fine"]
