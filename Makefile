@@ -70,8 +70,9 @@ fmt: install ## Format and autofix
 schema: install ## Export the config JSON Schema to config/shopbotly.schema.json
 	$(RUN) shopbotly config schema > config/shopbotly.schema.json
 
-bench: install ## Run the benchmarks; writes bench/results/latest.json and latest.md
-	$(RUN) python -m shopbotly.bench
+bench: install ## Run the benchmarks (installs wrk/hey when root); writes bench/results/latest.{json,md}
+	tools/bench/ensure-tools.sh
+	$(RUN) python -m shopbotly.bench $(BENCH_ARGS)
 
 clean: ## Remove the run folder and caches (keeps the Kafka jars)
 	deploy/local/stack.sh down || true

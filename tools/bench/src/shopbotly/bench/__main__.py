@@ -1,9 +1,11 @@
 """`make bench`: every benchmark, each next to its baseline from the same run, into bench/results/.
 
-Runs the per-service benchmarks (each starts its own processes on private topics), then the end-to-end run
-against the local stack (`make up`, started here if it is not running), and samples each service's RSS idle
-and under load. Writes bench/results/latest.json and latest.md; exits 0 whether or not targets are met
-(the summary says which are).
+Runs the per-service benchmarks (each a module run as its own process, with its own processes on private
+topics of the broker at SHOPBOTLY_KAFKA_BOOTSTRAP, started here if it is the local one and down), then the
+end-to-end run against the local stack (`make up`, started here if it is not running, and left running),
+sampling each service's RSS idle and under load. Writes bench/results/latest.json and latest.md (and a copy
+of both under bench/results/runs/<time>/, with each benchmark's log). Exits 0 whether or not targets are
+met (the summary says which are, and by how much); 1 when a benchmark failed (its error is in the summary).
 """
 
 from __future__ import annotations
@@ -13,60 +15,127 @@ import asyncio
 import json
 import os
 import platform
+import re
+import shlex
 import subprocess
 import sys
 import threading
 import time
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import psutil
 
 from shopbotly.bench.e2e import bench_e2e
+from shopbotly.bench.summary import render
 
 ROOT = Path(__file__).resolve().parents[5]
 RESULTS = ROOT / "bench" / "results"
 STACK_PORTS = {"ingest": 8080, "order-reader": 8081, "mapper": 9101, "crm-writer": 9102, "crm-emulator": 8090}
+LOCAL_BROKER = "127.0.0.1:9092"
 
-# module, args, what the figure is
+# Benchmark module (shopbotly.bench.<name>) and its default arguments, in the order they run.
 SUITES: dict[str, list[str]] = {
     "ingest": [],
     "mapper": [],
     "crm": [],
     "lookups": [],
+    "replay": [],
 }
+SUITE_TIMEOUT_S = 3600.0
+
+# The last line of a traceback, or of a SystemExit message: what went wrong, in the module's own words.
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Timeout\w*|Expired)\b.*")
 
 
 def machine() -> dict[str, Any]:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
+    dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, cwd=ROOT)
+
+    def installed(package: str) -> str | None:
+        try:
+            return version(package)
+        except PackageNotFoundError:
+            return None
+
     return {
         "cores": os.cpu_count(),
         "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "commit": commit.stdout.strip() or None,
-        "versions": {p: version(p) for p in ("aiokafka", "faust-streaming", "fastapi", "uvicorn", "httpx")},
+        "uncommitted_changes": bool(dirty.stdout.strip()),
+        "versions": {
+            p: installed(p) for p in ("aiokafka", "faust-streaming", "fastapi", "uvicorn", "httpx", "orjson")
+        },
         "kafka": os.environ.get("KAFKA_VERSION", "4.4.0"),
+        "kafka_bootstrap": os.environ.get("SHOPBOTLY_KAFKA_BOOTSTRAP", LOCAL_BROKER),
+        # Without cached bytecode every process start compiles its imports: it shows in start-up times.
+        "python_dont_write_bytecode": bool(os.environ.get("PYTHONDONTWRITEBYTECODE")),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "load_average_at_start": os.getloadavg(),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }
 
 
-def run_suite(name: str, extra: list[str], out_dir: Path) -> dict[str, Any]:
-    out = out_dir / f"{name}.json"
+def error_line(stderr: str) -> str | None:
+    """The exception (or exit message) a failed module printed last."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if _EXCEPTION_LINE.match(line):
+            return line
+    return lines[-1] if lines else None
+
+
+def run_suite(
+    name: str, args: list[str], out_dir: Path, timeout_s: float = SUITE_TIMEOUT_S
+) -> dict[str, Any]:
+    """Run one benchmark module as its own process: its figures, or {"error": ...} saying why none."""
+    out, log = out_dir / f"{name}.json", out_dir / f"{name}.log"
+    cmd = [sys.executable, "-m", f"shopbotly.bench.{name}", *args, "--out", str(out)]
     started = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-m", f"shopbotly.bench.{name}", *extra, "--out", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode != 0 or not out.exists():
-        return {"error": f"exit {proc.returncode}", "stderr_tail": proc.stderr[-3000:]}
-    result: dict[str, Any] = json.loads(out.read_text())
-    result["bench_wall_s"] = round(time.monotonic() - started, 1)
+    with log.open("w") as log_file:
+        log_file.write(f"$ {shlex.join(cmd)}\n")
+        log_file.flush()
+        try:
+            proc = subprocess.run(
+                cmd, cwd=ROOT, stdout=log_file, stderr=subprocess.PIPE, text=True, timeout=timeout_s
+            )
+        except subprocess.TimeoutExpired as exc:
+            stderr = (
+                exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else exc.stderr or ""
+            )
+            log_file.write(stderr)
+            return {"error": f"timed out after {timeout_s:.0f} s", "log": _shown(log), "args": args}
+        log_file.write(proc.stderr)
+    wall_s = round(time.monotonic() - started, 1)
+    if proc.returncode != 0:
+        reason = error_line(proc.stderr) or "no error message"
+        return {
+            "error": f"exit {proc.returncode}: {reason}",
+            "log": _shown(log),
+            "stderr_tail": proc.stderr[-3000:],
+            "args": args,
+            "bench_wall_s": wall_s,
+        }
+    try:
+        result: dict[str, Any] = json.loads(out.read_text())
+    except (OSError, ValueError) as exc:
+        return {"error": f"exit 0 but no results in {_shown(out)}: {exc}", "log": _shown(log), "args": args}
+    result["bench_wall_s"] = wall_s
+    result["args"] = args
     return result
+
+
+def _shown(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def ensure_broker() -> None:
+    """Start the local broker when the benchmarks use it and it is down (idempotent when it is up)."""
+    if os.environ.get("SHOPBOTLY_KAFKA_BOOTSTRAP", LOCAL_BROKER) != LOCAL_BROKER:
+        return
+    subprocess.run([str(ROOT / "deploy/local/kafka.sh"), "start"], cwd=ROOT, check=True)
 
 
 def stack_pids() -> dict[str, int]:
@@ -90,119 +159,131 @@ def rss_mib(pids: dict[str, int]) -> dict[str, float]:
     return out
 
 
-def ensure_stack() -> bool:
-    """Start the local stack unless it is up; True when this run started it."""
+def ensure_stack(log: Path) -> bool:
+    """Start the local stack unless it is up; True when this run started it.
+
+    stack.sh's output goes to `log`, not to ours: a shell it leaves in the background keeps the descriptors
+    it was given, and on our stdout it would hold `make bench | tee` open after the run ends.
+    """
     if len(stack_pids()) == len(STACK_PORTS):
         return False
-    subprocess.run([str(ROOT / "deploy/local/stack.sh"), "up"], cwd=ROOT, check=True)
+    with log.open("w") as out:
+        subprocess.run(
+            [str(ROOT / "deploy/local/stack.sh"), "up"],
+            cwd=ROOT,
+            check=True,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     return True
 
 
-def verdicts(results: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
-    """Every `targets` entry found anywhere in the results, with its path."""
-    rows: list[tuple[str, Any]] = []
-    for key, value in results.items():
-        path = f"{prefix}{key}"
-        if key == "targets" and isinstance(value, dict):
-            rows.extend((f"{prefix}{k}", v) for k, v in value.items())
-        elif isinstance(value, dict):
-            rows.extend(verdicts(value, f"{path}."))
-    return rows
+def run_e2e(results: dict[str, Any], rate: int, seconds: float, run_dir: Path) -> None:
+    """The end-to-end run against the local stack, with RSS sampled idle and under load."""
+    log = run_dir / "stack-up.log"
+    try:
+        started_here = ensure_stack(log)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        reason = error_line(log.read_text()) if log.exists() else None
+        results["e2e"] = {
+            "error": f"the local stack did not start ({exc}): {reason or 'no message'}",
+            "log": _shown(log),
+        }
+        return
+    pids = stack_pids()
+    idle = rss_mib(pids)
+    peak: dict[str, float] = {}
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            for k, v in rss_mib(pids).items():
+                peak[k] = max(peak.get(k, 0.0), v)
+            stop.wait(1.0)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        results["e2e"] = asyncio.run(bench_e2e(rate=rate, seconds=seconds, env_file=ROOT / "config/demo.env"))
+    except Exception as exc:  # a failed run is reported, not hidden
+        results["e2e"] = {"error": f"{type(exc).__name__}: {exc}"}
+    finally:
+        stop.set()
+        sampler.join()
+    results["memory_rss_mib"] = {"idle": idle, "under_load": peak}
+    if started_here:
+        results["e2e"]["note_stack"] = "the stack was started by this run and left running (make down)"
 
 
-def summary(results: dict[str, Any]) -> str:
-    m = results["machine"]
-    lines = [
-        "# Benchmark results",
-        "",
-        f"Commit `{m['commit']}`, {m['cores']} cores, {m['memory_gib']} GiB, Python {m['python']}, "
-        f"Kafka {m['kafka']}, started {m['started_at']} "
-        f"(load average at start {m['load_average_at_start'][0]:.2f}).",
-        "Every ratio compares with a baseline measured in the same run on the same machine.",
-        "",
-        "| target | met |",
-        "|---|---|",
-    ]
-    for name, met in verdicts({k: v for k, v in results.items() if k != "machine"}):
-        shown = "yes" if met is True else "**no**" if met is False else str(met)
-        lines.append(f"| {name} | {shown} |")
-    lines += ["", "## Headline figures", ""]
-    ing = results.get("ingest", {})
-    if "ratio_vs_bare" in ing:
-        lines.append(
-            f"- ingest: {ing['ingest']['accepted_per_s_median']:.0f} accepted/s vs bare "
-            f"{ing['bare']['accepted_per_s_median']:.0f}/s: ratio {ing['ratio_vs_bare']} (target 0.6); "
-            f"p99 at half rate {ing['ingest_half_rate']['latency_ms']['p99']} ms (target 20)"
-        )
-    crm = results.get("crm", {}).get("crm", {})
-    if "ratio_to_ceiling" in crm:
-        lines.append(
-            f"- CRM: {crm['steady_contacts_per_s']} contacts/s vs ceiling {crm['ceiling_contacts_per_s']}: "
-            f"ratio {crm['ratio_to_ceiling']} (target 0.8); 429 share {crm['share_429']} (target 0.01)"
-        )
-    e2e = results.get("e2e", {})
-    if "e2e_p50_ms" in e2e:
-        lines.append(
-            f"- end to end at {e2e['achieved_send_rate_per_s']}/s for {e2e['seconds']} s: "
-            f"p50 {e2e['e2e_p50_ms']} ms, p99 {e2e['e2e_p99_ms']} ms, lost {e2e['lost']}"
-        )
-    if "memory_rss_mib" in results:
-        lines.append(
-            f"- RSS MiB idle: {results['memory_rss_mib']['idle']}; under load: "
-            f"{results['memory_rss_mib']['under_load']}"
-        )
-    for name in SUITES:
-        if "error" in results.get(name, {}):
-            lines.append(f"- {name}: FAILED ({results[name]['error']}); see latest.json")
-    lines += ["", "Full figures: `bench/results/latest.json`."]
-    return "\n".join(lines) + "\n"
+def _suite_args(values: list[str]) -> dict[str, list[str]]:
+    parsed: dict[str, list[str]] = {}
+    for value in values:
+        name, sep, args = value.partition("=")
+        if not sep or name not in SUITES:
+            raise argparse.ArgumentTypeError(
+                f"--args {value!r}: expected NAME='ARGS' with NAME one of {', '.join(SUITES)}"
+            )
+        parsed[name] = shlex.split(args)
+    return parsed
+
+
+def write_results(results: dict[str, Any], run_dir: Path) -> str:
+    text, summary = json.dumps(results, indent=2, ensure_ascii=False) + "\n", render(results)
+    for folder in (RESULTS, run_dir):
+        (folder / "latest.json").write_text(text)
+        (folder / "latest.md").write_text(summary)
+    return summary
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        prog="python -m shopbotly.bench", description=__doc__.splitlines()[0] if __doc__ else None
+    )
     parser.add_argument("--only", nargs="*", choices=[*SUITES, "e2e"], help="run only these")
-    parser.add_argument("--e2e-rate", type=int, default=500)
-    parser.add_argument("--e2e-seconds", type=float, default=60.0)
+    parser.add_argument("--e2e-rate", type=int, default=500, help="events/s of the end-to-end run")
+    parser.add_argument("--e2e-seconds", type=float, default=60.0, help="seconds of the end-to-end run")
+    parser.add_argument(
+        "--args",
+        action="append",
+        default=[],
+        metavar="NAME='ARGS'",
+        help="arguments for one benchmark module, e.g. --args replay='--records 20000 --rounds 1'",
+    )
+    parser.add_argument("--suite-timeout", type=float, default=SUITE_TIMEOUT_S, help="seconds per module")
     args = parser.parse_args()
+    try:
+        extra = _suite_args(args.args)
+    except argparse.ArgumentTypeError as exc:
+        parser.error(str(exc))
     chosen = args.only or [*SUITES, "e2e"]
     RESULTS.mkdir(parents=True, exist_ok=True)
-    work = RESULTS / "runs" / time.strftime("%Y%m%dT%H%M%S")
-    work.mkdir(parents=True, exist_ok=True)
+    run_dir = RESULTS / "runs" / time.strftime("%Y%m%dT%H%M%S")
+    run_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"machine": machine()}
-    for name in SUITES:
-        if name in chosen:
-            print(f"bench: {name} ...", flush=True)
-            results[name] = run_suite(name, SUITES[name], work)
-    if "e2e" in chosen:
-        started_here = ensure_stack()
-        pids = stack_pids()
-        idle = rss_mib(pids)
-        peak: dict[str, float] = {}
-        stop = threading.Event()
-
-        def sample() -> None:
-            while not stop.is_set():
-                for k, v in rss_mib(pids).items():
-                    peak[k] = max(peak.get(k, 0.0), v)
-                stop.wait(1.0)
-
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
-        print("bench: e2e ...", flush=True)
+    results["machine"]["chosen"] = chosen
+    modules = [name for name in SUITES if name in chosen]
+    if modules:
         try:
-            results["e2e"] = asyncio.run(
-                bench_e2e(rate=args.e2e_rate, seconds=args.e2e_seconds, env_file=ROOT / "config/demo.env")
+            ensure_broker()
+        except (OSError, subprocess.CalledProcessError) as exc:
+            print(
+                f"bench: the local Kafka broker did not start ({exc}); the benchmarks will fail", flush=True
             )
-        except Exception as exc:  # a failed run is reported, not hidden
-            results["e2e"] = {"error": repr(exc)}
-        stop.set()
-        sampler.join()
-        results["memory_rss_mib"] = {"idle": idle, "under_load": peak}
-        if started_here:
-            results["e2e"]["note_stack"] = "the stack was started by this run and left running (make down)"
-    (RESULTS / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
-    (RESULTS / "latest.md").write_text(summary(results))
-    print(summary(results))
+    for name in modules:
+        suite_args = extra.get(name, SUITES[name])
+        print(f"bench: {name} {shlex.join(suite_args)} ...", flush=True)
+        results[name] = run_suite(name, suite_args, run_dir, args.suite_timeout)
+        if "error" in results[name]:
+            print(f"bench: {name} FAILED: {results[name]['error']}", flush=True)
+        write_results(results, run_dir)  # what finished so far survives a later crash or Ctrl-C
+    if "e2e" in chosen:
+        print(f"bench: e2e at {args.e2e_rate}/s for {args.e2e_seconds:g} s ...", flush=True)
+        run_e2e(results, args.e2e_rate, args.e2e_seconds, run_dir)
+    results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    print(write_results(results, run_dir))
+    failed = [name for name, value in results.items() if isinstance(value, dict) and "error" in value]
+    sys.exit(1 if failed else 0)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ import yaml
 from fastapi import FastAPI
 from starlette.responses import Response
 
+from shopbotly.bench.targets import target
 from shopbotly.common.config import ApiKey
 from shopbotly.common.events import Order, OrderLine, message_headers
 from shopbotly.common.ids import order_key
@@ -47,6 +48,7 @@ __all__ = [
     "baseline_app",
     "cold_rebuild",
     "index_memory",
+    "lookup_targets",
     "lookup_throughput",
     "p99_at_rate",
     "produce_orders",
@@ -491,7 +493,9 @@ def run(orders: int = 1_000_000, duration_s: float = 10.0, rate: int = 1000) -> 
     """Everything, in order, on one private topic prefix; the topics are deleted at the end."""
     for tool in ("wrk", "hey"):
         if shutil.which(tool) is None:
-            raise SystemExit(f"{tool} is not installed (apt-get install {tool})")
+            raise SystemExit(
+                f"{tool} is not installed (apt-get install -y {tool}; `make bench` does it as root)"
+            )
     base = KafkaSettings()
     kafka = KafkaSettings(
         bootstrap=base.bootstrap, topic_prefix=f"orbench{uuid.uuid4().hex[:8]}.", partitions=6
@@ -503,6 +507,9 @@ def run(orders: int = 1_000_000, duration_s: float = 10.0, rate: int = 1000) -> 
             "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         },
         "kafka_prefix": kafka.topic_prefix,
+        "orders": orders,
+        "duration_s": duration_s,
+        "rate_per_s": rate,
     }
     work = Path(tempfile.mkdtemp(prefix="bench-order-reader-"))
     try:
@@ -522,7 +529,42 @@ def run(orders: int = 1_000_000, duration_s: float = 10.0, rate: int = 1000) -> 
     finally:
         asyncio.run(_delete_topics(kafka))
         shutil.rmtree(work, ignore_errors=True)
+    results["targets"] = lookup_targets(results, orders, rate)
     return results
+
+
+def lookup_targets(results: dict[str, Any], orders: int, rate: int) -> dict[str, Any]:
+    """The issue's targets for the read side, each against the bare GET measured in the same run."""
+    throughput = results["throughput"]
+    return {
+        "ratio_cache_hits": target(
+            throughput["ratio_order_hot_10k_ids_vs_baseline_constant"],
+            ">=",
+            0.8,
+            what=f"lookups/s ÷ bare FastAPI GET, random ids over {min(orders, 10_000)} orders (cache hits)",
+        ),
+        "ratio_spread": target(
+            throughput[f"ratio_order_random_over_{orders}_ids_vs_baseline_constant"],
+            ">=",
+            0.8,
+            what=f"lookups/s ÷ bare FastAPI GET, random ids over all {orders} orders",
+        ),
+        "p99_at_rate": target(
+            results["latency_at_rate"]["order_lookup"]["p99_ms"],
+            "<=",
+            5,
+            unit="ms",
+            what=f"p99 of order lookups at {rate} requests/s (hey, median of 3 runs)",
+        ),
+        "cold_rebuild": target(
+            results["cold_rebuild"]["spawn_to_ready_s"],
+            "<=",
+            60,
+            unit="s",
+            what=f"cold rebuild of {orders} orders, spawn → ready"
+            + ("" if orders == 1_000_000 else " (the issue's target is for 1,000,000)"),
+        ),
+    }
 
 
 def main() -> None:
@@ -533,7 +575,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args()
     results = run(args.orders, args.duration, args.rate)
-    text = json.dumps(results, indent=2)
+    text = json.dumps(results, indent=2, ensure_ascii=False)
     print(text)
     if args.out:
         args.out.write_text(text + "\n")
