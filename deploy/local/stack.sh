@@ -59,8 +59,10 @@ up() {
   write_procfile
   : >"$LOG"
   log "starting services (logs: $LOG)"
-  (cd "$ROOT" && setsid nohup "$VENV/honcho" start -f "$RUN/Procfile" -d "$ROOT" >>"$LOG" 2>&1 </dev/null &
-   echo $! >"$PIDFILE")
+  # exec: the pid recorded is honcho's own (a session leader, so `down` can signal its whole group), and no
+  # wrapper shell keeps the caller's stdout open.
+  (cd "$ROOT" && exec setsid nohup "$VENV/honcho" start -f "$RUN/Procfile" -d "$ROOT" >>"$LOG" 2>&1 </dev/null) &
+  echo $! >"$PIDFILE"
   local deadline=$((SECONDS + READY_TIMEOUT)) pending
   while :; do
     pending=()
