@@ -9,10 +9,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from shopbotly.cli._common import console, err_console, kafka_settings, run
+from shopbotly.cli._common import console, err_console, kafka_settings, progress_bar, run
 from shopbotly.cli._kafka_io import (
     Bound,
     FilterError,
@@ -296,13 +295,7 @@ def replay(
         )
         return
     settings = kafka_settings()
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-    )
+    progress = progress_bar()
     task = progress.add_task("replay", total=None)
     with progress:
         try:

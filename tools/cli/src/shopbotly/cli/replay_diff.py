@@ -21,9 +21,8 @@ from pathlib import Path
 
 import orjson
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from shopbotly.cli._common import console, err_console, kafka_settings, run
+from shopbotly.cli._common import console, err_console, kafka_settings, progress_bar, run
 from shopbotly.cli._kafka_io import (
     Bound,
     BoundKind,
@@ -318,13 +317,7 @@ def mapping_diff(
         err_console.print(f"error: --mapping: {exc}", markup=False, highlight=False)
         raise typer.Exit(2) from None
     settings = kafka_settings()
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-    )
+    progress = progress_bar()
     task = progress.add_task("map", total=None)
     with progress:
         try:
