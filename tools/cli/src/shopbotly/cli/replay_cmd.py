@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from shopbotly.cli._common import console, err_console, kafka_settings, progress_bar, run
+from shopbotly.cli._common import console, err_console, kafka_settings, run_with_progress
 from shopbotly.cli._kafka_io import (
     Bound,
     FilterError,
@@ -295,29 +295,22 @@ def replay(
         )
         return
     settings = kafka_settings()
-    progress = progress_bar()
-    task = progress.add_task("replay", total=None)
-    with progress:
-        try:
-            report = run(
-                run_replay(
-                    settings,
-                    topic=topic,
-                    start=start,
-                    stop=stop,
-                    partitions=partition,
-                    record_filter=record_filter,
-                    into=into,
-                    dry_run=dry_run,
-                    sample_size=10 if show is None else show,
-                    on_plan=lambda total: progress.update(task, total=total),
-                    on_scanned=lambda n: progress.advance(task, n),
-                )
-            )
-        except LookupError as exc:
-            err_console.print(f"error: {exc}", markup=False, highlight=False)
-            raise typer.Exit(2) from None
-        progress.update(task, completed=report.scanned, total=report.scanned)
+    report = run_with_progress(
+        "replay",
+        lambda on_plan, on_scanned: run_replay(
+            settings,
+            topic=topic,
+            start=start,
+            stop=stop,
+            partitions=partition,
+            record_filter=record_filter,
+            into=into,
+            dry_run=dry_run,
+            sample_size=10 if show is None else show,
+            on_plan=on_plan,
+            on_scanned=on_scanned,
+        ),
+    )
     _print_report(report)
     if not report.ok:
         raise typer.Exit(1)

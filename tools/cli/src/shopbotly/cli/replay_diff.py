@@ -22,7 +22,7 @@ from pathlib import Path
 import orjson
 import typer
 
-from shopbotly.cli._common import console, err_console, kafka_settings, progress_bar, run
+from shopbotly.cli._common import console, err_console, kafka_settings, run_with_progress
 from shopbotly.cli._kafka_io import (
     Bound,
     BoundKind,
@@ -317,29 +317,22 @@ def mapping_diff(
         err_console.print(f"error: --mapping: {exc}", markup=False, highlight=False)
         raise typer.Exit(2) from None
     settings = kafka_settings()
-    progress = progress_bar()
-    task = progress.add_task("map", total=None)
-    with progress:
-        try:
-            report = run(
-                run_mapping_diff(
-                    settings,
-                    mappings,
-                    config_label=str(config),
-                    topic=topic,
-                    start=start,
-                    stop=stop,
-                    partitions=partitions,
-                    record_filter=record_filter,
-                    commands_from=commands_from,
-                    on_plan=lambda total: progress.update(task, total=total),
-                    on_scanned=lambda n: progress.advance(task, n),
-                )
-            )
-        except LookupError as exc:
-            err_console.print(f"error: {exc}", markup=False, highlight=False)
-            raise typer.Exit(2) from None
-        progress.update(task, completed=report.scanned, total=report.scanned)
+    report = run_with_progress(
+        "map",
+        lambda on_plan, on_scanned: run_mapping_diff(
+            settings,
+            mappings,
+            config_label=str(config),
+            topic=topic,
+            start=start,
+            stop=stop,
+            partitions=partitions,
+            record_filter=record_filter,
+            commands_from=commands_from,
+            on_plan=on_plan,
+            on_scanned=on_scanned,
+        ),
+    )
     for warning in report.warnings:
         err_console.print(f"warning: {warning}", markup=False, highlight=False)
     for reason in report.incomplete:
