@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +45,31 @@ class Connector(abc.ABC):
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Stop background work (batch senders)."""
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        body: bytes | None = None,
+        *,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Callable[[dict[str, str]], httpx.Request]:
+        """A request builder for `runtime.call`, which passes the auth headers of each attempt. A body is
+        JSON unless `headers` say otherwise; the timeout is the connection's."""
+        extra = {**({"Content-Type": "application/json"} if body is not None else {}), **(headers or {})}
+
+        def build(auth: dict[str, str]) -> httpx.Request:
+            return self.runtime.client.build_request(
+                method,
+                url,
+                content=body,
+                params=params,
+                headers={**auth, **extra},
+                timeout=self.runtime.config.timeout_s,
+            )
+
+        return build
 
 
 def unsupported(connection_kind: str, op: CommandOp) -> PermanentError:

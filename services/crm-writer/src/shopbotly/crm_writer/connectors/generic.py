@@ -135,7 +135,6 @@ class GenericConnector(Connector):
         self.options = cfg.generic_options()
         assert cfg.base_url is not None
         self._base = cfg.base_url.rstrip("/")
-        self._timeout = cfg.timeout_s
         self.max_merge = 1_000_000 if self.options.coalesce else 1
 
     def _operation(self, op: CommandOp) -> GenericOperation | None:
@@ -160,14 +159,10 @@ class GenericConnector(Connector):
         body = orjson.dumps(render(operation.body, context))
         url = f"{self._base}{path}"
         success = frozenset(operation.success_codes)
-        extra = {"Content-Type": "application/json"}
+        extra = {}
         if self.options.idempotency_header:
             extra[self.options.idempotency_header] = write.key
-
-        def build(headers: dict[str, str]) -> httpx.Request:
-            return self.runtime.client.build_request(
-                operation.method, url, content=body, headers={**headers, **extra}, timeout=self._timeout
-            )
+        build = self.request(operation.method, url, body, headers=extra)
 
         response, verdict = await self.runtime.call(
             build, op=write.op.value, classify=lambda r: classify_generic(r, success)

@@ -175,7 +175,6 @@ class HubSpotConnector(Connector):
         self.options = cfg.hubspot_options()
         assert cfg.base_url is not None
         self._base = cfg.base_url.rstrip("/")
-        self._timeout = cfg.timeout_s
         self.cache = ContactCache(ttl_s=self.options.state_ttl_s)
         self._upserts: BatchQueue[_UpsertInput, _Upserted] = BatchQueue(
             runtime,
@@ -312,15 +311,8 @@ class HubSpotConnector(Connector):
     async def _request(
         self, method: str, path: str, payload: dict[str, Any] | None, *, op: str
     ) -> tuple[httpx.Response | None, Verdict]:
-        body = orjson.dumps(payload) if payload is not None else b""
-        url = f"{self._base}{path}"
-
-        def build(headers: dict[str, str]) -> httpx.Request:
-            extra = {"Content-Type": "application/json"} if payload is not None else {}
-            return self.runtime.client.build_request(
-                method, url, content=body, headers={**headers, **extra}, timeout=self._timeout
-            )
-
+        body = orjson.dumps(payload) if payload is not None else None
+        build = self.request(method, f"{self._base}{path}", body)
         return await self.runtime.call(build, op=op, classify=classify_hubspot)
 
     # -- batch senders ----------------------------------------------------------------------------
@@ -496,18 +488,7 @@ class HubSpotConnector(Connector):
     async def _post(
         self, permit: Permit, path: str, payload: dict[str, Any], *, op: str, n: int
     ) -> tuple[httpx.Response | None, Verdict]:
-        body = orjson.dumps(payload)
-        url = f"{self._base}{path}"
-
-        def build(headers: dict[str, str]) -> httpx.Request:
-            return self.runtime.client.build_request(
-                "POST",
-                url,
-                content=body,
-                headers={**headers, "Content-Type": "application/json"},
-                timeout=self._timeout,
-            )
-
+        build = self.request("POST", f"{self._base}{path}", orjson.dumps(payload))
         return await self.runtime.call(build, op=op, classify=classify_hubspot, permit=permit, records=n)
 
     async def _split(self, items: list[Any], send: Any) -> list[Any]:

@@ -126,7 +126,6 @@ class SalesforceConnector(Connector):
         self.options = o = cfg.salesforce_options()
         assert cfg.base_url is not None
         self._base_url = cfg.base_url.rstrip("/")
-        self._timeout = cfg.timeout_s
         self.cache = ContactCache(ttl_s=o.state_ttl_s)
         batch = min(cfg.batch_size, 200)
         self._queues: dict[str, BatchQueue[_Record, str]] = {
@@ -245,11 +244,7 @@ class SalesforceConnector(Connector):
             return split_multi(cached.properties[o.tags_field])
         path = f"/sobjects/{sobject}/{o.external_id_field}/{urllib.parse.quote(identity, safe='')}"
         url = f"{self._api()}{path}"
-
-        def build(headers: dict[str, str]) -> httpx.Request:
-            return self.runtime.client.build_request(
-                "GET", url, params={"fields": o.tags_field}, headers=headers, timeout=self._timeout
-            )
+        build = self.request("GET", url, params={"fields": o.tags_field})
 
         response, verdict = await self.runtime.call(build, op="read_record", classify=classify_salesforce)
         if verdict.status == 404:
@@ -270,15 +265,7 @@ class SalesforceConnector(Connector):
     async def _create(self, sobject: str, fields: dict[str, Any], *, op: str) -> str:
         url = f"{self._api()}/sobjects/{sobject}"
         body = orjson.dumps(fields)
-
-        def build(headers: dict[str, str]) -> httpx.Request:
-            return self.runtime.client.build_request(
-                "POST",
-                url,
-                content=body,
-                headers={**headers, "Content-Type": "application/json"},
-                timeout=self._timeout,
-            )
+        build = self.request("POST", url, body)
 
         response, verdict = await self.runtime.call(build, op=op, classify=classify_salesforce)
         return _created_id(response, verdict, sobject)
@@ -288,15 +275,7 @@ class SalesforceConnector(Connector):
     ) -> str:
         url = f"{self._api()}/sobjects/{sobject}/{field}/{urllib.parse.quote(value, safe='')}"
         body = orjson.dumps(fields)
-
-        def build(headers: dict[str, str]) -> httpx.Request:
-            return self.runtime.client.build_request(
-                "PATCH",
-                url,
-                content=body,
-                headers={**headers, "Content-Type": "application/json"},
-                timeout=self._timeout,
-            )
+        build = self.request("PATCH", url, body)
 
         response, verdict = await self.runtime.call(build, op=op, classify=classify_salesforce)
         if verdict.ok and verdict.status == 204:
@@ -306,11 +285,7 @@ class SalesforceConnector(Connector):
 
     async def _id_by_external_id(self, sobject: str, field: str, value: str) -> str:
         url = f"{self._api()}/sobjects/{sobject}/{field}/{urllib.parse.quote(value, safe='')}"
-
-        def build(headers: dict[str, str]) -> httpx.Request:
-            return self.runtime.client.build_request(
-                "GET", url, params={"fields": "Id"}, headers=headers, timeout=self._timeout
-            )
+        build = self.request("GET", url, params={"fields": "Id"})
 
         response, verdict = await self.runtime.call(build, op="read_record", classify=classify_salesforce)
         if not verdict.ok:
@@ -333,15 +308,7 @@ class SalesforceConnector(Connector):
         }
         url = f"{self._api()}/composite/sobjects/{sobject}/{o.external_id_field}"
         body = orjson.dumps(payload)
-
-        def build(headers: dict[str, str]) -> httpx.Request:
-            return self.runtime.client.build_request(
-                "PATCH",
-                url,
-                content=body,
-                headers={**headers, "Content-Type": "application/json"},
-                timeout=self._timeout,
-            )
+        build = self.request("PATCH", url, body)
 
         response, verdict = await self.runtime.call(
             build,
