@@ -57,11 +57,11 @@ test-fault: install ## Only the fault injection suite (kill -9, broker restart, 
 test-unit: install ## Only the fast tests (no broker)
 	$(RUN) pytest -m "unit or component" $(PYTEST_ARGS)
 
-lint: install ## ruff, mypy --strict, and the deployment validations
+lint: install ## ruff, mypy --strict, and the deployment validations (installs promtool when root)
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 	$(RUN) mypy libs/common/src $(wildcard services/*/src) $(wildcard tools/*/src)
-	deploy/lint.sh
+	UV="$(UV)" deploy/lint.sh
 
 fmt: install ## Format and autofix
 	$(RUN) ruff format .
