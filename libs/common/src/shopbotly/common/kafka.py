@@ -2,19 +2,25 @@
 
 Producers are idempotent with `acks=all` (DESIGN.md guarantee 1); consumers never auto-commit
 (guarantee 2: offsets move only after the effect). Security (TLS, SASL PLAIN/SCRAM) comes from settings.
+Every client in the process, faust's included, backs off its reconnects to a broker that refuses them
+(`install_reconnect_backoff`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import random
 import ssl
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.client import AIOKafkaClient
+from aiokafka.client import AIOKafkaClient, ConnectionGroup
 from aiokafka.structs import RecordMetadata
 from prometheus_client import Counter
 from pydantic import Field, SecretStr, model_validator
@@ -23,9 +29,97 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from shopbotly.common.logging import get_logger
 from shopbotly.common.topics import Topic, TopicSpec, registry
 
-__all__ = ["KafkaSettings", "ResilientProducer", "make_admin", "make_consumer", "make_producer"]
+__all__ = [
+    "KafkaSettings",
+    "ReconnectBackoff",
+    "ResilientProducer",
+    "install_reconnect_backoff",
+    "make_admin",
+    "make_consumer",
+    "make_producer",
+]
 
 log = get_logger(__name__)
+
+# Kafka's own client defaults for reconnect.backoff.ms / reconnect.backoff.max.ms are 50 ms / 1 s (KIP-144).
+# 100 ms is aiokafka's retry backoff; 1 s bounds how long after a broker's return a client notices it.
+RECONNECT_BACKOFF_S = 0.1
+RECONNECT_BACKOFF_MAX_S = 1.0
+
+
+@dataclass
+class ReconnectBackoff:
+    """Per-broker reconnect backoff of one client, as the Java client's `reconnect.backoff.ms` (KIP-144):
+    after each failed connect the next waits twice as long (base, 2x, 4x ... up to `max_s`), +/-20 % jitter so
+    clients do not reconnect in step; a successful connect starts again from `base_s`."""
+
+    base_s: float = RECONNECT_BACKOFF_S
+    max_s: float = RECONNECT_BACKOFF_MAX_S
+    clock: Callable[[], float] = time.monotonic
+    _failures: dict[Any, int] = field(default_factory=dict)
+    _not_before: dict[Any, float] = field(default_factory=dict)
+
+    def delay(self, node_id: Any) -> float:
+        """Seconds until `node_id` may be tried again (0: now)."""
+        return max(0.0, self._not_before.get(node_id, 0.0) - self.clock())
+
+    def failed(self, node_id: Any) -> float:
+        failures = self._failures.get(node_id, 0) + 1
+        self._failures[node_id] = failures
+        wait = min(self.max_s, self.base_s * 2.0 ** (failures - 1)) * random.uniform(0.8, 1.2)
+        self._not_before[node_id] = self.clock() + wait
+        return wait
+
+    def succeeded(self, node_id: Any) -> None:
+        self._failures.pop(node_id, None)
+        self._not_before.pop(node_id, None)
+
+
+_ConnGetter = Callable[..., Awaitable[Any]]
+
+
+def install_reconnect_backoff() -> None:
+    """Make every `AIOKafkaClient` of this process back off its reconnects (idempotent).
+
+    aiokafka has no reconnect backoff (aio-libs/aiokafka#144): each of a client's loops (metadata, fetcher,
+    coordinator, producer sender) reconnects as fast as the broker refuses, and a refused connect costs
+    microseconds. While a broker was down that was thousands of connects, `Unable connect to node` lines
+    and metadata refreshes per second per service, and most of a core. Here a connect to a broker that
+    failed waits for that broker's backoff first; concurrent callers wait for the same attempt. The class
+    is patched, not an instance: faust builds its own aiokafka clients inside the mapper. aiokafka is pinned
+    in the lock file; tests/fault/test_broker_outage_noise.py fails if an upgrade breaks this.
+    """
+    original: _ConnGetter = AIOKafkaClient._get_conn
+    if getattr(original, "_shopbotly_backoff", False):
+        return
+
+    @functools.wraps(original)
+    async def get_conn(
+        self: AIOKafkaClient,
+        node_id: Any,
+        *,
+        group: ConnectionGroup = ConnectionGroup.DEFAULT,
+        no_hint: bool = False,
+    ) -> Any:
+        conn = self._conns.get((node_id, group))
+        if conn is not None and conn.connected():
+            return conn
+        backoff: ReconnectBackoff = self.__dict__.setdefault("_shopbotly_reconnect", ReconnectBackoff())
+        # A loop, not one sleep: another caller's attempt may fail meanwhile and push the next one out.
+        while True:
+            wait = backoff.delay(node_id)
+            if wait <= 0:
+                break
+            await asyncio.sleep(wait)
+        conn = await original(self, node_id, group=group, no_hint=no_hint)
+        if conn is None:
+            backoff.failed(node_id)
+        else:
+            backoff.succeeded(node_id)
+        return conn
+
+    get_conn._shopbotly_backoff = True  # type: ignore[attr-defined]
+    AIOKafkaClient._get_conn = get_conn  # type: ignore[method-assign]
 
 
 class KafkaSettings(BaseSettings):
@@ -82,6 +176,7 @@ class KafkaSettings(BaseSettings):
 
     def client_options(self) -> dict[str, Any]:
         """Connection and security options common to every aiokafka client."""
+        install_reconnect_backoff()  # every factory passes here: no client of ours reconnects in a spin
         opts: dict[str, Any] = {
             "bootstrap_servers": self.bootstrap,
             "security_protocol": self.security_protocol,
@@ -102,6 +197,7 @@ class KafkaSettings(BaseSettings):
         """faust.App keyword arguments with the same broker, security and producer guarantees."""
         import faust  # local import: only the mapper depends on faust
 
+        install_reconnect_backoff()  # faust builds aiokafka clients of its own
         opts: dict[str, Any] = {
             "broker": ";".join(f"kafka://{h}" for h in self.bootstrap.split(",")),
             "producer_acks": -1,
@@ -261,10 +357,13 @@ class ResilientProducer:
             return self._producer
 
     def _delivered(self, producer: AIOKafkaProducer, future: asyncio.Future[RecordMetadata]) -> None:
-        if future.cancelled() or producer is not self._producer or self._failure is not None:
+        if future.cancelled():
             return
+        # Always retrieved here, whoever else awaits the future: a caller that stopped waiting (its own
+        # deadline passed) leaves the failure to us, and asyncio logs every unretrieved one as "Future
+        # exception was never retrieved" (dozens per broker restart, one per batch that lost its leader).
         failure = future.exception()
-        if failure is not None:
+        if failure is not None and producer is self._producer and self._failure is None:
             self._failure = failure
 
     async def _started(self) -> AIOKafkaProducer:
