@@ -33,16 +33,16 @@ kafka-up: install ## Start the local Kafka broker (KRaft, 127.0.0.1:9092) in the
 kafka-down: ## Stop the local Kafka broker
 	deploy/local/kafka.sh stop
 
-up: install ## Start the whole stack in the background; returns when every /readyz is green
+up: install ## Start the whole stack in the background (crashed services restarted); returns when every /readyz is green
 	deploy/local/stack.sh up
 
 down: ## Stop the whole stack (services, emulator, Kafka)
 	deploy/local/stack.sh down
 
-ps: ## Show what is running
+ps: ## Each service: pid, state, restarts, readiness, last exit
 	deploy/local/stack.sh ps
 
-logs: ## Follow the logs of the running stack
+logs: ## Follow the logs of the stack (.run/stack/logs/<service>.log)
 	deploy/local/stack.sh logs
 
 demo: ## Send signed demo webhooks and show the CRM records and an order lookup
