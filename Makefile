@@ -51,8 +51,8 @@ demo: ## Send signed demo webhooks and show the CRM records and an order lookup
 test: install ## Run every test: unit, component, integration with a real broker, e2e and fault injection
 	$(RUN) pytest $(PYTEST_ARGS)
 
-test-fault: install ## Only the fault injection suite (kill -9, broker restart, CRM outage, 429 storm)
-	$(RUN) pytest tests/fault/test_fault_injection.py $(PYTEST_ARGS)
+test-fault: install ## Only the fault suite (kill -9, broker restart and outage noise, CRM outage, 429 storm, make up supervision)
+	$(RUN) pytest tests/fault $(PYTEST_ARGS)
 
 test-unit: install ## Only the fast tests (no broker)
 	$(RUN) pytest -m "unit or component" $(PYTEST_ARGS)
