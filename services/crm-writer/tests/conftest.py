@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
 import socket
-from collections.abc import AsyncIterator, Callable
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import uvicorn
+from prometheus_client.parser import text_string_to_metric_families
 
 from shopbotly.common.config import ConnectionConfig
 from shopbotly.crm_writer.runtime import BreakerSettings, ConnectionRuntime
@@ -90,3 +96,79 @@ async def emulator() -> AsyncIterator[Emulator]:
         yield Emulator(base, admin)
     server.should_exit = True
     await task
+
+
+class WriterProcess:
+    """One crm-writer replica as a real process (`python -m shopbotly.crm_writer`), to SIGKILL or SIGSTOP."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, port: int, log: Path) -> None:
+        self.proc = proc
+        self.port = port
+        self.log = log
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def metric(self, name: str) -> float | None:
+        """The value of an unlabelled metric on /metrics (None while it is not reported)."""
+        async with httpx.AsyncClient() as client:
+            text = (await client.get(f"{self.url}/metrics", timeout=5)).text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and not sample.labels:
+                    return float(sample.value)
+        return None
+
+    def signal(self, sig: signal.Signals) -> None:
+        if self.proc.returncode is None:
+            self.proc.send_signal(sig)
+
+    def tail(self, chars: int = 3000) -> str:
+        return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
+
+
+WriterFactory = Callable[..., Awaitable[WriterProcess]]
+
+
+@pytest.fixture
+async def writer_process(kafka_settings: Any, tmp_path: Path) -> AsyncIterator[WriterFactory]:
+    """Start crm-writer replicas as processes on the test's topics; every one left is killed after."""
+    started: list[WriterProcess] = []
+
+    async def start(config: Path, *, name: str = "writer", **env: str) -> WriterProcess:
+        port = _free_port()
+        log = tmp_path / f"{name}.log"
+        full_env = {
+            **os.environ,
+            "SHOPBOTLY_CONFIG": str(config),
+            "SHOPBOTLY_PORT": str(port),
+            "SHOPBOTLY_KAFKA_BOOTSTRAP": kafka_settings.bootstrap,
+            "SHOPBOTLY_KAFKA_TOPIC_PREFIX": kafka_settings.topic_prefix,
+            "SHOPBOTLY_CONSUMER_GROUP": f"{kafka_settings.topic_prefix}crm-writer",
+            "SHOPBOTLY_COMMIT_INTERVAL_S": "0.5",
+            "SHOPBOTLY_SESSION_TIMEOUT_MS": "6000",
+            "SHOPBOTLY_LOG_LEVEL": "warning",
+            **env,
+        }
+        with log.open("ab") as out:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "shopbotly.crm_writer", env=full_env, stdout=out, stderr=out
+            )
+        writer = WriterProcess(proc, port, log)
+        started.append(writer)
+        async with httpx.AsyncClient() as client, asyncio.timeout(60):
+            while True:
+                if proc.returncode is not None:
+                    raise AssertionError(f"{name} exited with {proc.returncode}: {writer.tail()}")
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await client.get(f"{writer.url}/readyz")).status_code == 200:
+                        return writer
+                await asyncio.sleep(0.2)
+
+    yield start
+    for writer in started:
+        writer.signal(signal.SIGCONT)
+        writer.signal(signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            await writer.proc.wait()

@@ -4,10 +4,7 @@ separate process SIGKILLed mid-run and started again, against the CRM emulator a
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import socket
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -31,46 +28,8 @@ from shopbotly.crm_writer.testing import (
 pytestmark = pytest.mark.fault
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def _start_writer(
-    kafka: KafkaSettings, config: Path, log: Path
-) -> tuple[asyncio.subprocess.Process, int]:
-    port = _port()
-    env = {
-        **os.environ,
-        "SHOPBOTLY_CONFIG": str(config),
-        "SHOPBOTLY_PORT": str(port),
-        "SHOPBOTLY_KAFKA_BOOTSTRAP": kafka.bootstrap,
-        "SHOPBOTLY_KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
-        "SHOPBOTLY_CONSUMER_GROUP": f"{kafka.topic_prefix}crm-writer",
-        "SHOPBOTLY_COMMIT_INTERVAL_S": "0.5",
-        "SHOPBOTLY_SESSION_TIMEOUT_MS": "6000",
-        "SHOPBOTLY_LOG_LEVEL": "warning",
-        "SB_FAULT_HS_TOKEN": "emulator-hubspot-token",
-    }
-    with log.open("ab") as out:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "shopbotly.crm_writer", env=env, stdout=out, stderr=out
-        )
-    async with httpx.AsyncClient() as client, asyncio.timeout(60):
-        while True:
-            if proc.returncode is not None:
-                raise AssertionError(f"writer exited with {proc.returncode}: {log.read_text()[-2000:]}")
-            try:
-                if (await client.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
-                    return proc, port
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.2)
-
-
 async def test_ten_thousand_commands_with_a_kill_9_mid_run(
-    kafka_settings: KafkaSettings, emulator: Any, tmp_path: Path
+    kafka_settings: KafkaSettings, emulator: Any, tmp_path: Path, writer_process: Any
 ) -> None:
     await emulator.faults(systems=["hubspot"], rate_limit={"max_requests": 1000, "interval_ms": 1000})
     config = tmp_path / "shopbotly.yaml"
@@ -93,28 +52,28 @@ async def test_ten_thousand_commands_with_a_kill_9_mid_run(
         )
     )
     commands = mixed_commands(10_000, 500, seed=21)
-    log = tmp_path / "writer.log"
+    env = {"SB_FAULT_HS_TOKEN": "emulator-hubspot-token"}
     started = time.monotonic()
     await produce(kafka_settings, [command_record(c) for c in commands])
     async with (
         TopicReader(kafka_settings, kafka_settings.topic(Topic.CRM_RESULTS)) as results,
         TopicReader(kafka_settings, kafka_settings.topic(Topic.CRM_COMMANDS_DLQ)) as dlq,
     ):
-        first, _ = await _start_writer(kafka_settings, config, log)
+        first = await writer_process(config, name="first", **env)
         await results.wait_for(count_results(3000), timeout_s=120)
-        first.send_signal(signal.SIGKILL)  # kill -9: no drain, no commit, no leaving the group
-        await first.wait()
+        first.signal(signal.SIGKILL)  # kill -9: no drain, no commit, no leaving the group
+        await first.proc.wait()
         cut = len(results_of(results))
-        second, port = await _start_writer(kafka_settings, config, log)
+        second = await writer_process(config, name="second", **env)
         try:
             await results.wait_for(count_results(len(commands)), timeout_s=240)
             async with httpx.AsyncClient() as client:
-                metrics = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+                metrics = (await client.get(f"{second.url}/metrics")).text
         finally:
-            second.send_signal(signal.SIGTERM)
-            await asyncio.wait_for(second.wait(), 30)
+            second.signal(signal.SIGTERM)
+            await asyncio.wait_for(second.proc.wait(), 30)
     elapsed = time.monotonic() - started
-    assert second.returncode == 0  # a graceful stop on SIGTERM
+    assert second.proc.returncode == 0  # a graceful stop on SIGTERM
     assert (
         "shopbotly_crm_writer_commands_total" in metrics
         and "shopbotly_crm_writer_e2e_latency_seconds" in metrics

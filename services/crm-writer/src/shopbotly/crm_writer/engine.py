@@ -23,6 +23,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.protocol.group import JoinGroupRequest
 
 from shopbotly.common.config import ConnectionConfig, RateLimitConfig, ShopbotlyConfig
 from shopbotly.common.config._connections import RESERVED_BOT_CONNECTION
@@ -57,13 +58,14 @@ from shopbotly.crm_writer.ordering import KeyedScheduler, OffsetTracker
 from shopbotly.crm_writer.ratelimit import partition_share
 from shopbotly.crm_writer.retry import RetryPolicy
 from shopbotly.crm_writer.runtime import BreakerSettings, ConnectionRuntime
-from shopbotly.crm_writer.settings import Settings
+from shopbotly.crm_writer.settings import COMMIT_BOUND_S, Settings
 from shopbotly.crm_writer.verdict import ThrottledError
 
 __all__ = ["Writer"]
 
 log = get_logger(__name__)
 SERVICE = "crm-writer"
+UNKNOWN_MEMBER_ID: str = JoinGroupRequest.UNKNOWN_MEMBER_ID
 
 
 @dataclass
@@ -144,6 +146,7 @@ class Writer:
         self._routes: dict[str, _Route] = {}
         self._share = 1.0
         self._owned: set[int] = set()
+        self._total_partitions = 0
         self._stopping = asyncio.Event()
         self._commit_lock = asyncio.Lock()
         self._fatal: BaseException | None = None
@@ -188,6 +191,9 @@ class Writer:
             client_role="crm-writer",
             session_timeout_ms=s.session_timeout_ms,
             heartbeat_interval_ms=max(1000, s.session_timeout_ms // 3),
+            # Longer than a drain can take (settings.py): a draining replica always rejoins in time, so no
+            # partition is handed to another replica while this one still writes it.
+            rebalance_timeout_ms=s.effective_rebalance_timeout_ms,
         )
         consumer.subscribe([self.commands_topic], listener=_Listener(self))
         self._consumer = consumer  # before start(): the rebalance callbacks may run inside it
@@ -765,7 +771,11 @@ class Writer:
                 t.cancel()
             await asyncio.gather(*abandoned, return_exceptions=True)
         if commit:
-            await self._commit({p.tp for p in parts})
+            try:
+                async with asyncio.timeout(COMMIT_BOUND_S):
+                    await self._commit({p.tp for p in parts})
+            except TimeoutError:
+                log.warning("commit on release timed out; the next owner may repeat some commands")
         for part in parts:
             self._partitions.pop(part.tp, None)
             metrics.QUEUE_DEPTH.labels(str(part.tp.partition)).set(0)
@@ -778,11 +788,50 @@ class Writer:
                 abandoned=len(abandoned),
             )
 
+    def _fenced(self) -> bool:
+        """True when the group has already thrown this member out (its session or rebalance deadline
+        passed): its partitions may be another replica's by now, so there is nothing left to finish."""
+        coordinator = getattr(self._consumer, "_coordinator", None)  # aiokafka keeps the member id there
+        return coordinator is not None and getattr(coordinator, "member_id", None) == UNKNOWN_MEMBER_ID
+
     async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self._drain(revoked, commit=True)
+        mine = {tp for tp in revoked if tp.topic == self.commands_topic}
+        if mine and self._fenced():
+            # Writing on would be a second writer on those partitions (and a second rate-limit share):
+            # abandon at once and commit nothing (the group refuses it); the new owner repeats the rest.
+            log.warning("fenced out of the group; abandoning in-flight writes", partitions=len(mine))
+            metrics.FENCED.inc()
+            await self._drain(mine, commit=False, grace_s=0)
+        else:
+            await self._drain(mine, commit=True)
+        self._release({tp.partition for tp in mine})
+
+    def _release(self, partitions: set[int]) -> None:
+        """Ownership ends: what this replica cached of those partitions' identities is no longer true once
+        another replica may write them, and their share of the rate limit is no longer this replica's."""
+        if not partitions:
+            return
+        for route in self._routes.values():
+            route.connector.forget_partitions(partitions)
+        self._owned -= partitions
+        self._set_share(len(self._owned), self._partition_count(len(self._owned)))
+        metrics.ASSIGNED_PARTITIONS.set(len(self._owned))
+
+    def _partition_count(self, at_least: int) -> int:
+        """The topic's partition count: from the consumer's metadata, else as last known."""
+        consumer = self._consumer
+        known = consumer.partitions_for_topic(self.commands_topic) if consumer is not None else None
+        if known:
+            self._total_partitions = len(known)
+        self._total_partitions = max(self._total_partitions, at_least)
+        return self._total_partitions
+
+    def _set_share(self, owned: int, total: int) -> None:
+        self._share = partition_share(owned, total) if owned else 0.0
+        for route in self._routes.values():
+            route.runtime.set_share(max(self._share, 1e-6))
 
     async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
-        consumer = self._consumer
         ledger = self._ledger
         assert ledger is not None
         mine = {tp for tp in assigned if tp.topic == self.commands_topic}
@@ -800,11 +849,10 @@ class Writer:
                 )
                 self._partitions[tp] = part
                 fresh.append(part)
-        known = consumer.partitions_for_topic(self.commands_topic) if consumer is not None else None
-        total = len(known) if known else len(mine)
-        self._share = partition_share(len(mine), total) if mine else 0.0
-        for route in self._routes.values():
-            route.runtime.set_share(max(self._share, 1e-6))
+        total = self._partition_count(len(mine))
+        self._set_share(len(mine), total)
+        # `_owned` lost every revoked partition in `_on_revoked`, so a partition that went away and came
+        # back counts as gained, and state cached before the gap is dropped (normally already on revoke).
         gained = {tp.partition for tp in mine} - self._owned
         if gained:
             for route in self._routes.values():
@@ -819,6 +867,8 @@ class Writer:
         for part in fresh:
             part.ready = True
             self._dispatch(part)
+        metrics.ASSIGNED_PARTITIONS.set(len(mine))
+        metrics.ASSIGNMENTS.inc()
         self.health.set_ready("partitions", True, f"{len(mine)} of {total} partitions")
         log.info("partitions assigned", partitions=sorted(self._owned), share=round(self._share, 3))
 

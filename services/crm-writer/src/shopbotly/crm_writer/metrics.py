@@ -11,12 +11,15 @@ from prometheus_client import Counter, Gauge, Histogram
 from shopbotly.common.metrics import BATCH_BUCKETS, E2E_BUCKETS, LATENCY_BUCKETS, consumer_lag_gauge
 
 __all__ = [
+    "ASSIGNED_PARTITIONS",
+    "ASSIGNMENTS",
     "BATCH_RECORDS",
     "CIRCUIT_STATE",
     "COMMANDS",
     "CONSUMER_LAG",
     "DEAD_LETTERED",
     "E2E_LATENCY",
+    "FENCED",
     "IN_FLIGHT",
     "PAUSED_PARTITIONS",
     "PRODUCER_REPLACED",
@@ -89,6 +92,17 @@ BATCH_RECORDS = Histogram(
     f"{_S}_batch_records", "Records per batch request to a CRM.", ["connection", "op"], buckets=BATCH_BUCKETS
 )
 PAUSED_PARTITIONS = Gauge(f"{_S}_paused_partitions", "crm-commands partitions whose fetching is paused.")
+ASSIGNED_PARTITIONS = Gauge(
+    f"{_S}_assigned_partitions", "crm-commands partitions this replica owns and writes (0 while it drains)."
+)
+ASSIGNMENTS = Counter(
+    f"{_S}_partition_assignments_total", "Rebalances that gave this replica its partitions (ready to write)."
+)
+FENCED = Counter(
+    f"{_S}_fenced_total",
+    "Times the group had already thrown this replica out when it learned of a rebalance (in-flight writes "
+    "abandoned at once).",
+)
 CONSUMER_LAG = consumer_lag_gauge("crm_writer")
 PRODUCER_REPLACED = Counter(
     "shopbotly_crm_writer_producer_replacements_total",

@@ -11,6 +11,10 @@ from shopbotly.common.settings import ServiceSettings
 __all__ = ["Settings"]
 
 
+# The drain's commit of finished offsets is given at most this long (the broker may be slow or away).
+COMMIT_BOUND_S = 10.0
+
+
 class Settings(ServiceSettings):
     """Consumption, delivery and resilience knobs. CRM connections themselves live in the tenants file."""
 
@@ -30,6 +34,11 @@ class Settings(ServiceSettings):
     session_timeout_ms: Annotated[int, Field(ge=6000)] = 10_000
     # On partition revocation: time given to in-flight writes to finish before they are abandoned.
     revoke_grace_s: Annotated[float, Field(ge=0, le=300)] = 10.0
+    # How long the group waits for every member to rejoin in a rebalance. A member still draining (up to
+    # `revoke_grace_s`, then a bounded commit) must make it, or the group hands its partitions to another
+    # replica while it still writes them: two writers on one partition, each with a full rate-limit share.
+    # 0: derived, `revoke_grace_s` + 20 s (the commit's bound and the join's round trips).
+    rebalance_timeout_ms: Annotated[int, Field(ge=0)] = 0
     ledger_restore_timeout_s: Annotated[float, Field(gt=0)] = 300.0
     # Circuit breaker, per connection.
     circuit_failure_threshold: Annotated[int, Field(ge=1)] = 5
@@ -57,4 +66,19 @@ class Settings(ServiceSettings):
             raise ValueError("SHOPBOTLY_CIRCUIT_MAX_OPEN_S must be at least SHOPBOTLY_CIRCUIT_OPEN_S")
         if self.retry_cap_s < self.retry_base_s:
             raise ValueError("SHOPBOTLY_RETRY_CAP_S must be at least SHOPBOTLY_RETRY_BASE_S")
+        drain_ms = (self.revoke_grace_s + COMMIT_BOUND_S) * 1000
+        if self.rebalance_timeout_ms and self.rebalance_timeout_ms < drain_ms:
+            raise ValueError(
+                "SHOPBOTLY_REBALANCE_TIMEOUT_MS must exceed SHOPBOTLY_REVOKE_GRACE_S plus "
+                f"{COMMIT_BOUND_S:g} s (the drain's commit), or a draining replica is thrown out of the "
+                "group while it still writes; leave it 0 to derive it"
+            )
         return self
+
+    @property
+    def effective_rebalance_timeout_ms(self) -> int:
+        """The rebalance timeout the consumer uses: set, or the drain's bound plus the join's margin."""
+        if self.rebalance_timeout_ms:
+            return self.rebalance_timeout_ms
+        derived = int((self.revoke_grace_s + COMMIT_BOUND_S + 10.0) * 1000)
+        return max(self.session_timeout_ms, derived)

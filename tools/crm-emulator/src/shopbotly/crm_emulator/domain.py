@@ -139,6 +139,8 @@ class RollingWindow:
         self.limit = limit
         self.interval_s = interval_s
         self._hits: deque[float] = deque()
+        # The most requests accepted in any one window so far (what a client's limiter achieved).
+        self.peak = 0
 
     def _evict(self, now: float) -> None:
         horizon = now - self.interval_s
@@ -161,6 +163,7 @@ class RollingWindow:
         if len(self._hits) >= self.limit:
             return False
         self._hits.append(now)
+        self.peak = max(self.peak, len(self._hits))
         return True
 
 
@@ -213,6 +216,7 @@ class RateLimiter:
         if self._window is not None and old_window is not None:
             old_window._evict(now)
             self._window._hits = deque(old_window._hits)
+            self._window.peak = old_window.peak
         if self._daily is not None and old_daily is not None:
             self._daily._day, self._daily._used = old_daily._day, old_daily._used
 
@@ -252,6 +256,11 @@ class RateLimiter:
 
     def peek(self, now: float) -> RateDecision:
         return self._decision(True, None, now)
+
+    @property
+    def window_peak(self) -> int | None:
+        """The most requests accepted in one rolling window since start (None: no short window)."""
+        return None if self._window is None else self._window.peak
 
 
 # --------------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from shopbotly.common.events import CommandOp
 from shopbotly.crm_writer.domain import Write, WriteKind
 from shopbotly.crm_writer.runtime import ConnectionRuntime
 
-__all__ = ["Connector", "ContactCache", "ContactState", "json_body", "unsupported"]
+__all__ = ["STALL_RESET_S", "Connector", "ContactCache", "ContactState", "json_body", "unsupported"]
 
 
 class Connector(abc.ABC):
@@ -88,27 +88,50 @@ class ContactState:
     read: bool = False
 
 
+# Longer than this without the cache being used, the process may have been frozen (SIGSTOP, a stalled VM)
+# past its group session, its partitions written by another replica meanwhile without any rebalance
+# callback having run here yet. Half the shortest session timeout the writer accepts (6 s).
+STALL_RESET_S = 3.0
+
+
 class ContactCache:
     """Contacts this replica read or wrote, for read-modify-write without a read per write.
 
-    Valid while this replica owns the identity's partition (one partition, one writer): entries of
-    partitions it gains are dropped on assignment, and entries expire after `ttl_s` so edits made in the
-    CRM by people are picked up.
+    Valid only while this replica owns the identity's partition without a gap (one partition, one
+    writer): entries of revoked partitions are dropped on revocation (and of gained ones on assignment),
+    everything is dropped after the cache went unused for `stall_reset_s` (a frozen process may have lost
+    its partitions and not know yet), and entries expire after `ttl_s` so edits made in the CRM by people
+    are picked up.
     """
 
     def __init__(
-        self, *, ttl_s: float, max_entries: int = 200_000, clock: Callable[[], float] = time.monotonic
+        self,
+        *,
+        ttl_s: float,
+        max_entries: int = 200_000,
+        stall_reset_s: float = STALL_RESET_S,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.ttl_s = ttl_s
         self.max_entries = max_entries
+        self.stall_reset_s = stall_reset_s
         self._clock = clock
         self._entries: OrderedDict[str, ContactState] = OrderedDict()
+        self._used_at = clock()
+
+    def _check_stall(self) -> float:
+        now = self._clock()
+        if now - self._used_at > self.stall_reset_s:
+            self._entries.clear()
+        self._used_at = now
+        return now
 
     def get(self, identity: str) -> ContactState | None:
+        now = self._check_stall()
         entry = self._entries.get(identity)
         if entry is None:
             return None
-        if self._clock() - entry.stored_at > self.ttl_s:
+        if now - entry.stored_at > self.ttl_s:
             del self._entries[identity]
             return None
         self._entries.move_to_end(identity)
@@ -117,7 +140,7 @@ class ContactCache:
     def put(self, identity: str, state: ContactState) -> None:
         if self.ttl_s <= 0:
             return
-        state.stored_at = self._clock()
+        state.stored_at = self._check_stall()
         self._entries[identity] = state
         self._entries.move_to_end(identity)
         while len(self._entries) > self.max_entries:

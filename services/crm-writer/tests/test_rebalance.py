@@ -1,0 +1,103 @@
+"""What a replica decides when partitions are revoked and assigned (no broker: the callbacks are called
+directly, as aiokafka calls them): cached CRM state and the rate-limit share follow ownership."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from aiokafka import TopicPartition
+
+from shopbotly.common.config import parse_config
+from shopbotly.common.events import CommandOp, CrmCommand
+from shopbotly.common.kafka import KafkaSettings
+from shopbotly.common.topics import Topic
+from shopbotly.crm_writer.connectors.base import ContactState
+from shopbotly.crm_writer.connectors.hubspot import HubSpotConnector
+from shopbotly.crm_writer.engine import Writer
+from shopbotly.crm_writer.testing import settings_for
+
+pytestmark = pytest.mark.unit
+
+
+class _CaughtUpLedger:
+    async def caught_up(self, *, timeout_s: float) -> None:
+        return None
+
+
+def _writer(monkeypatch: pytest.MonkeyPatch) -> tuple[Writer, HubSpotConnector, str]:
+    monkeypatch.setenv("SB_RB_TOKEN", "t")
+    config = parse_config(
+        {
+            "tenants": {
+                "t1": {
+                    "connections": {
+                        "hs": {
+                            "kind": "hubspot",
+                            "base_url": "https://hubspot.test",
+                            "auth": {"kind": "bearer", "token": {"env": "SB_RB_TOKEN"}},
+                        }
+                    }
+                }
+            }
+        }
+    )
+    kafka = KafkaSettings(bootstrap="127.0.0.1:1", topic_prefix="rb.", partitions=3)
+    writer = Writer(settings_for(kafka), config)
+    writer._ledger = _CaughtUpLedger()  # type: ignore[assignment]
+    writer._client = httpx.AsyncClient(transport=httpx.MockTransport(lambda r: httpx.Response(500)))
+    cmd = CrmCommand(
+        command_id="c1",
+        tenant="t1",
+        connection="hs",
+        identity="a@example.com",
+        op=CommandOp.ADD_TAGS,
+        causation_event_id="e1",
+        rule_id="r",
+        mapping_version="1",
+        trace_id="t",
+        received_at=None,
+        tags=["x"],
+    )
+    route = writer._route(cmd)
+    assert isinstance(route.connector, HubSpotConnector)
+    return writer, route.connector, kafka.topic(Topic.CRM_COMMANDS)
+
+
+async def test_a_partition_lost_and_regained_is_read_again_and_its_share_follows_ownership(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    writer, connector, topic = _writer(monkeypatch)
+    tps = {TopicPartition(topic, p) for p in range(3)}
+    await writer._on_assigned(tps)
+    assert writer.share == 1.0
+    connector.cache.put("a@example.com", ContactState("1", {"shopbotly_tags": "x"}, partition=0, read=True))
+
+    # Thrown out and given the same partitions back (another replica wrote them in between): aiokafka
+    # calls revoked, then assigned with the same set.
+    await writer._on_revoked(tps)
+    assert writer.share == 0.0 and writer.owned_partitions == set()
+    assert connector.runtime.limit.share == pytest.approx(1e-6)
+    assert connector.cache.get("a@example.com") is None  # the next tag merge starts from a fresh read
+
+    connector.cache.put("a@example.com", ContactState("1", {}, partition=0, read=True))  # a late put
+    await writer._on_assigned(tps)
+    assert connector.cache.get("a@example.com") is None  # gained again: dropped once more
+    assert writer.share == 1.0 and connector.runtime.limit.share == 1.0
+    assert writer._client is not None
+    await writer._client.aclose()
+
+
+async def test_keeping_some_partitions_keeps_their_cache_and_share(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    writer, connector, topic = _writer(monkeypatch)
+    await writer._on_assigned({TopicPartition(topic, p) for p in range(3)})
+    connector.cache.put("kept@example.com", ContactState("1", {}, partition=0, read=True))
+    connector.cache.put("moved@example.com", ContactState("2", {}, partition=2, read=True))
+    await writer._on_revoked({TopicPartition(topic, 2)})
+    assert writer.owned_partitions == {0, 1}
+    assert writer.share == pytest.approx(2 / 3)
+    assert connector.cache.get("kept@example.com") is not None
+    assert connector.cache.get("moved@example.com") is None
+    assert writer._client is not None
+    await writer._client.aclose()
