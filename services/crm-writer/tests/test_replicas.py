@@ -101,6 +101,19 @@ def _check_state(state: dict[str, Any], commands: list[CrmCommand]) -> tuple[int
     return lost_tags, reverted
 
 
+def _three_rounds(people: list[str]) -> list[list[CrmCommand]]:
+    """r1 sets both names and tag r1; r2 changes only the last name, adds r2; r3 the first name, adds r3."""
+    r1 = {"firstname": "F1", "lastname": "L1"}
+    return [
+        [_command("r1", p, CommandOp.UPSERT_CONTACT, fields=r1, tags=["r1"]) for p in people],
+        [_command("r2", p, CommandOp.UPSERT_CONTACT, fields={"lastname": "L2"}, tags=["r2"]) for p in people],
+        [
+            _command("r3", p, CommandOp.UPSERT_CONTACT, fields={"firstname": "F3"}, tags=["r3"])
+            for p in people
+        ],
+    ]
+
+
 def _on_partition(prefix: str, partition: int, count: int, *, connection: str = "hs") -> list[str]:
     """`count` e-mails whose command key (t1:<connection>:<email>) the producer puts on `partition`."""
     out: list[str] = []
@@ -165,19 +178,7 @@ async def test_a_partition_that_moves_away_and_back_keeps_what_the_other_replica
     them: nothing B wrote may be lost, so A must not merge from what it cached before the gap."""
     await emulator.faults(systems=["hubspot"], rate_limit={"max_requests": 1000, "interval_ms": 1000})
     people = _on_partition("moving", 0, 30) + _on_partition("moving", 2, 30)
-    rounds = [
-        [
-            _command(
-                "r1", p, CommandOp.UPSERT_CONTACT, fields={"firstname": "F1", "lastname": "L1"}, tags=["r1"]
-            )
-            for p in people
-        ],
-        [_command("r2", p, CommandOp.UPSERT_CONTACT, fields={"lastname": "L2"}, tags=["r2"]) for p in people],
-        [
-            _command("r3", p, CommandOp.UPSERT_CONTACT, fields={"firstname": "F3"}, tags=["r3"])
-            for p in people
-        ],
-    ]
+    rounds = _three_rounds(people)
     async with (
         _HangOnce() as bot,
         TopicReader(kafka_settings, kafka_settings.topic(Topic.CRM_RESULTS)) as results,
@@ -233,19 +234,7 @@ async def test_a_frozen_replica_thrown_out_of_the_group_keeps_what_the_other_rep
     await emulator.faults(systems=["hubspot"], rate_limit={"max_requests": 1000, "interval_ms": 1000})
     config = _config(tmp_path, emulator.base_url, requests=1000, per_seconds=1)
     people = [f"frozen{i:03d}@example.com" for i in range(60)]
-    rounds = [
-        [
-            _command(
-                "r1", p, CommandOp.UPSERT_CONTACT, fields={"firstname": "F1", "lastname": "L1"}, tags=["r1"]
-            )
-            for p in people
-        ],
-        [_command("r2", p, CommandOp.UPSERT_CONTACT, fields={"lastname": "L2"}, tags=["r2"]) for p in people],
-        [
-            _command("r3", p, CommandOp.UPSERT_CONTACT, fields={"firstname": "F3"}, tags=["r3"])
-            for p in people
-        ],
-    ]
+    rounds = _three_rounds(people)
     async with TopicReader(kafka_settings, kafka_settings.topic(Topic.CRM_RESULTS)) as results:
         a = await writer_process(config, name="a", SHOPBOTLY_KAFKA_CLIENT_ID="a", **TOKEN_ENV)
         await _until(lambda: _metric_is(a, ASSIGNED, 3), timeout_s=30, what="A owns all 3 partitions")

@@ -165,9 +165,8 @@ async def state(
     # Notes and tickets have no identity of their own: their creates/updates are counted per object type.
     counters["records_by_type"] = await run_in_threadpool(rt.store.record_totals)
     # The most requests accepted in one rolling window (HubSpot's 10 s), per system with a short window.
-    counters["rate_window_peak"] = {
-        system.value: peak for system, limiter in rt.limiters.items() if (peak := limiter.window_peak) is not None
-    }
+    peaks = {system.value: limiter.window_peak for system, limiter in rt.limiters.items()}
+    counters["rate_window_peak"] = {system: peak for system, peak in peaks.items() if peak is not None}
     return {**view, "counters": counters, "webhooks": dict(rt.webhooks.stats)}
 
 
