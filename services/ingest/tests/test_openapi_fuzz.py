@@ -8,6 +8,7 @@ what drives arbitrary JSON through parsing, extraction and publishing.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -37,6 +38,10 @@ pytestmark = pytest.mark.integration
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 
 
+# The app's shutdown is bounded by its grace time; the test allows that and a margin, never more.
+SHUTDOWN_GRACE_S = 5.0
+
+
 @pytest.fixture
 def ingest_app(settings: Settings) -> Iterator[FastAPI]:
     # A source whose event type is a constant, so any generated JSON can be published.
@@ -44,10 +49,16 @@ def ingest_app(settings: Settings) -> Iterator[FastAPI]:
         **demo_config().tenants["acme"].sources["generic_hmac"].model_dump(mode="json", exclude_none=True)
     }
     fuzz["event_type"] = "'fuzz.event'"
-    app = create_app(settings, demo_config(fuzz=fuzz))
+    app = create_app(
+        settings.model_copy(update={"shutdown_grace_s": SHUTDOWN_GRACE_S}), demo_config(fuzz=fuzz)
+    )
     yield app
-    # schemathesis keeps the app's lifespan (and so the producer) running on its own loop; end it.
-    asgi.shutdown_lifespans()
+    # schemathesis keeps the app's lifespan (and so the producer) running on its own loop; end it, in a
+    # thread so that a shutdown that does not end fails this test instead of hanging the suite.
+    stopper = threading.Thread(target=asgi.shutdown_lifespans, name="fuzz-lifespan-shutdown", daemon=True)
+    stopper.start()
+    stopper.join(SHUTDOWN_GRACE_S + 10)
+    assert not stopper.is_alive(), f"the app's lifespan shutdown took more than {SHUTDOWN_GRACE_S + 10:g}s"
 
 
 @pytest.fixture

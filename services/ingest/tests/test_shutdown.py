@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -18,7 +19,9 @@ import pytest
 import yaml
 
 from shopbotly.common.events import RawEvent
+from shopbotly.common.health import Health
 from shopbotly.common.kafka import KafkaSettings
+from shopbotly.ingest.publisher import RawEventPublisher
 from shopbotly.ingest.testing import demo_config, read_topic, signed_headers
 
 pytestmark = pytest.mark.integration
@@ -38,6 +41,43 @@ async def _slow_body(body: bytes, pieces: int = 20, pause_s: float = 0.1) -> Asy
     for i in range(0, len(body), step):
         yield body[i : i + step]
         await asyncio.sleep(pause_s)
+
+
+async def _outlasting_cancel(release: asyncio.Event) -> None:
+    """What aiokafka's start or stop can do: outlast a cancel (here: ignore it until released)."""
+    while True:
+        try:
+            await release.wait()
+            return
+        except asyncio.CancelledError:
+            continue
+
+
+class _StuckProducer:
+    def __init__(self, release: asyncio.Event) -> None:
+        self.release = release
+
+    async def stop(self, timeout_s: float = 30.0) -> None:
+        await _outlasting_cancel(self.release)
+
+
+async def test_publisher_stop_returns_within_its_timeout_whatever_it_waits_on() -> None:
+    """Issue 15 item 10: the lifespan shutdown hung for 300 s. Neither a monitor task that will not end
+    nor a producer stop that will not end may hold it past the timeout."""
+    publisher = RawEventPublisher(
+        KafkaSettings(bootstrap="127.0.0.1:1"), "t", Health(), publish_timeout_s=1, check_interval_s=1
+    )
+    release = asyncio.Event()
+    publisher._task = asyncio.create_task(_outlasting_cancel(release))
+    publisher._producer = _StuckProducer(release)  # type: ignore[assignment]
+    started = time.monotonic()
+    stopping = asyncio.create_task(publisher.stop(1.0))
+    done, _ = await asyncio.wait({stopping}, timeout=10)
+    took = time.monotonic() - started
+    release.set()  # let the stand-ins end, whatever happened
+    await asyncio.sleep(0)
+    assert stopping in done and took < 1.5, took
+    assert not publisher.available
 
 
 async def test_sigterm_drains_in_flight_requests_and_loses_nothing(

@@ -282,13 +282,27 @@ class ResilientProducer:
         """Connect (raises when the broker cannot be reached, like `AIOKafkaProducer.start`)."""
         self._producer = await self._started()
 
-    async def stop(self) -> None:
-        """Flush what is pending and close, including producers still being retired."""
+    async def stop(self, timeout_s: float = 30.0) -> None:
+        """Flush what is pending and close, including producers still being retired, within `timeout_s`.
+
+        Bounded because an idempotent producer's batches wait for a leader for ever, and aiokafka's stop
+        can outlast a cancel (asyncio.wait_for would then wait for it too): what has not finished in time
+        is cancelled and not waited for, and the shutdown goes on.
+        """
         producer, self._producer = self._producer, None
+        pending: set[asyncio.Future[None]] = set(self._retiring)
         if producer is not None:
-            await producer.stop()
-        if self._retiring:
-            await asyncio.gather(*self._retiring, return_exceptions=True)
+            pending.add(asyncio.ensure_future(producer.stop()))
+        if not pending:
+            return
+        done, late = await asyncio.wait(pending, timeout=timeout_s)
+        for task in done:
+            if not task.cancelled() and (exc := task.exception()) is not None:
+                log.warning("kafka producer did not stop cleanly", client_role=self._role, error=repr(exc))
+        for task in late:
+            task.cancel()
+        if late:
+            log.warning("kafka producer did not stop in time", client_role=self._role, timeout_s=timeout_s)
 
     @property
     def client(self) -> AIOKafkaClient:

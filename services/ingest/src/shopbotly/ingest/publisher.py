@@ -29,6 +29,8 @@ __all__ = ["PublishFailed", "RawEventPublisher"]
 log = get_logger(__name__)
 
 READY = "kafka"
+# Longest wait for the monitor task to end once cancelled (the rest of the shutdown time is the flush's).
+_MONITOR_STOP_S = 2.0
 
 
 class PublishFailed(Exception):
@@ -79,20 +81,31 @@ class RawEventPublisher:
         return self.available
 
     async def stop(self, timeout_s: float) -> None:
-        """Stop monitoring, then flush what the producer holds and close it."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        """Stop monitoring, then flush what the producer holds and close it; returns within `timeout_s`.
+
+        Every step is bounded and never waits for a cancelled task to finish: the monitor may be inside
+        aiokafka's start or stop, which can outlast a cancel, and the flush waits for acknowledgements
+        that a missing partition leader never sends.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            _, late = await asyncio.wait({task}, timeout=min(_MONITOR_STOP_S, timeout_s / 2))
+            if late:
+                log.warning("kafka monitor did not stop in time; left behind")
         producer, self._producer = self._producer, None
         self._set_available(False, "stopped")
         if producer is not None:
-            try:
-                # stop() flushes pending batches before closing the connections.
-                await asyncio.wait_for(producer.stop(), timeout_s)
-            except Exception as exc:
-                log.warning("producer did not stop cleanly", error=type(exc).__name__)
+            # stop() flushes pending batches before closing the connections, bounded by what is left (and
+            # not trusted to keep to it: a stop still running then is cancelled and left behind).
+            left = max(deadline - loop.time(), 0.1)
+            stopping = asyncio.ensure_future(producer.stop(left))
+            _, late = await asyncio.wait({stopping}, timeout=left)
+            if late:
+                stopping.cancel()
+                log.warning("kafka producer did not stop in time; left behind", timeout_s=timeout_s)
 
     async def publish(self, events: Sequence[RawEvent]) -> list[BaseException | None]:
         """Write events and wait for the broker's acks (bounded by the publish timeout).
