@@ -98,7 +98,7 @@ async def test_broker_down_gives_503_with_retry_after_and_back_gives_202(
             answers.append(await ingest.client.post(url, content=body, headers=headers))
         assert [a.status_code for a in answers] == [503] * 6
         assert all(a.headers["retry-after"] == "7" for a in answers)
-        assert all(a.json()["error"] == "unavailable" for a in answers)
+        assert all(a.json()["code"] == "unavailable" for a in answers)
         lead = await ingest.client.post(
             "/api/v1/leads",
             json={"email": "x@y.zz"},

@@ -3,8 +3,11 @@ producer is not even started, so any request that got past the checks would answ
 
 from __future__ import annotations
 
+import itertools
+import re
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import orjson
 import pytest
@@ -38,7 +41,7 @@ async def test_unknown_tenant_or_source_is_404_counted_without_the_url_as_label(
     for path in ("/v1/webhooks/nobody/shopbotly", "/v1/webhooks/acme/nothing"):
         resp = await ingest.client.post(path, content=EVENT, headers=signed_headers("shopbotly", EVENT))
         assert resp.status_code == 404
-        assert resp.json()["error"] == "unknown_source"
+        assert resp.json()["code"] == "unknown_source"
     assert _rejections("_unknown", "_unknown", "unknown_source") == before + 2
     assert (
         REGISTRY.get_sample_value(
@@ -52,7 +55,7 @@ async def test_unknown_tenant_or_source_is_404_counted_without_the_url_as_label(
 async def test_wrong_content_type_is_415(ingest: Running) -> None:
     headers = {**signed_headers("shopbotly", EVENT), "content-type": "application/x-www-form-urlencoded"}
     resp = await ingest.client.post("/v1/webhooks/acme/shopbotly", content=EVENT, headers=headers)
-    assert resp.status_code == 415 and resp.json()["error"] == "unsupported_media_type"
+    assert resp.status_code == 415 and resp.json()["code"] == "unsupported_media_type"
 
 
 async def test_declared_length_over_the_limit_is_refused_before_any_byte_is_read(ingest: Running) -> None:
@@ -100,6 +103,16 @@ async def test_default_limit_applies_to_sources_without_their_own(offline_settin
         assert resp.status_code == 413
 
 
+GENERIC_401 = {
+    "type": "about:blank",
+    "title": "Unauthorized",
+    "status": 401,
+    "detail": "missing or invalid signature, or a timestamp outside the allowed window",
+    "code": "invalid_signature",
+    "errors": [],
+}
+
+
 @pytest.mark.parametrize(
     "kind", ["shopbotly", "stripe", "shopify", "github", "slack", "intercom", "hubspot", "generic_hmac"]
 )
@@ -110,22 +123,36 @@ async def test_bad_signature_is_401_without_detail_that_helps_forging(ingest: Ru
     before = _rejections("acme", kind, "signature_mismatch")
     resp = await ingest.client.post(f"/v1/webhooks/acme/{kind}", content=EVENT, headers=headers)
     assert resp.status_code == 401
-    assert resp.json() == {
-        "error": "signature_mismatch",
-        "detail": "missing or invalid signature, or a timestamp outside the allowed window",
-        "errors": [],
-    }
+    assert resp.headers["content-type"] == "application/problem+json"
+    assert resp.json() == GENERIC_401
     assert _rejections("acme", kind, "signature_mismatch") == before + 1
 
 
-async def test_stale_and_missing_signatures_are_401(ingest: Running) -> None:
-    stale = signed_headers("stripe", EVENT, now=time.time() - 3600)
-    resp = await ingest.client.post("/v1/webhooks/acme/stripe", content=EVENT, headers=stale)
-    assert (resp.status_code, resp.json()["error"]) == (401, "signature_stale")
-    resp = await ingest.client.post(
-        "/v1/webhooks/acme/stripe", content=EVENT, headers={"content-type": "application/json"}
-    )
-    assert (resp.status_code, resp.json()["error"]) == (401, "signature_missing")
+async def test_every_signature_failure_gets_the_same_answer_and_only_the_log_says_which(
+    ingest: Running, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Missing, malformed, stale and mismatched signatures: byte-identical bodies and headers; the reason
+    is in the metrics and the log line only."""
+    url = "/v1/webhooks/acme/stripe"
+    good = signed_headers("stripe", EVENT)
+    cases = {
+        "signature_missing": {"content-type": "application/json"},
+        "signature_malformed": {**good, "stripe-signature": "garbage"},
+        "signature_stale": signed_headers("stripe", EVENT, now=time.time() - 3600),
+        "signature_mismatch": signed_headers("stripe", EVENT, secret="whsec_wrong"),
+    }
+    answers = []
+    for reason, headers in cases.items():
+        before = _rejections("acme", "stripe", reason)
+        capsys.readouterr()
+        resp = await ingest.client.post(url, content=EVENT, headers=headers)
+        assert _rejections("acme", "stripe", reason) == before + 1, reason
+        assert reason in capsys.readouterr().out  # the operator's log names it
+        answers.append((resp.status_code, resp.content, sorted(resp.headers.items())))
+    assert all(a == answers[0] for a in answers), answers
+    assert answers[0][0] == 401 and orjson.loads(answers[0][1]) == GENERIC_401
+    for reason in cases:
+        assert reason.encode() not in answers[0][1]
 
 
 async def test_a_tenant_cannot_use_another_tenants_source(ingest: Running) -> None:
@@ -142,7 +169,7 @@ async def test_malformed_json_is_400_with_its_position(ingest: Running) -> None:
         "/v1/webhooks/acme/shopbotly", content=bad, headers=signed_headers("shopbotly", bad)
     )
     assert resp.status_code == 400
-    assert resp.json()["error"] == "malformed_json"
+    assert resp.json()["code"] == "malformed_json"
     assert "line 1 column 14" in resp.json()["detail"]
 
 
@@ -153,7 +180,7 @@ async def test_event_without_type_is_422_naming_the_field(ingest: Running) -> No
     )
     assert resp.status_code == 422
     problem = resp.json()
-    assert problem["error"] == "invalid_event"
+    assert problem["code"] == "invalid_event"
     assert problem["errors"][0]["loc"] == "body" and "body.type" in problem["errors"][0]["msg"]
 
 
@@ -219,7 +246,7 @@ async def test_lead_api_needs_a_valid_key_with_the_leads_scope(ingest: Running) 
     resp = await ingest.client.post(
         "/api/v1/leads", json=lead, headers={"authorization": f"Bearer {READ_ONLY_KEY}"}
     )
-    assert resp.status_code == 403 and resp.json()["error"] == "forbidden"
+    assert resp.status_code == 403 and resp.json()["code"] == "forbidden"
 
 
 async def test_lead_api_refuses_bad_bodies_with_field_paths(ingest: Running) -> None:
@@ -238,7 +265,7 @@ async def test_lead_api_refuses_bad_bodies_with_field_paths(ingest: Running) -> 
     resp = await ingest.client.post(
         "/api/v1/leads", json={"email": "a@b.co"}, headers={**AUTH, "idempotency-key": "bad key"}
     )
-    assert resp.status_code == 400 and resp.json()["error"] == "invalid_idempotency_key"
+    assert resp.status_code == 400 and resp.json()["code"] == "invalid_idempotency_key"
 
 
 # --- probes and docs -------------------------------------------------------------------------------
@@ -264,3 +291,32 @@ async def test_probes_docs_and_metrics(ingest: Running) -> None:
         "shopbotly_ingest_broker_up",
     ):
         assert name in text
+
+
+# --- the docs' examples ----------------------------------------------------------------------------
+
+DOCS = Path(__file__).resolve().parents[3] / "docs"
+
+
+def _doc_examples(text: str) -> list[tuple[str, str, dict[str, str], bytes, dict[str, object]]]:
+    """(method, path, headers, body, expected problem) of each ```http block and the ```json block after it."""
+    blocks = re.findall(r"```(http|json)\n(.*?)```", text, re.DOTALL)
+    examples = []
+    for (kind, request), (next_kind, answer) in itertools.pairwise(blocks):
+        if kind != "http" or next_kind != "json":
+            continue
+        head, _, body = request.partition("\n\n")
+        request_line, *header_lines = head.splitlines()
+        method, path, _ = request_line.split(" ")
+        headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in header_lines)}
+        examples.append((method, path, headers, body.strip().encode(), orjson.loads(answer)))
+    return examples
+
+
+async def test_http_errors_doc_examples(ingest: Running) -> None:
+    examples = _doc_examples((DOCS / "http-errors.md").read_text())
+    assert len(examples) == 2
+    for method, path, headers, body, expected in examples:
+        resp = await ingest.client.request(method, path, headers=headers, content=body)
+        assert resp.headers["content-type"] == "application/problem+json"
+        assert (resp.status_code, resp.json()) == (expected["status"], expected), path

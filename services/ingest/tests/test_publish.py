@@ -254,7 +254,7 @@ async def test_lead_is_published_and_idempotency_key_is_honoured(
     other = await c.post(
         "/api/v1/leads", json={**lead, "first_name": "Janet"}, headers={**auth, "idempotency-key": "form-42"}
     )
-    assert (other.status_code, other.json()["error"]) == (422, "idempotency_conflict")
+    assert (other.status_code, other.json()["code"]) == (422, "idempotency_conflict")
     # Another tenant's key space is its own.
     theirs = await c.post(
         "/api/v1/leads",

@@ -112,6 +112,37 @@ async def test_unknown_paths_and_methods_answer_problem_json(start: ServeFactory
         assert wrong.status_code == 405 and wrong.json()["status"] == 405
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/orders/a%2Fb",
+        "/api/v1/orders/..%2F..%2Fetc%2Fpasswd",
+        "/api/v1/tickets/T%2f1",
+        "/api/v1/customers/jane%2F..%40example.com/orders",
+    ],
+)
+async def test_an_encoded_slash_in_an_id_is_400(start: ServeFactory, path: str) -> None:
+    """An id or e-mail can never hold '/': sent encoded, it is a malformed parameter (as documented)."""
+    async with start() as r:
+        resp = await r.client.get(path, headers=auth())
+        assert resp.status_code == 400, resp.text
+        assert resp.headers["content-type"] == "application/problem+json"
+        assert resp.json()["code"] == "encoded_slash"
+
+
+async def test_nothing_redirects_and_a_trailing_slash_is_an_unknown_path(start: ServeFactory) -> None:
+    async with start() as r:
+        r.load([order()])
+        for path in ("/api/v1/orders/1001/", "/api/v1/customers/jane@example.com/orders/", "/healthz/"):
+            resp = await r.client.get(path, headers={**auth(), "host": "evil.example.com"})
+            assert resp.status_code == 404 and "location" not in resp.headers, path
+            assert resp.headers["content-type"] == "application/problem+json"
+            assert resp.json()["code"] == "not_found"
+        # A literal traversal is just another unknown path.
+        resp = await r.client.get("/api/v1/orders/../../etc/passwd", headers=auth())
+        assert resp.status_code == 404
+
+
 async def test_order_history_pages_newest_first_case_insensitively(start: ServeFactory) -> None:
     async with start() as r:
         r.load([order(order_id=f"o{m}", created=T0 + minutes(m)) for m in (3, 1, 4, 5, 2)])

@@ -226,8 +226,8 @@ def verify_standard_webhooks(
     now: float,
     tolerance_s: float = DEFAULT_TOLERANCE_S,
 ) -> None:
-    """Verify `webhook-id`, `webhook-timestamp` and `webhook-signature` against `whsec_` secrets (v1) and
-    `whpk_` public keys (v1a). Raises SignatureError."""
+    """Verify `webhook-id`, `webhook-timestamp` and `webhook-signature` (or their `svix-*` names, see
+    `verify_webhook`) against `whsec_` secrets (v1) and `whpk_` public keys (v1a). Raises SignatureError."""
     keys = _secrets(secrets)
     msg_id = _required(msg_id, "webhook-id")
     ts_text = _required(timestamp, "webhook-timestamp")
@@ -563,11 +563,13 @@ def verify_webhook(
     h = headers.get
     match kind:
         case "shopbotly" | "standard_webhooks":
+            # Senders that deliver through Svix name the same headers `svix-*`; like the svix library's
+            # own verifier, each `svix-*` header is read first and its `webhook-*` twin otherwise.
             verify_standard_webhooks(
                 secrets,
-                msg_id=h("webhook-id"),
-                timestamp=h("webhook-timestamp"),
-                signature=h("webhook-signature"),
+                msg_id=h("svix-id") or h("webhook-id"),
+                timestamp=h("svix-timestamp") or h("webhook-timestamp"),
+                signature=h("svix-signature") or h("webhook-signature"),
                 body=body,
                 now=now,
                 tolerance_s=tolerance_s,

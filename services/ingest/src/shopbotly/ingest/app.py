@@ -13,6 +13,7 @@ from shopbotly.common import __version__
 from shopbotly.common.config import ShopbotlyConfig, load_config
 from shopbotly.common.health import Health, probe_router
 from shopbotly.common.logging import get_logger
+from shopbotly.common.problems import install_problem_handlers, problem_openapi
 from shopbotly.common.topics import Topic
 from shopbotly.ingest import lead_routes, webhook_routes
 from shopbotly.ingest.edge import IngestRuntime
@@ -68,8 +69,11 @@ def create_app(settings: Settings, config: ShopbotlyConfig | None = None) -> Fas
         version=__version__,
         description=_DESCRIPTION,
         lifespan=lifespan,
+        # No redirects: a trailing slash is an unknown path (404), never a Location built from Host.
+        redirect_slashes=False,
     )
     app.state.runtime = runtime
+    install_problem_handlers(app)
     # The hot route first: routes are matched in order.
     app.include_router(webhook_routes.router)
     app.include_router(lead_routes.router)
@@ -86,7 +90,7 @@ def create_app(settings: Settings, config: ShopbotlyConfig | None = None) -> Fas
             nested = lead.pop("$defs", {})
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             components.update({"Lead": lead, **nested})
-            app.openapi_schema = schema
+            app.openapi_schema = problem_openapi(schema)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -23,6 +23,7 @@ from shopbotly.common.ids import content_event_id, normalize_email
 
 __all__ = [
     "KIND_DEFAULTS",
+    "MAX_JSON_DEPTH",
     "BodyLimit",
     "EventFields",
     "ExtractionRules",
@@ -35,6 +36,7 @@ __all__ = [
     "hubspot_elements",
     "hubspot_subject",
     "is_json_media_type",
+    "json_depth",
     "parse_json",
     "source_uri",
     "trace_id_from",
@@ -43,6 +45,11 @@ __all__ = [
 MAX_EVENT_ID = 512
 MAX_EVENT_TYPE = 256
 MAX_SUBJECT = 320
+# Deepest nesting of arrays and objects a body may have. The RawEvent envelope adds one level, and every
+# reader of raw-events parses it with pydantic, whose JSON parser stops at 200 levels (orjson writes at most
+# 254, and parses at most 1,024): a deeper body that ingest accepted would fail downstream, and one past
+# 254 failed to serialize here (a 500). 128 leaves room for the wrappers after ingest.
+MAX_JSON_DEPTH = 128
 
 
 # --- rejections ------------------------------------------------------------------------------------
@@ -56,7 +63,8 @@ class FieldError:
 
 
 class Rejection(Exception):
-    """A request refused with a 4xx/5xx. `reason` is a bounded metric label; `detail` goes to the client."""
+    """A request refused with a 4xx/5xx. `reason` is a bounded metric label and is logged; `code` (default:
+    the reason) and `detail` go to the client, so a reason the client must not learn stays out of both."""
 
     def __init__(
         self,
@@ -64,12 +72,16 @@ class Rejection(Exception):
         reason: str,
         detail: str,
         *,
+        code: str | None = None,
+        note: str | None = None,
         errors: list[FieldError] | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(detail)
         self.status = status
         self.reason = reason
+        self.code = code or reason
+        self.note = note  # for the operator's log only
         self.detail = detail
         self.errors = errors or []
         self.headers = headers or {}
@@ -113,15 +125,41 @@ def is_json_media_type(content_type: str | None) -> bool:
 
 
 def parse_json(body: bytes) -> Any:
-    """The parsed body, or a 400 naming where the JSON breaks."""
+    """The parsed body; a 400 naming where the JSON breaks, or saying it is nested too deep."""
     try:
-        return orjson.loads(body)
+        value = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
+        if exc.msg == "depth limit exceeded":
+            raise _too_deep() from None
         raise Rejection(
             400,
             "malformed_json",
             f"malformed JSON at line {exc.lineno} column {exc.colno} (byte {exc.pos}): {exc.msg}",
         ) from None
+    # Counting brackets (in C) rules out deep nesting for nearly every body without walking it.
+    if body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH and json_depth(value) > MAX_JSON_DEPTH:
+        raise _too_deep()
+    return value
+
+
+def _too_deep() -> Rejection:
+    return Rejection(
+        400, "too_deep", f"JSON nested deeper than {MAX_JSON_DEPTH} levels of arrays and objects"
+    )
+
+
+def json_depth(value: Any) -> int:
+    """Levels of arrays and objects (`1` is 0, `[]` 1, `[{}]` 2), counted without recursion."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return deepest
 
 
 # --- tracing ---------------------------------------------------------------------------------------
@@ -160,8 +198,11 @@ _SW_ID = (
 )
 
 KIND_DEFAULTS: dict[str, KindDefaults] = {
-    "shopbotly": KindDefaults('headers."webhook-id"', "body.type", _SW_EMAIL, _SW_ID),
-    "standard_webhooks": KindDefaults('headers."webhook-id"', "body.type", _SW_EMAIL, _SW_ID),
+    # svix-id first, as the signature check reads it (Svix senders name the headers svix-*).
+    "shopbotly": KindDefaults('headers."svix-id" || headers."webhook-id"', "body.type", _SW_EMAIL, _SW_ID),
+    "standard_webhooks": KindDefaults(
+        'headers."svix-id" || headers."webhook-id"', "body.type", _SW_EMAIL, _SW_ID
+    ),
     "stripe": KindDefaults(
         "body.id",
         "body.type",

@@ -17,11 +17,11 @@ from starlette.responses import Response
 from shopbotly.common.config import ShopbotlyConfig
 from shopbotly.common.health import Health
 from shopbotly.common.logging import bound, get_logger
+from shopbotly.common.problems import FieldProblem, Problem, problem_response
 from shopbotly.ingest import metrics
 from shopbotly.ingest.domain import BodyLimit, Rejection, is_json_media_type, trace_id_from
 from shopbotly.ingest.intake import Intake
 from shopbotly.ingest.publisher import RawEventPublisher
-from shopbotly.ingest.schemas import FieldProblem, Problem
 from shopbotly.ingest.settings import Settings
 
 __all__ = [
@@ -56,12 +56,19 @@ Runtime = Annotated[IngestRuntime, Depends(_runtime)]
 
 
 def _problem(description: str) -> dict[str, Any]:
+    # Filed under application/problem+json by app.py (problem_openapi).
     return {"model": Problem, "description": description}
 
 
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: _problem("Malformed JSON (with its position) or a bad header."),
-    401: _problem("Missing or invalid signature or API key, or a timestamp outside the allowed window."),
+    400: _problem(
+        "Malformed JSON (with its position), JSON nested too deep, a bad header, or an encoded '/' in"
+        " the path."
+    ),
+    401: _problem(
+        "Missing or invalid signature or API key, or a timestamp outside the allowed window (one answer"
+        " for every such failure)."
+    ),
     404: _problem("Unknown tenant or source."),
     413: _problem("Body larger than the limit."),
     415: _problem("Content-Type is not JSON."),
@@ -141,10 +148,12 @@ def _rejected(call: Call, rejection: Rejection) -> Response:
         reason=rejection.reason,
         tenant=call.tenant,
         source=call.source,
+        **({"note": rejection.note} if rejection.note else {}),
     )
-    problem = Problem(
-        error=rejection.reason,
-        detail=rejection.detail,
+    return problem_response(
+        rejection.status,
+        rejection.detail,
+        code=rejection.code,
         errors=[FieldProblem(loc=e.loc, msg=e.msg, type=e.type) for e in rejection.errors],
+        headers=rejection.headers,
     )
-    return json_response(rejection.status, problem, rejection.headers)

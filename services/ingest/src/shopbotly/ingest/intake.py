@@ -167,11 +167,14 @@ def verify_request(source: Source, request: WebhookRequest, *, now: float) -> No
             generic=source.scheme,
         )
     except SignatureError as exc:
-        # One answer for every failure, so the response does not help a forger; the reason is counted.
+        # One answer for every failure, so the response does not help a forger; the reason is counted
+        # (shopbotly_ingest_rejections_total) and logged, never sent.
         raise Rejection(
             401,
             f"signature_{exc.reason}",
             "missing or invalid signature, or a timestamp outside the allowed window",
+            code="invalid_signature",
+            note=exc.message,
         ) from None
 
 

@@ -14,9 +14,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 __all__ = [
     "Consent",
     "EventAccepted",
-    "FieldProblem",
     "Lead",
-    "Problem",
     "SlackChallenge",
     "WebhookAccepted",
     "lead_event_id",
@@ -105,17 +103,3 @@ class WebhookAccepted(_Strict):
 
 class SlackChallenge(_Strict):
     challenge: str
-
-
-class FieldProblem(_Strict):
-    loc: str
-    msg: str
-    type: str
-
-
-class Problem(_Strict):
-    """Every refusal: `error` is a stable code, `detail` says what to fix."""
-
-    error: str
-    detail: str
-    errors: list[FieldProblem] = Field(default_factory=list)

@@ -7,6 +7,7 @@ from typing import Annotated
 from pydantic import Field
 
 from shopbotly.common.config._sources import MAX_BODY_BYTES_LIMIT
+from shopbotly.common.http import HttpServerSettings
 from shopbotly.common.settings import ServiceSettings
 
 __all__ = ["Settings"]
@@ -33,3 +34,5 @@ class Settings(ServiceSettings):
     drain_delay_s: Annotated[float, Field(ge=0, le=60)] = 0.0
     # Proxies trusted for X-Forwarded-Proto/For (uvicorn's forwarded_allow_ips), comma-separated.
     forwarded_allow_ips: str = "127.0.0.1"
+    # Read deadlines and the connection cap of the HTTP server (`SHOPBOTLY_HTTP_*`).
+    http: HttpServerSettings = Field(default_factory=HttpServerSettings)

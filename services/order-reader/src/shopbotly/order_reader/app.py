@@ -12,8 +12,9 @@ from prometheus_client import REGISTRY, CollectorRegistry
 
 from shopbotly.common.config import ShopbotlyConfig, load_config
 from shopbotly.common.health import probe_router
+from shopbotly.common.problems import problem_openapi
 from shopbotly.order_reader.auth import SECURITY_SCHEMES
-from shopbotly.order_reader.problems import PROBLEM_TYPE, install_problem_handlers
+from shopbotly.order_reader.problems import install_problem_handlers
 from shopbotly.order_reader.routes import add_order_routes, add_ticket_routes
 from shopbotly.order_reader.runtime import Runtime
 from shopbotly.order_reader.settings import Settings
@@ -53,6 +54,8 @@ def create_app(
         description="Order and ticket lookups for the chatbot, answered from a local materialized table.",
         lifespan=lifespan,
         redoc_url=None,
+        # No redirects: `/api/v1/orders/1001/` is an unknown path (404), never a Location built from Host.
+        redirect_slashes=False,
     )
     app.state.runtime = runtime
     install_problem_handlers(app)
@@ -72,13 +75,7 @@ def _finish_openapi(app: FastAPI) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is not None:
             return app.openapi_schema
-        schema = generate()
-        for path in schema.get("paths", {}).values():
-            for operation in path.values():
-                for status, response in operation.get("responses", {}).items():
-                    content = response.get("content")
-                    if status[0] in "45" and content and "application/json" in content:
-                        content[PROBLEM_TYPE] = content.pop("application/json")
+        schema = problem_openapi(generate())
         schema.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
         app.openapi_schema = schema
         return schema

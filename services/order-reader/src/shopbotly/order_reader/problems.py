@@ -1,28 +1,16 @@
-"""Errors as RFC 9457 problem details (`application/problem+json`), for every error the service answers."""
+"""order-reader's refusals, counted per lookup kind and rendered in the shared problem format
+(`shopbotly.common.problems`, RFC 9457)."""
 
 from __future__ import annotations
 
-from http import HTTPStatus
-from typing import Any
-
-import orjson
 from fastapi import FastAPI, Request
-from pydantic import BaseModel
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from shopbotly.common.problems import Problem, problem_response
+from shopbotly.common.problems import install_problem_handlers as install_common_handlers
 from shopbotly.order_reader.metrics import LookupKind, Outcome
 
-__all__ = [
-    "PROBLEM_TYPE",
-    "Problem",
-    "ProblemError",
-    "bad_parameter",
-    "install_problem_handlers",
-    "problem_response",
-]
-
-PROBLEM_TYPE = "application/problem+json"
+__all__ = ["Problem", "ProblemError", "bad_parameter", "install_problem_handlers"]
 
 # What a malformed parameter should look like, in words, so a client knows what to send.
 _EXPECTED = {
@@ -42,16 +30,9 @@ ROUTE_KINDS = {
 }
 
 
-class Problem(BaseModel):
-    """RFC 9457 problem details."""
-
-    type: str = "about:blank"
-    title: str
-    status: int
-    detail: str
-
-
 class ProblemError(Exception):
+    """A refusal; its `outcome` labels the lookup metric and is the problem's `code`."""
+
     def __init__(
         self, status: int, detail: str, *, outcome: Outcome, headers: dict[str, str] | None = None
     ) -> None:
@@ -68,16 +49,6 @@ def bad_parameter(location: str, name: str, problem: str | None = None) -> Probl
     return ProblemError(400, f"{location} parameter {name}: {expected}", outcome=Outcome.BAD_REQUEST)
 
 
-def problem_response(status: int, detail: str, headers: dict[str, str] | None = None) -> Response:
-    body = {"type": "about:blank", "title": HTTPStatus(status).phrase, "status": status, "detail": detail}
-    return Response(
-        orjson.dumps(body),
-        status_code=status,
-        media_type=PROBLEM_TYPE,
-        headers={"Cache-Control": "no-store", **(headers or {})},
-    )
-
-
 def _count(request: Request, outcome: Outcome) -> None:
     route = request.scope.get("route")
     kind = ROUTE_KINDS.get(getattr(route, "name", ""))
@@ -90,15 +61,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def on_problem(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ProblemError)
         _count(request, exc.outcome)
-        return problem_response(exc.status, exc.detail, exc.headers)
+        return problem_response(exc.status, exc.detail, code=exc.outcome.value, headers=exc.headers)
 
-    async def on_http(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, StarletteHTTPException)
-        headers: dict[str, Any] = dict(exc.headers or {})
-        detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
-        if exc.status_code == 404:
-            detail = f"no such resource: {request.url.path}"
-        return problem_response(exc.status_code, detail, headers)
-
+    install_common_handlers(app)
     app.add_exception_handler(ProblemError, on_problem)
-    app.add_exception_handler(StarletteHTTPException, on_http)

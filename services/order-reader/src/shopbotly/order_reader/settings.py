@@ -7,6 +7,7 @@ from typing import Self
 
 from pydantic import Field, model_validator
 
+from shopbotly.common.http import HttpServerSettings
 from shopbotly.common.settings import ServiceSettings
 
 __all__ = ["Settings"]
@@ -37,6 +38,8 @@ class Settings(ServiceSettings):
     progress_log_interval_s: float = Field(default=5.0, gt=0)
     # Seconds between attempts while the broker or the topics are not there yet.
     startup_retry_s: float = Field(default=2.0, gt=0)
+    # Read deadlines and the connection cap of the HTTP server (`SHOPBOTLY_HTTP_*`).
+    http: HttpServerSettings = Field(default_factory=HttpServerSettings)
 
     @model_validator(mode="after")
     def _production_data_dir(self) -> Self:
