@@ -299,7 +299,7 @@ DOCS = Path(__file__).resolve().parents[3] / "docs"
 
 
 def _doc_examples(text: str) -> list[tuple[str, str, dict[str, str], bytes, dict[str, object]]]:
-    """(method, path, headers, body, expected problem) of each ```http block and the ```json block after it."""
+    """(method, path, headers, body, expected problem) of each ```http block and the ```json after it."""
     blocks = re.findall(r"```(http|json)\n(.*?)```", text, re.DOTALL)
     examples = []
     for (kind, request), (next_kind, answer) in itertools.pairwise(blocks):
