@@ -87,6 +87,6 @@ def test_settings_defaults_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SHOPBOTLY_MAX_IN_FLIGHT_PER_PARTITION", "8")
     s = Settings()
     assert (s.port, s.max_in_flight_per_partition) == (19102, 8)
-    monkeypatch.setenv("SHOPBOTLY_CIRCUIT_MAX_OPEN_S", "1")
+    monkeypatch.setenv("SHOPBOTLY_CIRCUIT_MAX_OPEN_S", "0.5")
     with pytest.raises(ValueError, match="SHOPBOTLY_CIRCUIT_MAX_OPEN_S"):
         Settings()

@@ -145,7 +145,7 @@ async def test_restart_mid_run_loses_nothing_and_creates_nothing_twice(kafka_set
     )
 
 
-async def test_crm_outage_opens_the_circuit_pauses_and_resumes_without_dead_letters(
+async def test_crm_outage_opens_the_circuit_holds_its_lane_and_resumes_without_dead_letters(
     kafka_settings: KafkaSettings,
 ) -> None:
     commands = mixed_commands(600, 60, seed=3, notes=False)
@@ -165,14 +165,17 @@ async def test_crm_outage_opens_the_circuit_pauses_and_resumes_without_dead_lett
         fake.outage = True
         await produce(kafka_settings, [command_record(c) for c in commands[100:]])
         async with asyncio.timeout(15):
-            while writer.circuit_state("t1:hs") is not CircuitState.OPEN or not writer.paused_partitions():
+            while writer.circuit_state("t1:hs") is not CircuitState.OPEN:
                 await asyncio.sleep(0.05)
         during = len(results_of(results))
         await asyncio.sleep(2.0)  # several probe periods: probes fail, nothing is given up
-        assert writer.paused_partitions() and len(results_of(results)) == during
+        assert len(results_of(results)) == during
+        held, oldest = writer.held()["t1:hs"]
+        assert held == 600 - during and oldest is not None and oldest > 1.0  # visible, with its age
+        assert not writer.paused_partitions()  # the lane holds its commands; the partitions keep flowing
         fake.outage = False
         await results.wait_for(count_results(600), timeout_s=30)
-        assert not writer.paused_partitions()
+        assert writer.held()["t1:hs"] == (0, None)
     assert dlq.records == []
     assert {r.outcome.value for r in results_of(results).values()} == {"applied"}
     assert actual_state(fake) == sequential_model(commands)

@@ -1,11 +1,12 @@
 """The crm-commands consumer: key-ordered and parallel, committed at the low watermark of finished work.
 
-Records of a partition are queued per key (tenant:connection:identity). Up to
-`max_in_flight_per_partition` identities are written at once; one identity's commands are taken
-together, checked against the ledger, coalesced and written strictly in order. An offset is finished
-when its outcome (applied, duplicate or dead-lettered) is published and acknowledged; the committed
-offset is the lowest unfinished one. Fetching of a partition pauses when it holds too much, or while a
-connection it has work for is in an outage (open circuit), and resumes after.
+Records of a partition are queued in one lane per connection (lanes.py), per key
+(tenant:connection:identity) within it. Up to `max_in_flight_per_partition` identities of each lane are
+written at once; one identity's commands are taken together, checked against the ledger, coalesced and
+written strictly in order. A connection in an outage (open circuit) or throttled holds back only its own
+lane: the others keep flowing, and a full lane leaves its further records in Kafka, uncommitted, to be
+fetched again when it has room. An offset is finished when its outcome (applied, duplicate or
+dead-lettered) is published and acknowledged; the committed offset is the lowest unfinished one.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import asyncio
 import contextlib
 import functools
 import random
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -53,8 +55,9 @@ from shopbotly.crm_writer import metrics
 from shopbotly.crm_writer.circuit import CircuitState
 from shopbotly.crm_writer.connectors import Connector, make_connector
 from shopbotly.crm_writer.domain import Envelope, Write, coalesce, parse_record
+from shopbotly.crm_writer.lanes import PartitionLanes, lane_of
 from shopbotly.crm_writer.ledger import Ledger
-from shopbotly.crm_writer.ordering import KeyedScheduler, OffsetTracker
+from shopbotly.crm_writer.ordering import OffsetTracker
 from shopbotly.crm_writer.ratelimit import partition_share
 from shopbotly.crm_writer.retry import RetryPolicy
 from shopbotly.crm_writer.runtime import BreakerSettings, ConnectionRuntime
@@ -68,14 +71,21 @@ SERVICE = "crm-writer"
 UNKNOWN_MEMBER_ID: str = JoinGroupRequest.UNKNOWN_MEMBER_ID
 
 
+# A command whose write fails this many times with an error that is not a CRM's answer (a bug, a broken
+# connection definition) is dead-lettered: it never holds its partition for ever.
+MAX_UNEXPECTED_FAILURES = 3
+
+
 @dataclass
 class _Partition:
     tp: TopicPartition
-    scheduler: KeyedScheduler[bytes, Envelope]
+    lanes: PartitionLanes
     tracker: OffsetTracker = field(default_factory=OffsetTracker)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
-    # Unfinished records per connection label: which circuits this partition's progress depends on.
-    connections: Counter[str] = field(default_factory=Counter)
+    # Unexpected (non-CRM) failures per offset, for MAX_UNEXPECTED_FAILURES.
+    strikes: Counter[int] = field(default_factory=Counter)
+    # While dropped records are fetched again: the first offset past the refetch.
+    refetch_end: int | None = None
     committed: int | None = None
     closing: bool = False
     paused: bool = False
@@ -97,11 +107,6 @@ class _Delivery:
 class _Route:
     runtime: ConnectionRuntime
     connector: Connector
-
-
-def _label(env: Envelope) -> str:
-    cmd = env.command
-    return f"{cmd.tenant}:{cmd.connection}" if cmd is not None else "invalid"
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -144,6 +149,7 @@ class Writer:
         )
         self._partitions: dict[TopicPartition, _Partition] = {}
         self._routes: dict[str, _Route] = {}
+        self._held_labels: set[str] = set()  # connections with a held gauge reported
         self._share = 1.0
         self._owned: set[int] = set()
         self._total_partitions = 0
@@ -240,6 +246,7 @@ class Writer:
             for tp, records in batch.items():
                 self._accept(tp, records)
             self._apply_pauses()
+            self._refetch_dropped()
             if loop.time() - last_commit >= s.commit_interval_s:
                 await self._commit(None)
                 self._report_gauges()
@@ -255,37 +262,39 @@ class Writer:
                 with contextlib.suppress(IllegalStateError, AssertionError):
                     self._consumer.seek(tp, records[0].offset)
             return
+        now_ms = int(time.time() * 1000)
         for r in records:
             if not part.tracker.is_new(r.offset):
-                continue  # already taken (a refetch after resume): never twice
-            env = parse_record(
-                topic=r.topic,
-                partition=r.partition,
-                offset=r.offset,
-                key=r.key,
-                value=r.value,
-                headers=r.headers,
-                timestamp_ms=r.timestamp,
-            )
+                # Already taken, or fetched again for a lane that had to drop it when it was full.
+                if part.lanes.is_dropped(r.offset):
+                    part.lanes.readmit(_envelope(r))
+                if part.refetch_end is not None and r.offset >= part.refetch_end - 1:
+                    part.refetch_end = None
+                continue
+            part.refetch_end = None
             part.tracker.add(r.offset)
-            part.connections[_label(env)] += 1
-            part.scheduler.push(r.key or b"", env)
+            part.lanes.admit(_envelope(r), now_ms=now_ms)
         self._dispatch(part)
 
+    def _held(self, label: str) -> bool:
+        """Whether a connection holds back its lanes: its circuit is open or probing."""
+        route = self._routes.get(label)
+        return route is not None and route.runtime.circuit_state is not CircuitState.CLOSED
+
     def _dispatch(self, part: _Partition) -> None:
-        while part.ready and not part.closing and (taken := part.scheduler.take()) is not None:
-            key, envs = taken
-            task = asyncio.create_task(self._work(part, key, envs), name=f"write-{part.tp.partition}")
+        while part.ready and not part.closing and (taken := part.lanes.take(self._held)) is not None:
+            label, key, envs = taken
+            task = asyncio.create_task(
+                self._work(part, label, key, envs), name=f"write-{part.tp.partition}-{label}"
+            )
             part.tasks.add(task)
 
     def _finish(self, part: _Partition, env: Envelope) -> None:
         part.tracker.finish(env.offset)
-        label = _label(env)
-        part.connections[label] -= 1
-        if part.connections[label] <= 0:
-            del part.connections[label]
+        part.lanes.finished(env)
+        part.strikes.pop(env.offset, None)
 
-    async def _work(self, part: _Partition, key: bytes, envs: list[Envelope]) -> None:
+    async def _work(self, part: _Partition, label: str, key: bytes, envs: list[Envelope]) -> None:
         requeue: list[Envelope] | None = None
         finished: set[int] = set()
         try:
@@ -293,19 +302,44 @@ class Writer:
             requeue = sorted(await self._process(part, envs, finished), key=lambda e: e.offset)
         except asyncio.CancelledError:
             raise
-        except Exception:
-            # A bug or an unexpected failure: nothing is lost (unfinished offsets stay uncommitted); the
-            # identity's remaining commands are tried again after a pause, in order.
-            log.exception("unexpected error writing commands; retrying them", partition=part.tp.partition)
+        except Exception as exc:
+            # A bug or a failure that is not a CRM's answer: nothing is lost (unfinished offsets stay
+            # uncommitted); the identity's first unfinished command is tried again after a pause, and
+            # dead-lettered with the reason once it failed MAX_UNEXPECTED_FAILURES times.
             requeue = [e for e in envs if e.offset not in finished]
-            await asyncio.sleep(self.settings.retry_cap_s)
+            requeue = await self._unexpected(part, requeue, exc)
         finally:
             task = asyncio.current_task()
             if task is not None:
                 part.tasks.discard(task)
             if not part.closing:
-                part.scheduler.done(key, requeue=requeue)
+                part.lanes.done(label, key, requeue=requeue)
                 self._dispatch(part)
+
+    async def _unexpected(self, part: _Partition, envs: list[Envelope], exc: Exception) -> list[Envelope]:
+        if not envs:
+            return envs
+        first = envs[0]
+        part.strikes[first.offset] += 1
+        strikes = part.strikes[first.offset]
+        log.error(
+            "unexpected error writing a command",
+            partition=part.tp.partition,
+            offset=first.offset,
+            failures=strikes,
+            error=f"{type(exc).__name__}: {exc}",
+            exc_info=strikes == 1,
+        )
+        if strikes < MAX_UNEXPECTED_FAILURES:
+            await asyncio.sleep(min(self.settings.retry_cap_s, self.settings.retry_base_s * 2**strikes))
+            return envs
+        error = PermanentError(
+            f"crm-writer failed on this command {strikes} times with an error that is not the CRM's "
+            f"answer: {type(exc).__name__}: {exc}"[:2000]
+        )
+        await self._dead_letter(first, first.command, error, tries=strikes)
+        self._finish(part, first)
+        return envs[1:]
 
     async def _process(self, part: _Partition, envs: list[Envelope], finished: set[int]) -> list[Envelope]:
         ledger = self._ledger
@@ -424,20 +458,28 @@ class Writer:
                 )
             conn = found
         assert self._client is not None
-        runtime = ConnectionRuntime(
-            label,
-            conn,
-            self._client,
-            breaker=self._breaker,
-            share=max(self._share, 1e-6),
-            on_circuit_change=self._circuit_changed,
-        )
-        route = _Route(runtime, make_connector(runtime, bot_webhook=bot))
+        try:
+            runtime = ConnectionRuntime(
+                label,
+                conn,
+                self._client,
+                breaker=self._breaker,
+                share=max(self._share, 1e-6),
+                on_circuit_change=self._circuit_changed,
+            )
+            connector = make_connector(runtime, bot_webhook=bot)
+        except PermanentError:
+            raise
+        except Exception as exc:  # a connection that cannot be built is a configuration error, not an outage
+            raise PermanentError(f"connection {label!r} cannot be used: {type(exc).__name__}: {exc}") from exc
+        route = _Route(runtime, connector)
         self._routes[label] = route
         return route
 
     def _circuit_changed(self, runtime: ConnectionRuntime) -> None:
-        self._apply_pauses()
+        # A circuit that closed lets its lanes take more identities again.
+        for part in self._partitions.values():
+            self._dispatch(part)
 
     async def _deliver(self, route: _Route, write: Write, partition: int) -> _Delivery:
         runtime = route.runtime
@@ -627,7 +669,7 @@ class Writer:
                 letter=letter,
             )
         ]
-        label = _label(env)
+        label = lane_of(env)
         if cmd is not None:
             result = CommandResult(
                 command_id=cmd.command_id,
@@ -669,6 +711,8 @@ class Writer:
     # -- partitions: pause, commit, rebalance -----------------------------------------------------
 
     def _apply_pauses(self) -> None:
+        """Pause fetching of a partition whose lanes together hold too much (a memory bound over all
+        lanes; one full lane drops its records to fetch them again instead, see lanes.py)."""
         consumer = self._consumer
         if consumer is None:
             return
@@ -676,11 +720,7 @@ class Writer:
         pause: list[TopicPartition] = []
         resume: list[TopicPartition] = []
         for tp, part in self._partitions.items():
-            blocked = part.scheduler.queued >= limit or any(
-                (route := self._routes.get(label)) is not None
-                and route.runtime.circuit_state is not CircuitState.CLOSED
-                for label in part.connections
-            )
+            blocked = part.lanes.queued >= limit
             if blocked and not part.paused:
                 pause.append(tp)
                 part.paused = True
@@ -698,6 +738,26 @@ class Writer:
             pass  # a rebalance took the partition meanwhile
         metrics.PAUSED_PARTITIONS.set(sum(1 for p in self._partitions.values() if p.paused))
 
+    def _refetch_dropped(self) -> None:
+        """Fetch again, from Kafka, the records a full lane had to drop, once that lane has room."""
+        consumer = self._consumer
+        if consumer is None:
+            return
+        for tp, part in self._partitions.items():
+            if part.refetch_end is not None or not part.ready or part.closing:
+                continue
+            start = part.lanes.refetch_from(self._held)
+            end = part.tracker.next_offset
+            if start is None or end is None:
+                continue
+            try:
+                consumer.seek(tp, start)
+            except (IllegalStateError, AssertionError):
+                continue  # a rebalance took the partition meanwhile
+            part.refetch_end = end
+            metrics.REFETCHES.inc()
+            log.info("fetching dropped commands again", partition=tp.partition, offset=start, until=end)
+
     @property
     def share(self) -> float:
         """This replica's share of every connection's rate limit (its fraction of the partitions)."""
@@ -714,6 +774,20 @@ class Writer:
 
     def paused_partitions(self) -> set[int]:
         return {tp.partition for tp, p in self._partitions.items() if p.paused}
+
+    def held(self) -> dict[str, tuple[int, float | None]]:
+        """Per connection (`tenant:connection`): commands not finished yet in this replica and the age in
+        seconds of the oldest (its record timestamp), throttled and outage work alike."""
+        totals: dict[str, tuple[int, float | None]] = {}
+        now_ms = time.time() * 1000
+        for part in self._partitions.values():
+            for label, st in part.lanes.stats().items():
+                held, oldest = totals.get(label, (0, None))
+                if st.oldest_ms is not None:
+                    age = max(0.0, (now_ms - st.oldest_ms) / 1000)
+                    oldest = age if oldest is None else max(oldest, age)
+                totals[label] = (held + st.held, oldest)
+        return totals
 
     async def _commit(self, tps: set[TopicPartition] | None) -> None:
         consumer = self._consumer
@@ -743,10 +817,18 @@ class Writer:
 
     def _report_gauges(self) -> None:
         consumer = self._consumer
+        held = self.held()
+        for label in self._held_labels - held.keys():
+            metrics.HELD.labels(label).set(0)
+            metrics.HELD_AGE.labels(label).set(0)
+        for label, (count, age) in held.items():
+            metrics.HELD.labels(label).set(count)
+            metrics.HELD_AGE.labels(label).set(age or 0.0)
+        self._held_labels = set(held)
         for tp, part in self._partitions.items():
             p = str(tp.partition)
-            metrics.QUEUE_DEPTH.labels(p).set(part.scheduler.queued)
-            metrics.IN_FLIGHT.labels(p).set(part.scheduler.active)
+            metrics.QUEUE_DEPTH.labels(p).set(part.lanes.queued)
+            metrics.IN_FLIGHT.labels(p).set(part.lanes.active)
             high = consumer.highwater(tp) if consumer is not None else None
             if high is not None:
                 done = part.tracker.committable()
@@ -842,9 +924,10 @@ class Writer:
             if tp not in self._partitions:
                 part = _Partition(
                     tp,
-                    KeyedScheduler(
+                    PartitionLanes(
                         max_active=self.settings.max_in_flight_per_partition,
                         max_take=self.settings.max_coalesce,
+                        max_queued=self.settings.max_buffered_per_connection,
                     ),
                 )
                 self._partitions[tp] = part
@@ -871,6 +954,18 @@ class Writer:
         metrics.ASSIGNMENTS.inc()
         self.health.set_ready("partitions", True, f"{len(mine)} of {total} partitions")
         log.info("partitions assigned", partitions=sorted(self._owned), share=round(self._share, 3))
+
+
+def _envelope(r: ConsumerRecord[bytes, bytes]) -> Envelope:
+    return parse_record(
+        topic=r.topic,
+        partition=r.partition,
+        offset=r.offset,
+        key=r.key,
+        value=r.value,
+        headers=r.headers,
+        timestamp_ms=r.timestamp,
+    )
 
 
 def _make_producer(settings: Settings) -> ResilientProducer:

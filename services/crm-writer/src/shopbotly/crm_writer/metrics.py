@@ -20,12 +20,15 @@ __all__ = [
     "DEAD_LETTERED",
     "E2E_LATENCY",
     "FENCED",
+    "HELD",
+    "HELD_AGE",
     "IN_FLIGHT",
     "PAUSED_PARTITIONS",
     "PRODUCER_REPLACED",
     "QUEUE_DEPTH",
     "RATE_LIMIT_RATE",
     "RATE_LIMIT_REMAINING",
+    "REFETCHES",
     "REQUESTS",
     "REQUEST_DURATION",
     "RETRIES",
@@ -92,6 +95,21 @@ BATCH_RECORDS = Histogram(
     f"{_S}_batch_records", "Records per batch request to a CRM.", ["connection", "op"], buckets=BATCH_BUCKETS
 )
 PAUSED_PARTITIONS = Gauge(f"{_S}_paused_partitions", "crm-commands partitions whose fetching is paused.")
+HELD = Gauge(
+    f"{_S}_held_commands",
+    "Commands of a connection not finished yet in this replica: queued, in flight (throttled or waiting for "
+    "an open circuit included) or left in Kafka to fetch again.",
+    ["connection"],
+)
+HELD_AGE = Gauge(
+    f"{_S}_held_oldest_age_seconds",
+    "Age of the oldest command of a connection not finished yet in this replica (0: none).",
+    ["connection"],
+)
+REFETCHES = Counter(
+    f"{_S}_refetches_total",
+    "Times a partition was read again from an older offset for commands a full connection lane dropped.",
+)
 ASSIGNED_PARTITIONS = Gauge(
     f"{_S}_assigned_partitions", "crm-commands partitions this replica owns and writes (0 while it drains)."
 )

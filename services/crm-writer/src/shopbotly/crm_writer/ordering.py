@@ -48,6 +48,11 @@ class OffsetTracker:
         while self._pending and self._pending[0] in self._finished:
             self._finished.discard(self._pending.popleft())
 
+    @property
+    def next_offset(self) -> int | None:
+        """One past the highest offset added (None before any)."""
+        return self._next
+
     def committable(self) -> int | None:
         """The offset to commit (the next record to read on restart), or None before any record."""
         if self._pending:

@@ -24,8 +24,11 @@ class Settings(ServiceSettings):
     consumer_group: Annotated[str, Field(validate_default=True)] = ""
     # Identities of one partition written concurrently; one identity is always strictly sequential.
     max_in_flight_per_partition: Annotated[int, Field(ge=1, le=10_000)] = 128
-    # Commands held in memory per partition before its fetching pauses (back-pressure).
-    max_buffered_per_partition: Annotated[int, Field(ge=1)] = 5000
+    # Commands of one connection held in memory per partition; past it, that connection's further commands
+    # stay in Kafka (uncommitted) and are fetched again when it has room. Other connections never wait.
+    max_buffered_per_connection: Annotated[int, Field(ge=1)] = 2000
+    # Commands of all connections held in memory per partition before its fetching pauses (a memory bound).
+    max_buffered_per_partition: Annotated[int, Field(ge=1)] = 20_000
     # Queued commands of one identity merged into one CRM write, at most.
     max_coalesce: Annotated[int, Field(ge=1, le=1000)] = 100
     commit_interval_s: Annotated[float, Field(gt=0, le=60)] = 1.0
@@ -42,8 +45,10 @@ class Settings(ServiceSettings):
     ledger_restore_timeout_s: Annotated[float, Field(gt=0)] = 300.0
     # Circuit breaker, per connection.
     circuit_failure_threshold: Annotated[int, Field(ge=1)] = 5
-    circuit_open_s: Annotated[float, Field(gt=0)] = 5.0
-    circuit_max_open_s: Annotated[float, Field(gt=0)] = 300.0
+    # Open for 1 s, then 2, then at most 4 s between single probes: a CRM that is back is found within a
+    # few seconds, and one that is still down gets one request per 4 s.
+    circuit_open_s: Annotated[float, Field(gt=0)] = 1.0
+    circuit_max_open_s: Annotated[float, Field(gt=0)] = 4.0
     # Consecutive 429s on a connection, with no success in between, after which it counts as an outage.
     throttle_outage_after: Annotated[int, Field(ge=1)] = 50
     # Exponential backoff with full jitter between attempts of one write.

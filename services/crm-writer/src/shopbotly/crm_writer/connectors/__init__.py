@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from shopbotly.common.config import BotWebhookConfig, ConnectionConfig
+from shopbotly.common.errors import PermanentError
 from shopbotly.crm_writer.connectors.base import Connector
 from shopbotly.crm_writer.connectors.bot import BotConnector
 from shopbotly.crm_writer.connectors.generic import GenericConnector
@@ -28,6 +29,8 @@ def make_connector(runtime: ConnectionRuntime, *, bot_webhook: BotWebhookConfig 
         return SalesforceConnector(runtime)
     if config.kind == "generic":
         return GenericConnector(runtime)
-    if bot_webhook is None:
-        raise ValueError(f"connection {runtime.name} is a bot webhook but the tenant has no bot_webhook")
-    return BotConnector(runtime, bot_webhook)
+    if config.kind == "bot_webhook":
+        if bot_webhook is None:
+            raise PermanentError(f"connection {runtime.name} is a bot webhook but its tenant has none")
+        return BotConnector(runtime, bot_webhook)
+    raise PermanentError(f"connection {runtime.name} has kind {config.kind!r}, which no connector implements")
