@@ -110,13 +110,13 @@ class WriterProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    async def metric(self, name: str) -> float | None:
-        """The value of an unlabelled metric on /metrics (None while it is not reported)."""
+    async def metric(self, name: str, **labels: str) -> float | None:
+        """The value of a metric sample on /metrics with exactly these labels (None while not reported)."""
         async with httpx.AsyncClient() as client:
             text = (await client.get(f"{self.url}/metrics", timeout=5)).text
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
-                if sample.name == name and not sample.labels:
+                if sample.name == name and sample.labels == labels:
                     return float(sample.value)
         return None
 

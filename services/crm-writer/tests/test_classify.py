@@ -151,8 +151,7 @@ def test_generic_templates_keep_types_and_fill_text() -> None:
         "n": 3,
         "tags": ["a"],
         "text": "Lead a@x.io (upsert_contact)",
-        "none": None,
         "k": 1,
-    }
+    }  # "none": a placeholder that gives null leaves its key out
     assert render("/contacts/{identity}", ctx, url=True) == "/contacts/a%40x.io"
     assert render("{missing.deep}", ctx) is None

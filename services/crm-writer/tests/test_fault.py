@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,9 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from shopbotly.common.events import CommandOp, CrmCommand
 from shopbotly.common.kafka import KafkaSettings
 from shopbotly.common.topics import Topic
 from shopbotly.crm_writer.testing import (
@@ -106,3 +109,138 @@ async def test_ten_thousand_commands_with_a_kill_9_mid_run(
         f"{repeats} repeated note/ticket creates, "
         f"{engagements['notes']['updates'] + engagements['tickets']['updates']} note/ticket upserts repeated"
     )
+
+
+class _BotEndpoint:
+    """A real bot endpoint on a fixed port that verifies each notification with `standardwebhooks`."""
+
+    def __init__(self, port: int, secret: str) -> None:
+        self.port = port
+        self._webhook = Webhook(secret)
+        self.ids: list[str] = []
+        self.payloads: list[dict[str, Any]] = []
+        self.rejected = 0
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode().split("\r\n")[1:]
+                headers = {
+                    k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines if ln)
+                }
+                body = await reader.readexactly(int(headers.get("content-length", "0")))
+                try:
+                    self.payloads.append(self._webhook.verify(body, headers))
+                    self.ids.append(headers["webhook-id"])
+                    status = b"204 No Content"
+                except WebhookVerificationError:
+                    self.rejected += 1
+                    status = b"400 Bad Request"
+                writer.write(b"HTTP/1.1 " + status + b"\r\ncontent-length: 0\r\n\r\n")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+async def test_a_kill_9_while_a_connection_is_held_back_loses_and_doubles_nothing(
+    kafka_settings: KafkaSettings, emulator: Any, tmp_path: Path, writer_process: Any
+) -> None:
+    """The bot endpoint is down (nothing listens): its notifications are held back in their lane while every
+    HubSpot write lands. The writer is SIGKILLed with the notifications still held, the endpoint comes up,
+    a new writer starts: every notification is delivered once, in order per identity, nothing is
+    dead-lettered, and HubSpot holds exactly the writes of the commands, one create per identity."""
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        bot_port = int(s.getsockname()[1])  # nothing listens here until the endpoint starts
+    config = tmp_path / "shopbotly.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "tenants": {
+                    "t1": {
+                        "connections": {
+                            "hs": {
+                                "kind": "hubspot",
+                                "base_url": emulator.base_url,
+                                "auth": {"kind": "bearer", "token": {"env": "SB_FAULT_HS_TOKEN"}},
+                                "rate_limit": {"requests": 1000, "per_seconds": 1},
+                            },
+                            "bot": {"kind": "bot_webhook", "max_attempts": 3, "timeout_s": 2},
+                        },
+                        "bot_webhook": {
+                            "url": f"http://127.0.0.1:{bot_port}/hook",
+                            "secret": {"env": "SB_FAULT_BOT_SECRET"},
+                        },
+                    }
+                }
+            }
+        )
+    )
+    await emulator.faults(systems=["hubspot"], rate_limit={"max_requests": 1000, "interval_ms": 1000})
+    env = {"SB_FAULT_HS_TOKEN": "emulator-hubspot-token", "SB_FAULT_BOT_SECRET": secret}
+    crm = mixed_commands(400, 80, seed=31, notes=False)
+    notify = [
+        CrmCommand(
+            command_id=f"held_{i:03d}",
+            tenant="t1",
+            connection="bot",
+            identity=f"b{i % 8}@example.com",
+            op=CommandOp.NOTIFY_BOT,
+            fields={"seq": i},
+            body=f"status {i}",
+            causation_event_id=f"eh{i}",
+            rule_id="fault",
+            mapping_version="1",
+        )
+        for i in range(48)
+    ]
+    await produce(kafka_settings, [command_record(c) for c in [*notify[:24], *crm, *notify[24:]]])
+    bot = _BotEndpoint(bot_port, secret)
+    async with (
+        TopicReader(kafka_settings, kafka_settings.topic(Topic.CRM_RESULTS)) as results,
+        TopicReader(kafka_settings, kafka_settings.topic(Topic.CRM_COMMANDS_DLQ)) as dlq,
+    ):
+        first = await writer_process(config, name="first", **env)
+        crm_ids = {c.command_id for c in crm}
+        await results.wait_for(lambda _: crm_ids <= set(results_of(results)), timeout_s=120)
+        held = await first.metric("shopbotly_crm_writer_held_commands", connection="t1:bot")
+        first.signal(signal.SIGKILL)
+        await first.proc.wait()
+        await bot.start()
+        try:
+            second = await writer_process(config, name="second", **env)
+            await results.wait_for(count_results(len(crm) + len(notify)), timeout_s=120)
+            await asyncio.sleep(1.0)  # a repeat would arrive now
+        finally:
+            await bot.stop()
+        second.signal(signal.SIGTERM)
+        await second.proc.wait()
+    print(f"\nheld back at the kill: {held}; delivered after restart: {len(bot.ids)}")
+    assert held == len(notify)
+    assert dlq.records == [] and bot.rejected == 0
+    assert sorted(bot.ids) == sorted(c.command_id for c in notify)  # each once
+    seqs: dict[str, list[int]] = {}
+    for payload in bot.payloads:
+        seqs.setdefault(payload["data"]["identity"], []).append(payload["data"]["seq"])
+    assert all(s == sorted(s) for s in seqs.values())
+    state = await emulator.state()
+    assert state["counters"]["writes_by_system"]["hubspot"]["creates"] == len(sequential_model(crm))
+    records = state["records"]["hubspot"]
+    for who, exp in sequential_model(crm).items():
+        props = {k: v for k, v in records[who]["properties"].items() if k not in ("email", "shopbotly_tags")}
+        assert props == {k: v for k, v in exp.properties.items() if v != ""}
+        assert [
+            t for t in (records[who]["properties"].get("shopbotly_tags") or "").split(";") if t
+        ] == exp.tags

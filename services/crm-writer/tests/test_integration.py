@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import httpx
 import orjson
 import pytest
 
@@ -13,8 +14,10 @@ from shopbotly.common.dlq import strip_error_headers
 from shopbotly.common.events import CommandOp, CommandResult, CrmCommand, decode_headers, message_headers
 from shopbotly.common.kafka import KafkaSettings
 from shopbotly.common.topics import Topic
+from shopbotly.crm_writer import metrics
 from shopbotly.crm_writer.circuit import CircuitState
 from shopbotly.crm_writer.engine import Writer
+from shopbotly.crm_writer.settings import Settings
 from shopbotly.crm_writer.testing import (
     BotReceiver,
     FakeHubSpot,
@@ -359,3 +362,145 @@ async def test_a_second_replica_takes_partitions_mid_run_and_the_limit_is_shared
     assert dlq.records == []
     assert actual_state(fake) == sequential_model(commands)  # revocation finished in-flight work: no repeats
     assert fake.creates == 90
+
+
+def _notifications(n: int, identities: int) -> list[CrmCommand]:
+    return [
+        CrmCommand(
+            command_id=f"bot_{i:04d}",
+            tenant="t1",
+            connection="bot",
+            identity=f"b{i % identities:03d}@example.com",
+            op=CommandOp.NOTIFY_BOT,
+            fields={"seq": i},
+            body=f"status {i}",
+            event_type="lead.qualified",
+            causation_event_id=f"eb{i}",
+            rule_id="r",
+            mapping_version="1",
+        )
+        for i in range(n)
+    ]
+
+
+async def test_a_down_bot_endpoint_holds_back_only_its_own_lane(kafka_settings: KafkaSettings) -> None:
+    """The bot endpoint answers 503 for a while; every HubSpot write still lands meanwhile (fetching never
+    pauses), the notifications wait in their lane (small lane buffers: most of them stay in Kafka and are
+    fetched again), and once the endpoint is back each is delivered once, in order per identity, and
+    nothing is dead-lettered."""
+    notify = _notifications(120, 12)
+    crm = mixed_commands(600, 120, seed=9, notes=False)
+    fake = FakeHubSpot(limit=None, latency_s=0.002)
+    bot = BotReceiver(BOT_SECRET, fail_with=503)
+    writer = Writer(
+        settings_for(kafka_settings, max_buffered_per_connection=10, max_in_flight_per_partition=8),
+        config(),
+        transport=RoutingTransport({"hubspot.test": fake.transport, "bot.test": bot.transport}),
+    )
+    refetches = metrics.REFETCHES._value.get()
+    await produce(kafka_settings, [command_record(c) for c in [*notify[:60], *crm, *notify[60:]]])
+    async with (
+        TopicReader(kafka_settings, kafka_settings.topic(Topic.CRM_RESULTS)) as results,
+        TopicReader(kafka_settings, kafka_settings.topic(Topic.CRM_COMMANDS_DLQ)) as dlq,
+        running(writer),
+    ):
+        ids = {c.command_id for c in crm}
+        await results.wait_for(lambda rs: ids <= set(results_of(results)), timeout_s=30)
+        assert writer.circuit_state("t1:bot") is not CircuitState.CLOSED
+        assert not writer.paused_partitions()
+        held, oldest = writer.held()["t1:bot"]
+        assert held == 120 and oldest is not None
+        assert not {c.command_id for c in notify} & set(results_of(results))
+        bot.fail_with = None
+        await results.wait_for(count_results(720), timeout_s=60)
+    assert dlq.records == []
+    assert metrics.REFETCHES._value.get() > refetches  # the lane dropped records and fetched them again
+    assert sorted(bot.ids) == sorted(c.command_id for c in notify)  # each delivered once
+    seqs: dict[str, list[int]] = {}
+    for payload in bot.received:
+        seqs.setdefault(payload["data"]["identity"], []).append(payload["data"]["seq"])
+    assert all(s == sorted(s) for s in seqs.values())  # in order per identity
+    assert actual_state(fake) == sequential_model(crm)
+
+
+class _Broken(httpx.AsyncBaseTransport):
+    """A peer whose requests fail with something that is not an HTTP answer nor a transport error: a bug."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.calls += 1
+        raise RuntimeError("connector bug")
+
+
+async def test_an_error_that_is_not_a_crm_answer_is_dead_lettered_and_holds_nothing(
+    kafka_settings: KafkaSettings,
+) -> None:
+    """A bug in one connection's path (here: the transport raises RuntimeError) is tried a few times, then
+    dead-lettered with its reason; the partition does not retry it for ever and other connections flow."""
+    notify = _notifications(4, 2)
+    crm = mixed_commands(100, 20, seed=10, notes=False)
+    fake = FakeHubSpot(limit=None)
+    broken = _Broken()
+    writer = Writer(
+        settings_for(kafka_settings),
+        config(),
+        transport=RoutingTransport({"hubspot.test": fake.transport, "bot.test": broken}),
+    )
+    await produce(kafka_settings, [command_record(c) for c in [*notify, *crm]])
+    async with (
+        TopicReader(kafka_settings, kafka_settings.topic(Topic.CRM_RESULTS)) as results,
+        TopicReader(kafka_settings, kafka_settings.topic(Topic.CRM_COMMANDS_DLQ)) as dlq,
+        running(writer),
+    ):
+        await results.wait_for(count_results(104), timeout_s=60)
+        await dlq.wait_for(lambda records: len(records) >= 4, timeout_s=10)
+    outcome = results_of(results)
+    assert {outcome[c.command_id].outcome.value for c in notify} == {"dead_lettered"}
+    assert {outcome[c.command_id].outcome.value for c in crm} == {"applied"}
+    headers = decode_headers(dlq.records[0].headers)
+    assert headers["error.class"] == "permanent" and "RuntimeError: connector bug" in headers["error.message"]
+    assert broken.calls <= 4 * 3  # tried a bounded number of times
+
+
+async def test_after_a_long_outage_writes_resume_within_5_s_and_probes_stay_sparse(
+    kafka_settings: KafkaSettings,
+) -> None:
+    """With the default circuit settings, a 25 s CRM outage is probed with single requests at most every
+    few seconds (not a request storm, not an open period doubling to minutes), and writing resumes within
+    5 s of the CRM's return."""
+    defaults = Settings()
+    commands = mixed_commands(200, 40, seed=12, notes=False)
+    fake = FakeHubSpot(limit=None, latency_s=0.002)
+    writer = Writer(
+        settings_for(
+            kafka_settings,
+            circuit_open_s=defaults.circuit_open_s,
+            circuit_max_open_s=defaults.circuit_max_open_s,
+            circuit_failure_threshold=defaults.circuit_failure_threshold,
+        ),
+        config(),
+        transport=RoutingTransport({"hubspot.test": fake.transport}),
+    )
+    async with (
+        TopicReader(kafka_settings, kafka_settings.topic(Topic.CRM_RESULTS)) as results,
+        running(writer),
+    ):
+        await produce(kafka_settings, [command_record(c) for c in commands[:100]])
+        await results.wait_for(count_results(100), timeout_s=30)
+        fake.outage = True
+        await produce(kafka_settings, [command_record(c) for c in commands[100:]])
+        async with asyncio.timeout(15):
+            while writer.circuit_state("t1:hs") is CircuitState.CLOSED:
+                await asyncio.sleep(0.05)
+        before = fake.requests
+        await asyncio.sleep(25)
+        probes = fake.requests - before
+        fake.outage = False
+        back = time.monotonic()
+        await results.wait_for(count_results(200), timeout_s=30)
+        resumed_after = time.monotonic() - back
+    print(f"\n25 s outage: {probes} probes; all written {resumed_after:.1f} s after the CRM came back")
+    assert 3 <= probes <= 25 / defaults.circuit_max_open_s + 3
+    assert resumed_after <= 5.0
