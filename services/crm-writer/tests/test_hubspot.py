@@ -229,15 +229,32 @@ async def test_quota_headers_lower_the_rate(make_runtime: Any) -> None:
 
 
 async def test_transport_errors_count_towards_the_circuit(make_runtime: Any) -> None:
+    def slow(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("no answer", request=request)
+
+    rt = make_runtime(hs_config(), httpx.MockTransport(slow))
+    hs = HubSpotConnector(rt)
+    try:
+        for i in range(3):
+            with pytest.raises(RetryableError, match="ReadTimeout"):
+                await hs.apply(write("a@x.io", i=i, fields={"firstname": "A"}), partition=0)
+    finally:
+        await hs.aclose()
+    assert rt.circuit_state is CircuitState.OPEN
+
+
+async def test_a_refused_connection_is_an_outage_at_once(make_runtime: Any) -> None:
+    """Nothing listens: the destination is down, so the circuit opens on the first refusal and the write
+    is an outage (no attempt spent, never dead-lettered for it)."""
+
     def down(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("refused", request=request)
 
     rt = make_runtime(hs_config(), httpx.MockTransport(down))
     hs = HubSpotConnector(rt)
     try:
-        for i in range(3):
-            with pytest.raises(RetryableError, match="ConnectError"):
-                await hs.apply(write("a@x.io", i=i, fields={"firstname": "A"}), partition=0)
+        with pytest.raises(OutageError, match="cannot connect"):
+            await hs.apply(write("a@x.io", fields={"firstname": "A"}), partition=0)
     finally:
         await hs.aclose()
     assert rt.circuit_state is CircuitState.OPEN

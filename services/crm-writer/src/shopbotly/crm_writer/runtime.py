@@ -216,6 +216,16 @@ class ConnectionRuntime:
         try:
             response = await self.client.send(request)
             await response.aread()
+        except httpx.ConnectError as exc:
+            # Nothing listens, or the host cannot be reached: the destination is down, not this request
+            # wrong. An outage at once (the circuit opens, the lane holds, no attempt is spent), so a
+            # down endpoint never exhausts a command's attempts into the dead-letter queue.
+            status = "error"
+            verdict = Verdict(
+                VerdictKind.OUTAGE,
+                0,
+                f"cannot connect ({type(exc).__name__}) for {request.method} {request.url.path}",
+            )
         except (httpx.TimeoutException, httpx.TransportError) as exc:
             status = "timeout" if isinstance(exc, httpx.TimeoutException) else "error"
             verdict = Verdict(
