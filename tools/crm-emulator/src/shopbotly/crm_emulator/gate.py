@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shopbotly.crm_emulator import metrics, shapes
+from shopbotly.crm_emulator import generic_noupsert, metrics, shapes
 from shopbotly.crm_emulator.domain import RateDecision, System, TokenStatus, decide_fault, fault_delay
 from shopbotly.crm_emulator.runtime import Runtime
 
@@ -36,7 +36,7 @@ def classify(path: str) -> tuple[System, Kind] | None:
         return System.SALESFORCE, "api"
     if path.startswith("/api/v1/oauth/"):
         return System.GENERIC, "oauth"
-    if path.startswith("/api/v1/"):
+    if path.startswith(("/api/v1/", generic_noupsert.PREFIX)):
         return System.GENERIC, "api"
     return None
 
@@ -128,7 +128,10 @@ class Gate:
             await self._reply(scope, receive, send, 503, shapes.outage_error(system), retry)
             return
         delay = fault_delay(plan, rt.rng.random())
-        if delay > 0:
+        # With `error_phase: after`, latency too comes after the effect: a client that times out has still
+        # written (the retry must converge on what its lost request did).
+        late = delay if plan.error_phase == "after" and kind == "api" else 0.0
+        if delay > 0 and not late:
             await asyncio.sleep(delay)
         if kind == "oauth":
             # Token endpoints are not rate limited and not failed at random: token managers are tested
@@ -142,6 +145,9 @@ class Gate:
             if system is System.GENERIC:
                 extra = {"WWW-Authenticate": 'Bearer realm="crm-emulator", error="invalid_token"'}
             presented = _bearer(headers) is not None or "x-api-key" in headers
+            if scope["path"].startswith(generic_noupsert.PREFIX) and not scope["path"].startswith("/api/v1/"):
+                await self._reply(scope, receive, send, 403, generic_noupsert.forbidden(presented))
+                return
             await self._reply(scope, receive, send, 401, shapes.unauthorized_error(system, presented), extra)
             return
         rate = rt.limiters[system].acquire(rt.clock())
@@ -165,6 +171,8 @@ class Gate:
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
+                if late:
+                    await asyncio.sleep(late)
                 mutable = MutableHeaders(scope=message)
                 for name, value in quota_headers.items():
                     mutable[name] = value

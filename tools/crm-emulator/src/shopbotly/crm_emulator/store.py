@@ -12,8 +12,8 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 
 from shopbotly.crm_emulator import salesforce_rules as sf
 from shopbotly.crm_emulator.domain import (
@@ -654,6 +654,65 @@ class Store:
         return self._insert(
             conn, System.GENERIC, "notes", None, {"body": body}, now, associations=[lead[0].object_id]
         )
+
+    # Generic CRM without upsert (the self-hosted flavour, `/api/leads/`): unique e-mail, update by id.
+
+    def generic_create_lead(
+        self, identity: str, fields: Mapping[str, str | None], now: float
+    ) -> StoredObject | None:
+        """A new lead, or None when one with this e-mail exists (checked and inserted in one transaction)."""
+        with self._tx() as conn:
+            if self._by_identity(conn, System.GENERIC, "leads", identity):
+                return None
+            merged, _ = merge_properties({}, fields)
+            return self._insert(conn, System.GENERIC, "leads", identity, merged, now)
+
+    def generic_update_lead(
+        self, object_id: str, fields: Mapping[str, str | None], identity: str | None, now: float
+    ) -> StoredObject | Literal["not_found", "taken"]:
+        """Fields written on the lead with this id; a new e-mail must be free (`taken` otherwise)."""
+        with self._tx() as conn:
+            lead = self._get(conn, System.GENERIC, "leads", object_id)
+            if lead is None:
+                return "not_found"
+            if identity is not None and identity != lead.identity:
+                if self._by_identity(conn, System.GENERIC, "leads", identity):
+                    return "taken"
+                conn.execute(
+                    "UPDATE objects SET identity = ? WHERE system = ? AND object_type = ? AND object_id = ?",
+                    (identity, System.GENERIC, "leads", object_id),
+                )
+                lead = replace(lead, identity=identity)
+            merged, _ = merge_properties(lead.properties, fields)
+            return self._update(conn, lead, merged, now, fields)
+
+    def generic_note_on(self, lead_id: str, body: str, now: float) -> StoredObject | None:
+        with self._tx() as conn:
+            if self._get(conn, System.GENERIC, "leads", lead_id) is None:
+                return None
+            return self._insert(
+                conn, System.GENERIC, "notes", None, {"body": body}, now, associations=[lead_id]
+            )
+
+    def generic_tags(self) -> list[StoredObject]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT * FROM objects WHERE system = ? AND object_type = 'tags' ORDER BY pk",
+                (System.GENERIC,),
+            ).fetchall()
+        return [_row_to_object(r) for r in rows]
+
+    def generic_create_tag(self, name: str, now: float) -> StoredObject | None:
+        """A new tag, or None when the name is taken."""
+        with self._tx() as conn:
+            taken = conn.execute(
+                "SELECT 1 FROM objects WHERE system = ? AND object_type = 'tags' "
+                "AND json_extract(properties, '$.name') = ?",
+                (System.GENERIC, name),
+            ).fetchone()
+            if taken:
+                return None
+            return self._insert(conn, System.GENERIC, "tags", None, {"name": name}, now)
 
     # ---------------------------------------------------------------------------------------------
     # Admin view
