@@ -316,7 +316,7 @@ async def test_a_portal_without_the_command_id_property_is_a_permanent_error(mak
     finally:
         await hs.aclose()
     message = str(refused.value)
-    assert "'shopbotly_command_id'" in message and "POST /crm/v3/properties/notes" in message
+    assert "'shopbotly_command_id'" in message and "shopbotly connections setup --apply" in message
     assert "hasUniqueValue" in message and fake.engagements == {}
 
 

@@ -122,7 +122,7 @@ async def test_a_portal_without_the_property_fails_permanently_naming_it(
         await hs.aclose()
     message = str(refused.value)
     assert "tickets property 'shopbotly_command_id' with unique values" in message
-    assert "POST /crm/v3/properties/tickets" in message and "docs/services/crm-writer.md" in message
+    assert "shopbotly connections setup --apply" in message and "docs/services/crm-writer.md" in message
     assert "non-unique 0-5 property shopbotly_command_id" in message  # what HubSpot said
     assert (await bare_portal.state())["records"]["hubspot"]["jo@example.com"]["tickets"] == []
 
@@ -141,3 +141,84 @@ async def test_a_ticket_refused_in_a_shared_upsert_fails_alone(make_runtime: Any
     assert isinstance(outcomes[1], PermanentError) and "SOMEDAY" in str(outcomes[1])
     tickets = (await portal.state())["records"]["hubspot"]["jo@example.com"]["tickets"]
     assert [t["properties"]["subject"] for t in tickets] == ["Fine"]
+
+
+@pytest.fixture
+async def fresh_portal() -> AsyncIterator[Portal]:
+    """A fresh portal: standard properties only, no custom one created."""
+    async for p in _portal(hubspot_unique_properties={}, hubspot_custom_properties=[]):
+        yield p
+
+
+def contact_write(command_id: str, fields: dict[str, Any]) -> Write:
+    cmd = CrmCommand(
+        command_id=command_id,
+        tenant="t",
+        connection="hs",
+        identity="jo@example.com",
+        op=CommandOp.UPSERT_CONTACT,
+        causation_event_id="e",
+        rule_id="r",
+        mapping_version="1",
+        fields=fields,
+    )
+    w = Write(WriteKind.CONTACT, "t", "hs", cmd.identity)
+    w.absorb(cmd, 0)
+    return w
+
+
+def _dropped_total() -> float:
+    from prometheus_client import REGISTRY
+
+    value = REGISTRY.get_sample_value(
+        "shopbotly_crm_writer_dropped_properties_total", {"connection": "t:crm", "object_type": "contacts"}
+    )
+    return value or 0.0
+
+
+async def test_properties_a_fresh_portal_refuses_are_dropped_and_the_rest_lands(
+    make_runtime: Any, fresh_portal: Portal
+) -> None:
+    """A Stripe checkout's contact on a portal nobody set up: name and phone land, the unknown id and an
+    invalid lifecycle stage are left out and named in the result."""
+    hs = connector(make_runtime, fresh_portal)
+    counted = _dropped_total()
+    fields = {
+        "firstname": "Jo",
+        "lastname": "Doe",
+        "phone": "+4915112345678",
+        "shopbotly_stripe_customer_id": "cus_123",
+        "lifecyclestage": "customerr",
+    }
+    try:
+        first = await hs.apply(contact_write("cmd-1", fields), partition=0)
+        second = await hs.apply(contact_write("cmd-2", {**fields, "firstname": "Joanna"}), partition=0)
+    finally:
+        await hs.aclose()
+    assert first["dropped_properties"] == "lifecyclestage,shopbotly_stripe_customer_id"
+    assert (
+        second["dropped_properties"] == first["dropped_properties"] and second["contact"] == first["contact"]
+    )
+    props = (await fresh_portal.state())["records"]["hubspot"]["jo@example.com"]["properties"]
+    assert (
+        props["firstname"] == "Joanna" and props["lastname"] == "Doe" and props["phone"] == "+4915112345678"
+    )
+    assert "shopbotly_stripe_customer_id" not in props and "lifecyclestage" not in props
+    assert _dropped_total() - counted == 4  # two properties, two writes
+
+
+async def test_with_dead_letter_policy_a_refused_property_fails_the_command(
+    make_runtime: Any, fresh_portal: Portal
+) -> None:
+    config = {
+        "kind": "hubspot",
+        "base_url": BASE,
+        "auth": {"kind": "bearer", "token": {"env": "SB_TEST_HS_TOKEN"}},
+        "options": {"unknown_properties": "dead_letter"},
+    }
+    hs = HubSpotConnector(make_runtime(config, fresh_portal.transport))
+    try:
+        with pytest.raises(PermanentError, match=r"PROPERTY_DOESNT_EXIST|does not exist"):
+            await hs.apply(contact_write("cmd-1", {"firstname": "Jo", "plan": "pro"}), partition=0)
+    finally:
+        await hs.aclose()

@@ -399,7 +399,7 @@ async def test_upsert_by_a_property_that_is_not_unique_is_refused_until_created(
     created = await emu.client.post("/crm/v3/properties/notes", headers=HUBSPOT, json=prop)
     assert created.status_code == 201 and created.json()["hasUniqueValue"] is True
     again = await emu.client.post("/crm/v3/properties/notes", headers=HUBSPOT, json=prop)
-    assert again.status_code == 409 and again.json()["category"] == "CONFLICT"
+    assert again.status_code == 409 and again.json()["category"] == "OBJECT_ALREADY_EXISTS"
     accepted = await emu.client.post(path, headers=HUBSPOT, json={"inputs": [note_upsert("cmd-1", "hi")]})
     assert accepted.status_code == 200
     tickets = await emu.client.post(

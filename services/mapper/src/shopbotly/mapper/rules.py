@@ -188,6 +188,8 @@ class CompiledCommand:
         identity: FieldSpec,
         limits: FieldLimits,
     ) -> None:
+        # The rule as configured, for tools that read what a mapping writes (`shopbotly connections check`).
+        self.template = template
         self.index = index
         self.op = template.op
         self.label = f"{label} ({template.op.value})"

@@ -1,8 +1,9 @@
 """HubSpot CRM routes: contacts (batch upsert, batch read, create, update, get), notes and tickets (create,
-batch upsert by a unique property), v4 default associations, and creating properties."""
+batch upsert by a unique property), v4 default associations, and the Properties API (list, get, create)."""
 
 from __future__ import annotations
 
+import fnmatch
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -10,7 +11,8 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from shopbotly.crm_emulator.deps import RuntimeDep, read_json
-from shopbotly.crm_emulator.domain import StoredObject, System, normalize_email
+from shopbotly.crm_emulator.domain import StoredObject, System, iso_ms, normalize_email
+from shopbotly.crm_emulator.hubspot_properties import OBJECT_TYPES
 from shopbotly.crm_emulator.hubspot_rules import (
     NOTE_TO_CONTACT,
     TICKET_TO_CONTACT,
@@ -50,6 +52,18 @@ def _object_type(name: str) -> str:
             400, hubspot_error(f"Unable to infer object type from: {name}", "VALIDATION_ERROR")
         )
     return name
+
+
+def _custom(rt: Runtime, object_type: str) -> list[str]:
+    """Custom properties records of `object_type` accept besides the standard ones: those created, and the
+    reply property where the portal is pre-provisioned (it matches `hubspot_custom_properties`)."""
+    names = set(rt.hubspot_properties.custom_names(object_type))
+    reply = rt.settings.hubspot_reply_property
+    if object_type == "tickets" and any(
+        fnmatch.fnmatchcase(reply, p) for p in rt.settings.hubspot_custom_properties
+    ):
+        names.add(reply)
+    return sorted(names)
 
 
 def _not_found() -> JSONResponse:
@@ -184,7 +198,7 @@ def _check_parents(missing: list[str]) -> None:
 async def create_engagement(object_type: str, request: Request, rt: RuntimeDep) -> JSONResponse:
     # `contacts` never reaches here: POST /contacts is routed to create_contact, declared first.
     kind = _object_type(object_type)
-    item = parse_engagement(kind, await _body(request), [rt.settings.hubspot_reply_property])
+    item = parse_engagement(kind, await _body(request), _custom(rt, kind))
     created, missing = await run_in_threadpool(
         rt.store.create_engagements,
         System.HUBSPOT,
@@ -223,7 +237,7 @@ async def batch_create_engagements(object_type: str, request: Request, rt: Runti
                 "VALIDATION_ERROR",
             ),
         )
-    items = [parse_engagement(kind, i, [rt.settings.hubspot_reply_property]) for i in inputs]
+    items = [parse_engagement(kind, i, _custom(rt, kind)) for i in inputs]
     created, missing = await run_in_threadpool(
         rt.store.create_engagements,
         System.HUBSPOT,
@@ -249,10 +263,10 @@ async def batch_upsert_engagements(object_type: str, request: Request, rt: Runti
     inputs = parse_engagement_upsert(
         kind,
         body,
-        rt.hubspot_unique.get(kind, set()),
+        rt.hubspot_properties.unique_names(kind),
         rt.settings.hubspot_batch_limit,
         rt.settings.hubspot_portal_id,
-        [rt.settings.hubspot_reply_property],
+        _custom(rt, kind),
     )
     outcomes = await run_in_threadpool(rt.store.hubspot_upsert_engagements, kind, inputs, started)
     if kind == "tickets":
@@ -300,22 +314,58 @@ async def associate_default(
     return JSONResponse(payload, status)
 
 
+def _property_object_type(name: str) -> str:
+    """An object type name or id (`contacts` or `0-1`) as the name the emulator stores it under."""
+    for type_name, type_id in OBJECT_TYPES.items():
+        if name in (type_name, type_id):
+            return type_name
+    raise RequestRejected(400, hubspot_error(f"Unable to infer object type from: {name}", "VALIDATION_ERROR"))
+
+
+@properties_router.get("/{object_type}")
+async def list_properties(object_type: str, rt: RuntimeDep, archived: bool = False) -> JSONResponse:
+    kind = _property_object_type(object_type)
+    return JSONResponse({"results": [] if archived else rt.hubspot_properties.list(kind)})
+
+
+@properties_router.get("/{object_type}/{property_name}")
+async def get_property(object_type: str, property_name: str, rt: RuntimeDep) -> JSONResponse:
+    kind = _property_object_type(object_type)
+    prop = rt.hubspot_properties.get(kind, property_name)
+    if prop is None:
+        return JSONResponse(
+            hubspot_error(
+                f"Unable to find property {property_name} for object type {OBJECT_TYPES[kind]}",
+                "OBJECT_NOT_FOUND",
+            ),
+            404,
+        )
+    return JSONResponse(prop)
+
+
 @properties_router.post("/{object_type}", status_code=201)
 async def create_property(object_type: str, request: Request, rt: RuntimeDep) -> JSONResponse:
-    """Only unique-valued properties matter to the emulator (the keys batch upsert accepts)."""
-    kind = _object_type(object_type)
+    """A custom property; from then on records of the type accept it (and upsert by it when unique)."""
+    kind = _property_object_type(object_type)
     body = await _body(request)
-    name = body.get("name") if isinstance(body, dict) else None
-    if not isinstance(name, str) or not name:
+    if not isinstance(body, dict):
         raise RequestRejected(
-            400, hubspot_error("Invalid input JSON: 'name' is required", "VALIDATION_ERROR")
+            400, hubspot_error("Invalid input JSON: expected an object", "VALIDATION_ERROR")
         )
-    unique = rt.hubspot_unique.setdefault(kind, set())
-    if name in unique:
-        return JSONResponse(hubspot_error(f"Property named '{name}' already exists.", "CONFLICT"), 409)
-    if body.get("hasUniqueValue") is True:
-        unique.add(name)
-    return JSONResponse({**body, "hasUniqueValue": body.get("hasUniqueValue") is True}, 201)
+    name = body.get("name")
+    if isinstance(name, str) and rt.hubspot_properties.exists(kind, name):
+        return JSONResponse(
+            hubspot_error(
+                f"Property named '{name}' already exists.",
+                "OBJECT_ALREADY_EXISTS",
+                subCategory="PropertyValidationError.PROPERTY_EXISTS",
+            ),
+            409,
+        )
+    created = rt.hubspot_properties.create(kind, body, iso_ms(rt.clock()))
+    if isinstance(created, str):
+        raise RequestRejected(400, hubspot_error(created, "VALIDATION_ERROR"))
+    return JSONResponse(created, 201)
 
 
 @router.patch("/tickets/{ticket_id}")
@@ -324,7 +374,7 @@ async def update_ticket(ticket_id: str, request: Request, rt: RuntimeDep) -> JSO
     current = await run_in_threadpool(rt.store.get, System.HUBSPOT, "tickets", ticket_id)
     if current is None:
         return _not_found()
-    incoming = parse_ticket_update(body, current.properties, [rt.settings.hubspot_reply_property])
+    incoming = parse_ticket_update(body, current.properties, _custom(rt, "tickets"))
     result = await run_in_threadpool(
         rt.store.update_object, System.HUBSPOT, "tickets", ticket_id, incoming, rt.clock()
     )

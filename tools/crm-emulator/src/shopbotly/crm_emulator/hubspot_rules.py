@@ -20,6 +20,7 @@ from shopbotly.crm_emulator.domain import (
     parse_timestamp,
     split_multi,
 )
+from shopbotly.crm_emulator.hubspot_properties import PropertyRegistry
 from shopbotly.crm_emulator.shapes import hubspot_error
 
 __all__ = [
@@ -121,16 +122,24 @@ def _invalid(message: str, **extra: Any) -> RequestRejected:
 
 @dataclass(frozen=True)
 class PropertySchema:
-    """Which properties exist. Unknown ones fail the record (PROPERTY_DOESNT_EXIST) when strict."""
+    """Which contact properties exist: `known`, those of the registry (standard and created through the
+    Properties API), and names matching `custom_patterns` (a portal pre-provisioned without definitions).
+    Unknown ones fail the record (PROPERTY_DOESNT_EXIST) when strict."""
 
     known: frozenset[str]
     custom_patterns: tuple[str, ...] = ("shopbotly_*",)
     strict: bool = True
+    registry: PropertyRegistry | None = None
 
     def exists(self, name: str) -> bool:
         if not self.strict or name in self.known:
             return True
+        if self.registry is not None and self.registry.exists("contacts", name):
+            return True
         return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.custom_patterns)
+
+    def value_problem(self, name: str, value: str | None) -> dict[str, Any] | None:
+        return self.registry.value_problem("contacts", name, value) if self.registry is not None else None
 
 
 def _coerce(name: str, value: Any, where: str) -> str | None:
@@ -176,6 +185,8 @@ def _property_problems(properties: Mapping[str, str | None], schema: PropertySch
                     "name": name,
                 }
             )
+        elif (invalid := schema.value_problem(name, properties[name])) is not None:
+            problems.append(invalid)
     return problems
 
 

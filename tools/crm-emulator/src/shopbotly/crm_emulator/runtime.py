@@ -14,6 +14,7 @@ from typing import Any
 
 from shopbotly.common.health import Health
 from shopbotly.crm_emulator.domain import FaultPlan, RateLimiter, RateLimitPolicy, System, TokenRegistry
+from shopbotly.crm_emulator.hubspot_properties import PropertyRegistry
 from shopbotly.crm_emulator.hubspot_rules import CONTACT_PROPERTIES, PropertySchema
 from shopbotly.crm_emulator.settings import EmulatorSettings, reveal
 from shopbotly.crm_emulator.store import Store
@@ -77,8 +78,8 @@ class Runtime:
     generic_tokens: frozenset[str]
     generic_api_keys: frozenset[str]
     hubspot_schema: PropertySchema
-    # Unique-valued properties per object type (settings, plus those created by the properties API).
-    hubspot_unique: dict[str, set[str]] = field(default_factory=dict)
+    # Every property per object type: a fresh portal's, the settings' unique ones, those created since.
+    hubspot_properties: PropertyRegistry
     tokens: TokenRegistry = field(default_factory=TokenRegistry)
     limiters: dict[System, RateLimiter] = field(default_factory=dict)
     faults: dict[System, FaultPlan] = field(default_factory=lambda: {s: FaultPlan() for s in System})
@@ -99,6 +100,22 @@ class Runtime:
 def build_runtime(settings: EmulatorSettings, clock: Callable[[], float] = time.time) -> Runtime:
     """Open the store and resolve secret references; fails at start when a reference cannot be read."""
     store = Store(settings.database())
+    registry = PropertyRegistry()
+    for object_type, names in settings.hubspot_unique_properties.items():
+        for name in names:
+            # Pre-provisioned: as `shopbotly connections setup` would have created it.
+            registry.create(
+                object_type,
+                {
+                    "name": name,
+                    "label": name,
+                    "type": "string",
+                    "fieldType": "text",
+                    "groupName": "shopbotly",
+                    "hasUniqueValue": True,
+                },
+                "2024-01-01T00:00:00.000Z",
+            )
     runtime = Runtime(
         settings=settings,
         store=store,
@@ -110,11 +127,12 @@ def build_runtime(settings: EmulatorSettings, clock: Callable[[], float] = time.
         generic_tokens=frozenset(reveal(t) for t in settings.generic_tokens),
         generic_api_keys=frozenset(reveal(k) for k in settings.generic_api_keys),
         hubspot_schema=PropertySchema(
-            known=CONTACT_PROPERTIES | {settings.hubspot_tag_property},
+            known=CONTACT_PROPERTIES,
             custom_patterns=tuple(settings.hubspot_custom_properties),
             strict=settings.hubspot_strict_properties,
+            registry=registry,
         ),
+        hubspot_properties=registry,
     )
-    runtime.hubspot_unique = {k: set(v) for k, v in settings.hubspot_unique_properties.items()}
     runtime.reset_limits()
     return runtime

@@ -148,6 +148,10 @@ class HubSpotOptions(StrictModel):
     )
     # Concurrent HTTP requests on this connection (the rate limit still applies).
     max_concurrent_requests: Annotated[int, Field(ge=1, le=64)] = 4
+    # A contact property the portal refuses (PROPERTY_DOESNT_EXIST, INVALID_OPTION, READ_ONLY_VALUE): `drop`
+    # writes the record without it (counted, logged once, named in the result's `dropped_properties`);
+    # `dead_letter` refuses the whole command. `shopbotly connections check` finds these before they happen.
+    unknown_properties: Literal["drop", "dead_letter"] = "drop"
 
 
 class SalesforceOptions(StrictModel):

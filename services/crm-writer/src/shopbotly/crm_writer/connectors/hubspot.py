@@ -16,12 +16,18 @@
   idempotent, so a retry after either (a kill between HubSpot's answer and the ledger ack, a failed
   association) converges on one associated record instead of a second one. A portal without the property
   refuses the upsert (400); that is a permanent error that says how to create the property.
+- A contact property the portal refuses (PROPERTY_DOESNT_EXIST, INVALID_OPTION, READ_ONLY_VALUE) never costs
+  the fields it has: with `unknown_properties: drop` (the default) the record is sent again without the
+  refused properties, which are counted (`shopbotly_crm_writer_dropped_properties_total`), logged once per
+  property, remembered for `state_ttl_s` (later writes leave them out without a refusal) and named in the
+  result (`crm_ids.dropped_properties`). `dead_letter` makes the refusal permanent instead.
 - Limits: `X-HubSpot-RateLimit-Max/-Remaining/-Interval-Milliseconds` feed the limiter; a 429 whose
   `policyName` is TEN_SECONDLY_ROLLING (or SECONDLY) throttles, DAILY is an outage (circuit opens).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,10 +35,18 @@ from typing import Any
 
 import httpx
 import orjson
+import structlog
 
 from shopbotly.common.errors import PermanentError, RetryableError, ShopbotlyError
 from shopbotly.common.events import CommandOp
-from shopbotly.crm_writer.connectors.base import Connector, ContactCache, ContactState, json_body, unsupported
+from shopbotly.crm_writer.connectors.base import (
+    DROPPED_PROPERTIES,
+    Connector,
+    ContactCache,
+    ContactState,
+    json_body,
+    unsupported,
+)
 from shopbotly.crm_writer.domain import Write, WriteKind, merged_properties, property_text
 from shopbotly.crm_writer.runtime import BatchQueue, ConnectionRuntime, Permit
 from shopbotly.crm_writer.verdict import (
@@ -44,7 +58,11 @@ from shopbotly.crm_writer.verdict import (
     parse_retry_after,
 )
 
-__all__ = ["HubSpotConnector", "classify_hubspot", "hubspot_quota", "record_error"]
+__all__ = ["HubSpotConnector", "classify_hubspot", "hubspot_quota", "record_error", "refused_properties"]
+
+_log = structlog.get_logger("shopbotly.crm_writer.hubspot")
+# Property problems that concern one property of the record, not the record itself.
+_DROPPABLE = frozenset({"PROPERTY_DOESNT_EXIST", "INVALID_OPTION", "READ_ONLY_VALUE"})
 
 _READ_ONLY = ("hs_object_id", "createdate", "lastmodifieddate", "hs_lastmodifieddate", "hs_createdate")
 _KINDS = {
@@ -127,6 +145,28 @@ def record_error(error: dict[str, Any]) -> ShopbotlyError:
     return PermanentError(message)
 
 
+def refused_properties(error: Any) -> dict[str, str]:
+    """The properties a HubSpot error refuses one by one (name → PROPERTY_DOESNT_EXIST, INVALID_OPTION or
+    READ_ONLY_VALUE), from its `errors[]` (`code`, `in`) or the JSON list in its message."""
+    if not isinstance(error, dict):
+        return {}
+    found: dict[str, str] = {}
+    for e in error.get("errors") or []:
+        if isinstance(e, dict) and e.get("code") in _DROPPABLE and e.get("in"):
+            found[str(e["in"])] = str(e["code"])
+    message = str(error.get("message") or "")
+    start = message.find("[")
+    if "Property values were not valid" in message and start >= 0:
+        try:
+            problems = orjson.loads(message[start:])
+        except orjson.JSONDecodeError:
+            problems = []
+        for p in problems if isinstance(problems, list) else []:
+            if isinstance(p, dict) and p.get("error") in _DROPPABLE and p.get("name"):
+                found.setdefault(str(p["name"]), str(p["error"]))
+    return found
+
+
 @dataclass(frozen=True)
 class _UpsertInput:
     identity: str
@@ -138,6 +178,8 @@ class _UpsertInput:
 class _Upserted:
     id: str
     created: bool
+    # Properties left out because the portal refused them (unknown_properties: drop).
+    dropped: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -176,6 +218,9 @@ class HubSpotConnector(Connector):
         assert cfg.base_url is not None
         self._base = cfg.base_url.rstrip("/")
         self.cache = ContactCache(ttl_s=self.options.state_ttl_s)
+        # Contact properties the portal refused, and when: left out of writes until `state_ttl_s` passed
+        # (then tried again, so a property created meanwhile is picked up).
+        self.refused: dict[str, float] = {}
         self._upserts: BatchQueue[_UpsertInput, _Upserted] = BatchQueue(
             runtime,
             max_batch=min(cfg.batch_size, 100),
@@ -218,7 +263,11 @@ class HubSpotConnector(Connector):
 
     async def apply(self, write: Write, *, partition: int) -> dict[str, str]:
         if write.kind is WriteKind.CONTACT:
-            return {"contact": await self._upsert_contact(write, partition)}
+            upserted = await self._upsert_contact(write, partition)
+            ids = {"contact": upserted.id}
+            if upserted.dropped:
+                ids["dropped_properties"] = ",".join(upserted.dropped)
+            return ids
         contact_id = await self._contact_id(write.identity, partition)
         if write.kind in (WriteKind.NOTE, WriteKind.ORDER):
             note_id = await self._create(
@@ -254,7 +303,7 @@ class HubSpotConnector(Connector):
             props["content"] = content
         return props
 
-    async def _upsert_contact(self, write: Write, partition: int) -> str:
+    async def _upsert_contact(self, write: Write, partition: int) -> _Upserted:
         identity = write.identity
         mode = self.options.read_before_write
         must_read = mode == "always" or (mode == "when_tags" and bool(write.tags))
@@ -262,9 +311,41 @@ class HubSpotConnector(Connector):
         tags_property = self.options.tags_property
         props = merged_properties(state.properties, write, tags_property=tags_property)
         props["email"] = identity  # the idProperty value; HubSpot keys the contact by it
+        known_refused = self._known_refused(props)
+        for name in known_refused:
+            props.pop(name, None)
         upserted = await self._upserts.submit(_UpsertInput(identity, props, write.key))
+        for name in upserted.dropped:
+            props.pop(name, None)
         self.cache.put(identity, ContactState(upserted.id, props, partition, read=state.read))
-        return upserted.id
+        dropped = tuple(sorted({*known_refused, *upserted.dropped}))
+        return _Upserted(upserted.id, upserted.created, dropped)
+
+    def _known_refused(self, props: dict[str, str]) -> list[str]:
+        if self.options.unknown_properties != "drop":
+            return []
+        now = time.monotonic()
+        ttl = self.options.state_ttl_s
+        known = [n for n in props if n != "email" and n in self.refused and now - self.refused[n] < ttl]
+        if known:
+            DROPPED_PROPERTIES.labels(self.runtime.name, "contacts").inc(len(known))
+        return known
+
+    def _note_refused(self, refused: dict[str, str]) -> None:
+        now = time.monotonic()
+        for name, code in refused.items():
+            DROPPED_PROPERTIES.labels(self.runtime.name, "contacts").inc()
+            if name not in self.refused:
+                # Once per property (and again after it was tried anew), never per record.
+                _log.warning(
+                    "crm_property_dropped",
+                    connection=self.runtime.name,
+                    object_type="contacts",
+                    property=name,
+                    reason=code,
+                    fix="shopbotly connections check / setup",
+                )
+            self.refused[name] = now
 
     async def _state(
         self, identity: str, partition: int, *, wanted: set[str], must_read: bool
@@ -337,6 +418,8 @@ class HubSpotConnector(Connector):
         if not verdict.ok:
             if verdict.kind is VerdictKind.PERMANENT and len(items) > 1:
                 return await self._split(items, self._send_upserts)
+            if verdict.kind is VerdictKind.PERMANENT:
+                return [await self._without_refused(items[0], json_body(response), verdict.error())]
             return [verdict.error()] * len(items)
         data = json_body(response)
         results: list[Any] = data.get("results", []) if isinstance(data, dict) else []
@@ -364,7 +447,7 @@ class HubSpotConnector(Connector):
                 continue
             e = errors_by_key.get(it.trace.lower()) or errors_by_key.get(it.identity.lower())
             if e is not None:
-                out.append(record_error(e))
+                out.append(await self._without_refused(it, e, record_error(e)))
                 continue
             out.append(RetryableError("HubSpot batch answer has no result for this record"))
             unmatched.append(i)
@@ -382,6 +465,25 @@ class HubSpotConnector(Connector):
         elif unmatched and errors:
             out[unmatched[0]] = record_error(errors[0]) if isinstance(errors[0], dict) else out[unmatched[0]]
         return out
+
+    async def _without_refused(
+        self, item: _UpsertInput, error_body: Any, error: BaseException
+    ) -> _Upserted | BaseException:
+        """The record sent again without the properties the portal refused (policy `drop`), or `error`."""
+        refused = {n: c for n, c in refused_properties(error_body).items() if n != "email"}
+        if not refused or self.options.unknown_properties != "drop":
+            return error
+        kept = {k: v for k, v in item.properties.items() if k not in refused}
+        if len(kept) == len(item.properties):
+            return error
+        self._note_refused(refused)
+        again = await self._send_upserts(
+            await self.runtime.permit(), [_UpsertInput(item.identity, kept, item.trace)]
+        )
+        result = again[0]
+        if isinstance(result, _Upserted):
+            return _Upserted(result.id, result.created, tuple(sorted({*refused, *result.dropped})))
+        return result
 
     def _engagement_sender(
         self, object_type: str
@@ -527,6 +629,6 @@ def _missing_property_message(object_type: str, id_property: str, crm_message: s
     return (
         f"HubSpot refused to upsert {object_type} by {id_property!r}: the portal needs a {object_type} "
         f"property {id_property!r} with unique values (hasUniqueValue: true). Create it once with "
-        f"POST /crm/v3/properties/{object_type} (the curl is in docs/services/crm-writer.md, "
-        f"'HubSpot one-time setup'), then redrive the DLQ. HubSpot said: {crm_message}"
+        f"`shopbotly connections setup --apply` (docs/services/crm-writer.md, 'HubSpot one-time setup'), "
+        f"then redrive the DLQ. HubSpot said: {crm_message}"
     )

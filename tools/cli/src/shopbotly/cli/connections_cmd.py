@@ -1,0 +1,418 @@
+"""`shopbotly connections check|setup`: a tenant's mapping against each CRM connection's own schema.
+
+`check` lists every property every rule can write (presets included, expanded by the mapper's own
+`compile_tenant`) on each HubSpot/Salesforce connection and whether the CRM has it, lets ShopBotly write it,
+and takes the values the mapping fixes. `setup` creates the custom properties ShopBotly owns (HubSpot).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.table import Table
+
+from shopbotly.cli._common import console, err_console, run
+from shopbotly.common.config import ConnectionConfig, FieldSpec, ShopbotlyConfig, load_config
+from shopbotly.common.errors import ConfigError, ShopbotlyError
+from shopbotly.crm_writer.schema import (
+    CommandShape,
+    FetchedSchema,
+    FieldInfo,
+    OwnedProperty,
+    Target,
+    ValueKind,
+    fetch_schema,
+    hubspot_definition,
+    owned_hubspot_properties,
+    problem,
+    targets,
+)
+from shopbotly.crm_writer.tokens import TokenManager
+from shopbotly.mapper.domain import compile_tenant
+
+__all__ = ["app"]
+
+app = typer.Typer(
+    help="Check CRM connections against their schema and create the properties ShopBotly needs.",
+    no_args_is_help=True,
+)
+
+ConfigOption = Annotated[
+    Path,
+    typer.Option("--config", envvar="SHOPBOTLY_CONFIG", help="Tenants config file"),
+]
+TenantOption = Annotated[
+    str | None, typer.Option("--tenant", help="Only this tenant (default: every tenant)")
+]
+_CHECKED_KINDS = ("hubspot", "salesforce")
+_TEXT_TRANSFORMS = frozenset(
+    {
+        "trim",
+        "lowercase",
+        "uppercase",
+        "email",
+        "e164",
+        "first_name",
+        "last_name",
+        "strip_html",
+        "truncate",
+        "string",
+        "template",
+    }
+)
+
+
+# -- what a mapping writes ----------------------------------------------------------------------------
+
+
+def _field_info(name: str, spec: FieldSpec) -> FieldInfo:
+    """A field's value kind and the values the mapping fixes (constants, map values, defaults)."""
+    kind: ValueKind = "any"
+    values: list[str] = []
+    if spec.value is not None:
+        kind = _kind_of(spec.value)
+        values.append(_text(spec.value))
+    elif spec.template is not None:
+        kind = "text"
+    for t in spec.transforms:
+        if t.name == "iso_date":
+            kind = "datetime"
+        elif t.name == "minor_units":
+            kind = "number"
+        elif t.name in _TEXT_TRANSFORMS:
+            kind = "text"
+        elif t.name == "map" and t.values is not None:
+            mapped = [v for v in t.values.values() if v is not None]
+            if t.fallback != "keep":
+                values = []  # only mapped values come out
+            values += [_text(v) for v in mapped]
+            if mapped and all(isinstance(v, str) for v in mapped):
+                kind = "text"
+    if spec.default is not None:
+        values.append(_text(spec.default))
+    return FieldInfo(name, kind, tuple(dict.fromkeys(values)))
+
+
+def _kind_of(value: Any) -> ValueKind:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int | float):
+        return "number"
+    return "text" if isinstance(value, str) else "any"
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+@dataclass
+class Written:
+    """One property a connection is written through, and the rules that write it."""
+
+    target: Target
+    rules: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ConnectionPlan:
+    tenant: str
+    name: str
+    config: ConnectionConfig
+    written: dict[tuple[str, str], Written] = field(default_factory=dict)
+    # Rules whose `extra_fields` write properties named by each event (unknown before run time).
+    dynamic: list[str] = field(default_factory=list)
+
+    def object_types(self) -> set[str]:
+        return {object_type for object_type, _ in self.written}
+
+
+def plan_connections(cfg: ShopbotlyConfig, tenant: str | None = None) -> list[ConnectionPlan]:
+    """Per HubSpot/Salesforce connection, every property the tenant's rules (presets included) write."""
+    if tenant is not None and tenant not in cfg.tenants:
+        raise ValueError(f"tenant {tenant!r} is not configured; tenants: {sorted(cfg.tenants)}")
+    plans: list[ConnectionPlan] = []
+    for tname, tcfg in cfg.tenants.items():
+        if tenant is not None and tname != tenant:
+            continue
+        by_name = {
+            name: ConnectionPlan(tname, name, conn)
+            for name, conn in tcfg.connections.items()
+            if conn.kind in _CHECKED_KINDS
+        }
+        for rule in compile_tenant(tname, tcfg).rules:
+            for command in rule.commands:
+                plan = by_name.get(command.connection)
+                if plan is None:
+                    continue
+                template = command.template
+                shape = CommandShape(
+                    op=template.op,
+                    fields=[_field_info(n, s) for n, s in template.fields.items()],
+                    tags=bool(template.tags or template.tags_from),
+                    body=template.body is not None,
+                    extra_fields=template.extra_fields is not None,
+                )
+                for target in targets(plan.config, shape):
+                    entry = plan.written.setdefault((target.object_type, target.name), Written(target))
+                    if rule.id not in entry.rules:
+                        entry.rules.append(rule.id)
+                    # Values fixed by several rules all have to be valid.
+                    if target.values:
+                        merged = tuple(dict.fromkeys((*entry.target.values, *target.values)))
+                        entry.target = Target(
+                            entry.target.object_type,
+                            entry.target.name,
+                            entry.target.source,
+                            entry.target.kind,
+                            merged,
+                            entry.target.not_sent,
+                        )
+                if shape.extra_fields and rule.id not in plan.dynamic:
+                    plan.dynamic.append(rule.id)
+        plans.extend(by_name.values())
+    return plans
+
+
+# -- reading the CRM ----------------------------------------------------------------------------------
+
+
+async def _read_schema(
+    plan: ConnectionPlan, client: httpx.AsyncClient, object_types: set[str]
+) -> FetchedSchema:
+    tokens = TokenManager(plan.config.auth, client)
+    try:
+        headers = await tokens.headers()
+    except ShopbotlyError as exc:
+        return FetchedSchema(errors={t: f"authentication failed: {exc}" for t in object_types})
+    base = None
+    if plan.config.kind == "salesforce" and plan.config.salesforce_options().use_instance_url:
+        base = tokens.instance_url
+    return await fetch_schema(plan.config, client, headers, object_types, base_url=base)
+
+
+@dataclass(frozen=True)
+class Row:
+    connection: str
+    object_type: str
+    name: str
+    status: str  # ok | missing | read-only | type | option | not sent | unchecked | unreadable
+    detail: str
+    rules: str
+    # `connections setup` creates it.
+    owned: bool = False
+
+    @property
+    def failed(self) -> bool:
+        return self.status in ("missing", "read-only", "type", "option", "unreadable")
+
+
+def check_rows(plan: ConnectionPlan, schema: FetchedSchema) -> list[Row]:
+    label = f"{plan.tenant}:{plan.name}"
+    owned = _owned_names(plan)
+    rows: list[Row] = []
+    for (object_type, name), written in sorted(plan.written.items()):
+        t = written.target
+        rules = ", ".join(written.rules)
+        if t.not_sent is not None:
+            rows.append(Row(label, object_type, name, "not sent", t.not_sent, rules))
+            continue
+        if object_type in schema.errors:
+            rows.append(Row(label, object_type, name, "unreadable", schema.errors[object_type], rules))
+            continue
+        props = schema.objects.get(object_type, {})
+        found = problem(t, props.get(name), object_known=object_type in schema.objects)
+        is_owned = (object_type, name) in owned
+        if found is None:
+            rows.append(Row(label, object_type, name, "ok", "", rules, is_owned))
+        else:
+            status, detail = found
+            if status == "missing" and is_owned:
+                detail += " (`shopbotly connections setup --apply` creates it)"
+            rows.append(Row(label, object_type, name, status, detail, rules, is_owned))
+    for rule in plan.dynamic:
+        rows.append(
+            Row(
+                label,
+                "contacts" if plan.config.kind == "hubspot" else "(record)",
+                "(extra_fields)",
+                "unchecked",
+                "property names come from each event; ones the CRM lacks are dropped at run time "
+                f"(unknown_properties: {plan.config.options.get('unknown_properties', 'drop')})",
+                rule,
+            )
+        )
+    return rows
+
+
+def _owned(plan: ConnectionPlan) -> list[OwnedProperty]:
+    if plan.config.kind != "hubspot":
+        return []
+    return owned_hubspot_properties(plan.config.hubspot_options(), plan.written.keys())
+
+
+def _owned_names(plan: ConnectionPlan) -> set[tuple[str, str]]:
+    return {(p.object_type, p.name) for p in _owned(plan)}
+
+
+def _load(config: Path) -> ShopbotlyConfig:
+    try:
+        return load_config(config)
+    except ConfigError as exc:
+        err_console.print(str(exc), markup=False, highlight=False)
+        raise typer.Exit(2) from None
+
+
+def _plans(config: Path, tenant: str | None) -> list[ConnectionPlan]:
+    cfg = _load(config)
+    try:
+        plans = plan_connections(cfg, tenant)
+    except ValueError as exc:
+        err_console.print(f"error: {exc}", markup=False, highlight=False)
+        raise typer.Exit(2) from None
+    if not plans:
+        err_console.print("no HubSpot or Salesforce connection to check", markup=False, highlight=False)
+    return plans
+
+
+@app.command("check")
+def check(config: ConfigOption = Path("config/shopbotly.yaml"), tenant: TenantOption = None) -> None:
+    """Check every property the mapping can write against each connection's schema.
+
+    Exit 0: everything fits; 1: a property is missing, read-only, of another type or a value is not one of
+    its options (or a schema could not be read); 2: config error.
+    """
+    plans = _plans(config, tenant)
+
+    async def read_all() -> list[Row]:
+        rows: list[Row] = []
+        async with httpx.AsyncClient() as client:
+            for plan in plans:
+                rows += check_rows(plan, await _read_schema(plan, client, plan.object_types()))
+        return rows
+
+    rows = run(read_all())
+    table = Table(title="CRM schema check", title_justify="left")
+    for column in ("connection", "object", "property", "status", "detail", "written by"):
+        table.add_column(column, overflow="fold")
+    styles = {"ok": "green", "not sent": "yellow", "unchecked": "yellow"}
+    for r in rows:
+        style = styles.get(r.status, "red")
+        table.add_row(r.connection, r.object_type, r.name, f"[{style}]{r.status}[/]", r.detail, r.rules)
+    console.print(table)
+    failed = [r for r in rows if r.failed]
+    console.print(
+        f"{len(rows)} properties checked: {len(rows) - len(failed)} fine, {len(failed)} problem(s)",
+        markup=False,
+        highlight=False,
+    )
+    if failed:
+        raise typer.Exit(1)
+
+
+# -- setup --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SetupStep:
+    connection: str
+    object_type: str
+    name: str
+    action: str  # exists | create | created | failed
+    detail: str = ""
+
+
+async def setup_connection(
+    plan: ConnectionPlan, client: httpx.AsyncClient, *, apply: bool
+) -> list[SetupStep]:
+    """Create (or with `apply=False` list) the owned properties the connection lacks."""
+    label = f"{plan.tenant}:{plan.name}"
+    owned = _owned(plan)
+    if not owned:
+        return []
+    object_types = {p.object_type for p in owned}
+    schema = await _read_schema(plan, client, object_types)
+    tokens = TokenManager(plan.config.auth, client)
+    base = (plan.config.base_url or "").rstrip("/")
+    steps: list[SetupStep] = []
+    for prop in owned:
+        if prop.object_type in schema.errors:
+            steps.append(
+                SetupStep(label, prop.object_type, prop.name, "failed", schema.errors[prop.object_type])
+            )
+            continue
+        existing = schema.objects.get(prop.object_type, {}).get(prop.name)
+        if existing is not None:
+            detail = "" if existing.unique or not prop.unique else "exists WITHOUT unique values: recreate it"
+            steps.append(SetupStep(label, prop.object_type, prop.name, "exists", detail))
+            continue
+        if not apply:
+            steps.append(SetupStep(label, prop.object_type, prop.name, "create", _describe(prop)))
+            continue
+        response = await client.post(
+            f"{base}/crm/v3/properties/{prop.object_type}",
+            json=hubspot_definition(prop),
+            headers=await tokens.headers(),
+            timeout=plan.config.timeout_s,
+        )
+        if response.status_code == 201:
+            steps.append(SetupStep(label, prop.object_type, prop.name, "created", _describe(prop)))
+        elif response.status_code == 409:  # created meanwhile (another setup run)
+            steps.append(SetupStep(label, prop.object_type, prop.name, "exists"))
+        else:
+            steps.append(
+                SetupStep(
+                    label,
+                    prop.object_type,
+                    prop.name,
+                    "failed",
+                    f"HTTP {response.status_code}: {response.text[:300]}",
+                )
+            )
+    return steps
+
+
+def _describe(prop: OwnedProperty) -> str:
+    return f"{prop.type}/{prop.field_type}" + (", unique values" if prop.unique else "")
+
+
+@app.command("setup")
+def setup(
+    config: ConfigOption = Path("config/shopbotly.yaml"),
+    tenant: TenantOption = None,
+    apply: Annotated[bool, typer.Option("--apply", help="Create the properties (default: dry run)")] = False,
+) -> None:
+    """Create the custom properties ShopBotly needs on each HubSpot connection (idempotent).
+
+    Without --apply, only lists what would be created. Exit 1 when a property could not be created.
+    """
+    plans = _plans(config, tenant)
+
+    async def all_steps() -> list[SetupStep]:
+        out: list[SetupStep] = []
+        async with httpx.AsyncClient() as client:
+            for plan in plans:
+                out += await setup_connection(plan, client, apply=apply)
+        return out
+
+    steps = run(all_steps())
+    for s in _sorted(steps):
+        line = f"{s.connection}  {s.object_type}.{s.name}: {s.action}" + (
+            f" ({s.detail})" if s.detail else ""
+        )
+        console.print(line, markup=False, highlight=False)
+    pending = sum(1 for s in steps if s.action == "create")
+    if pending:
+        console.print(f"dry run: {pending} to create; run again with --apply", markup=False, highlight=False)
+    if any(s.action == "failed" for s in steps):
+        raise typer.Exit(1)
+
+
+def _sorted(steps: list[SetupStep]) -> Iterator[SetupStep]:
+    yield from sorted(steps, key=lambda s: (s.connection, s.object_type, s.name))
