@@ -39,6 +39,7 @@ class VerdictKind(StrEnum):
     OUTAGE = "outage"  # quota exhausted for a long time (HubSpot DAILY, Salesforce REQUEST_LIMIT_EXCEEDED)
     AUTH = "auth"  # credentials refused: refresh once
     PERMANENT = "permanent"  # the request itself is wrong: no retry helps
+    DUPLICATE = "duplicate"  # the record already exists (a connection's response rule): converge on it
 
 
 @dataclass(frozen=True)
