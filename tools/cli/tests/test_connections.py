@@ -6,6 +6,7 @@ The emulator serves on a real port; the CLI runs in a worker thread (it calls as
 from __future__ import annotations
 
 import asyncio
+import shlex
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -226,3 +227,34 @@ async def test_the_official_hubspot_client_reads_and_creates_properties(portal: 
     status, body = got["conflict"]
     assert status == 409 and '"category":"OBJECT_ALREADY_EXISTS"' in body.replace(" ", "")
     assert got["missing"] == 404
+
+
+DOC = Path(__file__).resolve().parents[3] / "docs" / "services" / "crm-writer.md"
+CONFIG = Path(__file__).resolve().parents[3] / "config" / "shopbotly.yaml"
+
+
+def doc_commands() -> list[tuple[list[str], int]]:
+    """The commands of the 'HubSpot one-time setup' example, with the exit code its comment promises."""
+    section = DOC.read_text().split("#### HubSpot one-time setup", 1)[1]
+    block = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    out = []
+    for line in block.splitlines():
+        command, _, comment = line.partition("#")
+        expected = 1 if "exit 1" in comment else 0
+        out.append((shlex.split(command)[1:], expected))
+    return out
+
+
+async def test_the_documented_setup_runs_against_a_fresh_portal(
+    portal: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/services/crm-writer.md's example, with the shipped config pointed at a fresh emulator."""
+    monkeypatch.setenv("DEMO_HUBSPOT_TOKEN", TOKEN)
+    config = tmp_path / "shopbotly.yaml"
+    config.write_text(CONFIG.read_text().replace("http://127.0.0.1:8090", portal))
+    commands = doc_commands()
+    assert len(commands) == 4
+    for args, expected in commands:
+        args = [str(config) if a == "config/shopbotly.yaml" else a for a in args]
+        result = await cli(*args)
+        assert result.exit_code == expected, (args, result.output)

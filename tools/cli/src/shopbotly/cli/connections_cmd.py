@@ -254,7 +254,8 @@ def check_rows(plan: ConnectionPlan, schema: FetchedSchema) -> list[Row]:
 def _owned(plan: ConnectionPlan) -> list[OwnedProperty]:
     if plan.config.kind != "hubspot":
         return []
-    return owned_hubspot_properties(plan.config.hubspot_options(), plan.written.keys())
+    sent = [key for key, w in plan.written.items() if w.target.not_sent is None]
+    return owned_hubspot_properties(plan.config.hubspot_options(), sent)
 
 
 def _owned_names(plan: ConnectionPlan) -> set[tuple[str, str]]:
