@@ -18,6 +18,7 @@ __all__ = [
     "COMMANDS",
     "CONSUMER_LAG",
     "DEAD_LETTERED",
+    "DROPPED_PROPERTIES",
     "E2E_LATENCY",
     "FENCED",
     "HELD",
@@ -125,4 +126,11 @@ CONSUMER_LAG = consumer_lag_gauge("crm_writer")
 PRODUCER_REPLACED = Counter(
     "shopbotly_crm_writer_producer_replacements_total",
     "Kafka producers replaced after a failed delivery (a new producer id; see ResilientProducer).",
+)
+
+# Property names stay out of the labels (a tenant's extra_fields make them unbounded); each is logged once.
+DROPPED_PROPERTIES = Counter(
+    f"{_S}_dropped_properties_total",
+    "Property values left out of CRM writes because the CRM refused the property (unknown_properties: drop).",
+    ["connection", "object_type"],
 )

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from prometheus_client import Counter
 
 from shopbotly.common.errors import PermanentError
 from shopbotly.common.events import CommandOp
@@ -18,7 +17,6 @@ from shopbotly.crm_writer.domain import Write, WriteKind
 from shopbotly.crm_writer.runtime import ConnectionRuntime
 
 __all__ = [
-    "DROPPED_PROPERTIES",
     "STALL_RESET_S",
     "Connector",
     "ContactCache",
@@ -26,13 +24,6 @@ __all__ = [
     "json_body",
     "unsupported",
 ]
-
-# Property names stay out of the labels (a tenant's extra_fields make them unbounded); each is logged once.
-DROPPED_PROPERTIES = Counter(
-    "shopbotly_crm_writer_dropped_properties_total",
-    "Property values left out of CRM writes because the CRM refused the property (unknown_properties: drop).",
-    ["connection", "object_type"],
-)
 
 
 class Connector(abc.ABC):

@@ -40,7 +40,6 @@ import structlog
 from shopbotly.common.errors import PermanentError, RetryableError, ShopbotlyError
 from shopbotly.common.events import CommandOp
 from shopbotly.crm_writer.connectors.base import (
-    DROPPED_PROPERTIES,
     Connector,
     ContactCache,
     ContactState,
@@ -48,6 +47,7 @@ from shopbotly.crm_writer.connectors.base import (
     unsupported,
 )
 from shopbotly.crm_writer.domain import Write, WriteKind, merged_properties, property_text
+from shopbotly.crm_writer.metrics import DROPPED_PROPERTIES
 from shopbotly.crm_writer.runtime import BatchQueue, ConnectionRuntime, Permit
 from shopbotly.crm_writer.verdict import (
     Quota,
