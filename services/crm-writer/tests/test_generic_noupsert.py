@@ -152,8 +152,8 @@ async def test_retry_after_a_timed_out_create_converges_on_the_duplicate_answer(
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN)
     cfg = config(emulator.base_url, token_file, lookup="on_duplicate")
-    cfg.tenants["demo"].connections["crm"] = cfg.tenants["demo"].connections["crm"].model_copy(
-        update={"timeout_s": 0.5}
+    cfg.tenants["demo"].connections["crm"] = (
+        cfg.tenants["demo"].connections["crm"].model_copy(update={"timeout_s": 0.5})
     )
     writer = Writer(settings_for(kafka_settings), cfg)
     eve = "eve@example.com"
