@@ -96,8 +96,13 @@ def test_metric_names_follow_the_conventions(code: dict[str, CodeMetric]) -> Non
             problems.append(f"{name}: a counter must end in _total")
         if metric.type != "counter" and name.endswith("_total"):
             problems.append(f"{name}: only counters end in _total ({metric.type})")
-        if re.search(r"(duration|latency|_seconds)", name) and not (
-            metric.type == "histogram" and name.endswith("_seconds")
+        # An age or a timestamp is a point-in-time value, a gauge (as process_start_time_seconds); the
+        # time things take is a histogram.
+        point_in_time = metric.type == "gauge" and re.search(r"_(age|timestamp)_seconds$", name)
+        if (
+            re.search(r"(duration|latency|_seconds)", name)
+            and not point_in_time
+            and not (metric.type == "histogram" and name.endswith("_seconds"))
         ):
             problems.append(f"{name}: a duration is a histogram in seconds, named *_seconds")
         if any(name.endswith(unit) or f"{unit}_" in name for unit in NON_BASE_UNITS):

@@ -75,18 +75,26 @@ def probe_router(health: Health) -> APIRouter:
     return router
 
 
-def probe_app(health: Health, title: str) -> FastAPI:
+def probe_app(health: Health, title: str, extra: APIRouter | None = None) -> FastAPI:
     app = FastAPI(title=title, docs_url=None, redoc_url=None, openapi_url=None)
     app.include_router(probe_router(health))
+    if extra is not None:
+        app.include_router(extra)
     return app
 
 
 async def serve_probes(
-    health: Health, *, host: str, port: int, title: str
+    health: Health, *, host: str, port: int, title: str, extra: APIRouter | None = None
 ) -> tuple[uvicorn.Server, asyncio.Task[None]]:
-    """Serve probes and metrics on the current event loop (for workers whose main loop is Kafka)."""
+    """Serve probes and metrics (and a worker's own read-only `extra` routes) on the current event loop
+    (for workers whose main loop is Kafka)."""
     config = uvicorn.Config(
-        probe_app(health, title), host=host, port=port, log_config=None, access_log=False, lifespan="off"
+        probe_app(health, title, extra),
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
     )
     server = uvicorn.Server(config)
     # _serve, not serve: serve() captures SIGTERM/SIGINT, which belong to the worker's own shutdown.

@@ -7,6 +7,8 @@ import contextlib
 import signal
 
 import httpx
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
 
 from shopbotly.common.config import ShopbotlyConfig, load_config
 from shopbotly.common.health import Health, serve_probes
@@ -14,9 +16,21 @@ from shopbotly.common.logging import configure_logging, get_logger
 from shopbotly.crm_writer.engine import Writer
 from shopbotly.crm_writer.settings import Settings
 
-__all__ = ["create_writer", "run"]
+__all__ = ["create_writer", "run", "status_router"]
 
 log = get_logger(__name__)
+
+
+def status_router(writer: Writer) -> APIRouter:
+    """`GET /connections`: each connection's state in this replica (what `shopbotly connections status`
+    shows, merged over replicas)."""
+    router = APIRouter(tags=["status"])
+
+    @router.get("/connections", include_in_schema=False)
+    async def connections() -> JSONResponse:
+        return JSONResponse({"connections": writer.connection_status()})
+
+    return router
 
 
 def create_writer(
@@ -41,7 +55,7 @@ async def run(settings: Settings) -> None:
     health = Health()
     writer = create_writer(settings, health=health)
     server, server_task = await serve_probes(
-        health, host=settings.host, port=settings.port, title="crm-writer"
+        health, host=settings.host, port=settings.port, title="crm-writer", extra=status_router(writer)
     )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

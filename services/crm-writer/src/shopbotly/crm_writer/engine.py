@@ -775,6 +775,35 @@ class Writer:
     def paused_partitions(self) -> set[int]:
         return {tp.partition for tp, p in self._partitions.items() if p.paused}
 
+    def connection_status(self) -> list[dict[str, object]]:
+        """Each connection this replica has seen: circuit, held commands and the oldest's age, rate and
+        quota left, 429s and the last failure."""
+        held = self.held()
+        out: list[dict[str, object]] = []
+        for label in sorted(set(self._routes) | set(held)):
+            count, oldest = held.get(label, (0, None))
+            row: dict[str, object] = {
+                "connection": label,
+                "held": count,
+                "oldest_held_age_s": round(oldest, 1) if oldest is not None else None,
+            }
+            route = self._routes.get(label)
+            if route is not None:
+                rt = route.runtime
+                quota = rt.quota
+                row |= {
+                    "circuit": rt.circuit_state.name.lower(),
+                    "circuit_reason": rt.breaker.reason or None,
+                    "requests_per_s": round(rt.limit.requests_per_second, 3),
+                    "window_remaining": quota.remaining if quota else None,
+                    "daily_remaining": quota.daily_remaining if quota else None,
+                    "throttled": rt.throttled,
+                    "last_error": rt.last_error[1] if rt.last_error else None,
+                    "last_error_at": rt.last_error[0] if rt.last_error else None,
+                }
+            out.append(row)
+        return out
+
     def held(self) -> dict[str, tuple[int, float | None]]:
         """Per connection (`tenant:connection`): commands not finished yet in this replica and the age in
         seconds of the oldest (its record timestamp), throttled and outage work alike."""

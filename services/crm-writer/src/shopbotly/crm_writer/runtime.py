@@ -25,7 +25,7 @@ from shopbotly.crm_writer import metrics
 from shopbotly.crm_writer.circuit import CircuitBreaker, CircuitState
 from shopbotly.crm_writer.ratelimit import AdaptiveRateLimit
 from shopbotly.crm_writer.tokens import TokenManager
-from shopbotly.crm_writer.verdict import Verdict, VerdictKind
+from shopbotly.crm_writer.verdict import Quota, Verdict, VerdictKind
 
 __all__ = ["BatchQueue", "BreakerSettings", "ConnectionRuntime", "Permit"]
 
@@ -89,6 +89,10 @@ class ConnectionRuntime:
         self._changed = asyncio.Event()
         self._on_circuit_change = on_circuit_change
         self._reported_state = CircuitState.CLOSED
+        # What `GET /connections` reports: the CRM's last quota headers, 429s, the last failure.
+        self.quota: Quota | None = None
+        self.throttled = 0
+        self.last_error: tuple[float, str] | None = None  # (unix time, message)
         metrics.CIRCUIT_STATE.labels(name).set(CircuitState.CLOSED)
         metrics.RATE_LIMIT_RATE.labels(name).set(self.limit.requests_per_second)
 
@@ -160,7 +164,10 @@ class ConnectionRuntime:
         permit.used = True
         now = self._clock()
         quota = verdict.quota
+        if not verdict.ok:
+            self.last_error = (time.time(), verdict.message or f"HTTP {verdict.status}")
         if quota is not None:
+            self.quota = quota
             self.limit.observe(
                 now, max_requests=quota.max_requests, interval_s=quota.interval_s, remaining=quota.remaining
             )
@@ -171,6 +178,7 @@ class ConnectionRuntime:
             metrics.RATE_LIMIT_RATE.labels(self.name).set(self.limit.requests_per_second)
         kind = verdict.kind
         if kind is VerdictKind.THROTTLED:
+            self.throttled += 1
             self._consecutive_throttles += 1
             metrics.THROTTLED.labels(self.name, verdict.policy or "unknown").inc()
             wait = verdict.retry_after if verdict.retry_after is not None else 1.0

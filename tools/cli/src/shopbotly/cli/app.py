@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from shopbotly.cli import config_cmd, connections_cmd, topics_cmd
+from shopbotly.cli import config_cmd, connections_cmd, connections_status, topics_cmd
 from shopbotly.cli.demo_cmd import demo
 from shopbotly.cli.dlq_cmd import app as dlq_app
 from shopbotly.cli.ledger_cmd import app as ledger_app
@@ -20,6 +20,7 @@ app = typer.Typer(
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(topics_cmd.app, name="topics")
 app.add_typer(connections_cmd.app, name="connections")
+connections_cmd.app.command("status")(connections_status.status)
 app.command("replay")(replay)
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(ledger_app, name="ledger")
