@@ -45,6 +45,7 @@ def _writer(monkeypatch: pytest.MonkeyPatch) -> tuple[Writer, HubSpotConnector, 
     writer = Writer(settings_for(kafka), config)
     writer._ledger = _CaughtUpLedger()  # type: ignore[assignment]
     writer._client = httpx.AsyncClient(transport=httpx.MockTransport(lambda r: httpx.Response(500)))
+    writer._router.client = writer._client
     cmd = CrmCommand(
         command_id="c1",
         tenant="t1",
@@ -58,7 +59,7 @@ def _writer(monkeypatch: pytest.MonkeyPatch) -> tuple[Writer, HubSpotConnector, 
         received_at=None,
         tags=["x"],
     )
-    route = writer._route(cmd)
+    route = writer._router.route(cmd)
     assert isinstance(route.connector, HubSpotConnector)
     return writer, route.connector, kafka.topic(Topic.CRM_COMMANDS)
 

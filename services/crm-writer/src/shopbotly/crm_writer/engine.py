@@ -7,19 +7,20 @@ written strictly in order. A connection in an outage (open circuit) or throttled
 lane: the others keep flowing, and a full lane leaves its further records in Kafka, uncommitted, to be
 fetched again when it has room. An offset is finished when its outcome (applied, duplicate or
 dead-lettered) is published and acknowledged; the committed offset is the lowest unfinished one.
+
+This module is the consumer and the partitions' lifecycle; which route a command takes is routing.py, the
+attempts of one write delivery.py, and publishing what a command came to outcomes.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import random
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 
 import httpx
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -27,47 +28,33 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.protocol.group import JoinGroupRequest
 
-from shopbotly.common.config import ConnectionConfig, RateLimitConfig, ShopbotlyConfig
-from shopbotly.common.config._connections import RESERVED_BOT_CONNECTION
-from shopbotly.common.dlq import DeadLetter, publish_dead_letter
+from shopbotly.common.config import ShopbotlyConfig
 from shopbotly.common.errors import (
-    AuthError,
-    ErrorClass,
-    OutageError,
     PermanentError,
-    RetryableError,
-    ShopbotlyError,
 )
 from shopbotly.common.events import (
-    CommandOutcome,
-    CommandResult,
     CrmCommand,
-    Headers,
-    LedgerEntry,
-    message_headers,
-    utcnow,
 )
 from shopbotly.common.health import Health
 from shopbotly.common.kafka import ResilientProducer, make_consumer
-from shopbotly.common.logging import bound, get_logger
+from shopbotly.common.logging import get_logger
 from shopbotly.common.topics import Topic
 from shopbotly.crm_writer import metrics
 from shopbotly.crm_writer.circuit import CircuitState
-from shopbotly.crm_writer.connectors import Connector, make_connector
-from shopbotly.crm_writer.domain import Envelope, Write, coalesce, parse_record
-from shopbotly.crm_writer.lanes import PartitionLanes, lane_of
+from shopbotly.crm_writer.delivery import Deliverer
+from shopbotly.crm_writer.domain import Envelope, coalesce, parse_record
+from shopbotly.crm_writer.lanes import PartitionLanes
 from shopbotly.crm_writer.ledger import Ledger
 from shopbotly.crm_writer.ordering import OffsetTracker
+from shopbotly.crm_writer.outcomes import Outcomes
 from shopbotly.crm_writer.ratelimit import partition_share
-from shopbotly.crm_writer.retry import RetryPolicy
+from shopbotly.crm_writer.routing import Router
 from shopbotly.crm_writer.runtime import BreakerSettings, ConnectionRuntime
 from shopbotly.crm_writer.settings import COMMIT_BOUND_S, Settings
-from shopbotly.crm_writer.verdict import ThrottledError
 
 __all__ = ["Writer"]
 
 log = get_logger(__name__)
-SERVICE = "crm-writer"
 UNKNOWN_MEMBER_ID: str = JoinGroupRequest.UNKNOWN_MEMBER_ID
 
 
@@ -91,22 +78,6 @@ class _Partition:
     paused: bool = False
     # False until the ledger has caught up after the assignment: records queue, nothing is written yet.
     ready: bool = False
-
-
-@dataclass
-class _Delivery:
-    ok: bool
-    crm_ids: dict[str, str]
-    tries: int
-    first_at: datetime
-    last_at: datetime
-    error: ShopbotlyError | None = None
-
-
-@dataclass
-class _Route:
-    runtime: ConnectionRuntime
-    connector: Connector
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -136,19 +107,25 @@ class Writer:
         self.config = config
         self.health = health or Health()
         self._transport = transport
-        self._rng = rng or random.Random()
         kafka = settings.kafka
         self.commands_topic = kafka.topic(Topic.CRM_COMMANDS)
         self.results_topic = kafka.topic(Topic.CRM_RESULTS)
         self.dlq_topic = kafka.topic(Topic.CRM_COMMANDS_DLQ)
-        self._breaker = BreakerSettings(
+        breaker = BreakerSettings(
             failure_threshold=settings.circuit_failure_threshold,
             open_s=settings.circuit_open_s,
             max_open_s=settings.circuit_max_open_s,
             throttle_outage_after=settings.throttle_outage_after,
         )
+        self._router = Router(config, breaker=breaker, on_circuit_change=self._circuit_changed)
+        self._deliverer = Deliverer(
+            retry_base_s=settings.retry_base_s,
+            retry_cap_s=settings.retry_cap_s,
+            throttle_outage_after=settings.throttle_outage_after,
+            rng=rng,
+        )
+        self._outcomes: Outcomes | None = None
         self._partitions: dict[TopicPartition, _Partition] = {}
-        self._routes: dict[str, _Route] = {}
         self._held_labels: set[str] = set()  # connections with a held gauge reported
         self._share = 1.0
         self._owned: set[int] = set()
@@ -186,9 +163,13 @@ class Writer:
             ),
             follow_redirects=False,
         )
+        self._router.client = self._client
         self._producer = producer = _make_producer(s)
         await producer.start()
         self._ledger = Ledger(s.kafka, producer)
+        self._outcomes = Outcomes(
+            producer, self._ledger, results_topic=self.results_topic, dlq_topic=self.dlq_topic
+        )
         await self._ledger.start(timeout_s=s.ledger_restore_timeout_s)
         self.health.set_ready("ledger", True, f"{len(self._ledger)} applied command ids")
         consumer = make_consumer(
@@ -220,8 +201,7 @@ class Writer:
                     log.warning("shutdown grace period over; abandoning in-flight writes")
             await self._drain(set(self._partitions), commit=False, grace_s=0)
             await consumer.stop()
-        for route in self._routes.values():
-            await route.connector.aclose()
+        await self._router.aclose()
         if self._ledger is not None:
             await self._ledger.stop()
         if self._producer is not None:
@@ -276,13 +256,12 @@ class Writer:
             part.lanes.admit(_envelope(r), now_ms=now_ms)
         self._dispatch(part)
 
-    def _held(self, label: str) -> bool:
-        """Whether a connection holds back its lanes: its circuit is open or probing."""
-        route = self._routes.get(label)
-        return route is not None and route.runtime.circuit_state is not CircuitState.CLOSED
+    def _out(self) -> Outcomes:
+        assert self._outcomes is not None, "outcomes are published only after start"
+        return self._outcomes
 
     def _dispatch(self, part: _Partition) -> None:
-        while part.ready and not part.closing and (taken := part.lanes.take(self._held)) is not None:
+        while part.ready and not part.closing and (taken := part.lanes.take(self._router.held)) is not None:
             label, key, envs = taken
             task = asyncio.create_task(
                 self._work(part, label, key, envs), name=f"write-{part.tp.partition}-{label}"
@@ -337,7 +316,7 @@ class Writer:
             f"crm-writer failed on this command {strikes} times with an error that is not the CRM's "
             f"answer: {type(exc).__name__}: {exc}"[:2000]
         )
-        await self._dead_letter(first, first.command, error, tries=strikes)
+        await self._out().dead_letter(first, first.command, error, tries=strikes)
         self._finish(part, first)
         return envs[1:]
 
@@ -355,7 +334,9 @@ class Writer:
         for env in envs:
             cmd = env.command
             if cmd is None:
-                await self._dead_letter(env, None, PermanentError(env.error or "invalid record"), tries=0)
+                await self._out().dead_letter(
+                    env, None, PermanentError(env.error or "invalid record"), tries=0
+                )
                 finish(env)
                 continue
             if cmd.command_id in seen:
@@ -363,7 +344,7 @@ class Writer:
                 continue
             prior = ledger.get(cmd.command_id)
             if prior is not None:
-                await self._duplicate(env, cmd, prior)
+                await self._out().duplicate(env, cmd, prior)
                 finish(env)
                 continue
             seen.add(cmd.command_id)
@@ -382,10 +363,10 @@ class Writer:
                 pending = pending[:i]
                 break
         try:
-            route = self._route(first)
+            route = self._router.route(first)
         except PermanentError as exc:
             for env in pending:
-                await self._dead_letter(env, env.command, exc, tries=0)
+                await self._out().dead_letter(env, env.command, exc, tries=0)
                 finish(env)
             return later
         routable: list[tuple[int, CrmCommand]] = []
@@ -394,7 +375,7 @@ class Writer:
             try:
                 route.connector.kind_of(env.command.op)
             except PermanentError as exc:
-                await self._dead_letter(env, env.command, exc, tries=0)
+                await self._out().dead_letter(env, env.command, exc, tries=0)
                 finish(env)
                 continue
             routable.append((i, env.command))
@@ -406,22 +387,24 @@ class Writer:
         )
         for write in writes:
             members = [pending[h] for h in write.handles]
-            delivery = await self._deliver(route, write, part.tp.partition)
+            delivery = await self._deliverer.deliver(route, write, partition=part.tp.partition)
             if delivery.ok:
-                await self._applied(write, members, delivery)
+                await self._out().applied(write, members, delivery)
             elif isinstance(delivery.error, PermanentError) and len(write.commands) > 1:
                 # The CRM refused the merged write: apply its commands one by one, so only the one it
                 # refuses is dead-lettered and the others still take effect, in order.
                 for i, env in enumerate(members):
                     single = write.single(i)
-                    one = await self._deliver(route, single, part.tp.partition)
+                    one = await self._deliverer.deliver(route, single, partition=part.tp.partition)
                     if one.ok:
-                        await self._applied(single, [env], one)
+                        await self._out().applied(single, [env], one)
                     else:
-                        await self._dead_letter(env, env.command, one.error, tries=one.tries, delivery=one)
+                        await self._out().dead_letter(
+                            env, env.command, one.error, tries=one.tries, delivery=one
+                        )
             else:
                 for env in members:
-                    await self._dead_letter(
+                    await self._out().dead_letter(
                         env, env.command, delivery.error, tries=delivery.tries, delivery=delivery
                     )
             for env in members:
@@ -430,283 +413,10 @@ class Writer:
 
     # -- delivery ---------------------------------------------------------------------------------
 
-    def _route(self, cmd: CrmCommand) -> _Route:
-        label = f"{cmd.tenant}:{cmd.connection}"
-        route = self._routes.get(label)
-        if route is not None:
-            return route
-        tenant = self.config.tenants.get(cmd.tenant)
-        if tenant is None:
-            raise PermanentError(f"unknown tenant {cmd.tenant!r}")
-        bot = None
-        if cmd.connection == RESERVED_BOT_CONNECTION:
-            bot = tenant.bot_webhook
-            if bot is None:
-                raise PermanentError(f"tenant {cmd.tenant!r} has no bot_webhook for connection 'bot'")
-            # Undeclared: 100 notifications per second per tenant (a bot endpoint is not a CRM quota).
-            conn = tenant.connections.get(RESERVED_BOT_CONNECTION) or ConnectionConfig(
-                kind="bot_webhook", rate_limit=RateLimitConfig(requests=100, per_seconds=1.0)
-            )
-            if conn.kind != "bot_webhook":
-                raise PermanentError("connection 'bot' is reserved for the bot webhook (kind bot_webhook)")
-        else:
-            found = tenant.connections.get(cmd.connection)
-            if found is None:
-                known = sorted(tenant.connections) or "none"
-                raise PermanentError(
-                    f"tenant {cmd.tenant!r} has no connection {cmd.connection!r} (known: {known})"
-                )
-            conn = found
-        assert self._client is not None
-        try:
-            runtime = ConnectionRuntime(
-                label,
-                conn,
-                self._client,
-                breaker=self._breaker,
-                share=max(self._share, 1e-6),
-                on_circuit_change=self._circuit_changed,
-            )
-            connector = make_connector(runtime, bot_webhook=bot)
-        except PermanentError:
-            raise
-        except Exception as exc:  # a connection that cannot be built is a configuration error, not an outage
-            raise PermanentError(f"connection {label!r} cannot be used: {type(exc).__name__}: {exc}") from exc
-        route = _Route(runtime, connector)
-        self._routes[label] = route
-        return route
-
     def _circuit_changed(self, runtime: ConnectionRuntime) -> None:
         # A circuit that closed lets its lanes take more identities again.
         for part in self._partitions.values():
             self._dispatch(part)
-
-    async def _deliver(self, route: _Route, write: Write, partition: int) -> _Delivery:
-        runtime = route.runtime
-        cfg = runtime.config
-        policy = RetryPolicy(
-            max_attempts=cfg.max_attempts,
-            base_s=self.settings.retry_base_s,
-            cap_s=self.settings.retry_cap_s,
-            max_retry_after_s=cfg.max_retry_after_s,
-        )
-        first_at = utcnow()
-        tries = 0
-        counted = 0
-        throttled = 0
-        cmd = write.commands[-1]
-        with bound(
-            event_id=cmd.causation_event_id,
-            tenant=cmd.tenant,
-            trace_id=cmd.trace_id,
-            command_id=cmd.command_id,
-            connection=runtime.name,
-            op=write.op.value,
-            merged=len(write.commands),
-        ):
-            while True:
-                tries += 1
-                try:
-                    crm_ids = await route.connector.apply(write, partition=partition)
-                    return _Delivery(True, crm_ids, tries, first_at, utcnow())
-                except ThrottledError as exc:
-                    # The limiter holds the whole connection back; this write did nothing wrong, so no
-                    # attempt is spent. A short jittered nap keeps a per-record 429 from spinning, and
-                    # throttling without end is an outage (the circuit takes over, nothing is dropped).
-                    metrics.RETRIES.labels(runtime.name, "throttled").inc()
-                    throttled += 1
-                    if throttled % self.settings.throttle_outage_after == 0:
-                        runtime.trip(f"throttled {throttled} times in a row", exc.retry_after)
-                    await asyncio.sleep(self._rng.uniform(0.0, min(exc.retry_after or 0.5, 0.5)))
-                except OutageError as exc:
-                    # The circuit is open: the next try waits for it (and for its probe) in permit().
-                    metrics.RETRIES.labels(runtime.name, ErrorClass.OUTAGE.value).inc()
-                    if runtime.circuit_state is CircuitState.CLOSED:
-                        runtime.trip(exc.message, exc.retry_after)  # reported per record, not per request
-                except (AuthError, PermanentError) as exc:
-                    return _Delivery(False, {}, tries, first_at, utcnow(), exc)
-                except RetryableError as exc:
-                    if runtime.circuit_state is not CircuitState.CLOSED:
-                        # Part of an outage, not this write's failure: wait for the circuit, no attempt spent.
-                        metrics.RETRIES.labels(runtime.name, ErrorClass.OUTAGE.value).inc()
-                        continue
-                    counted += 1
-                    if policy.exhausted(counted):
-                        return _Delivery(False, {}, tries, first_at, utcnow(), exc)
-                    metrics.RETRIES.labels(runtime.name, ErrorClass.RETRYABLE.value).inc()
-                    delay = policy.delay(counted, exc.retry_after, self._rng)
-                    log.info(
-                        "write failed, retrying", error=exc.message, attempt=counted, delay_s=round(delay, 2)
-                    )
-                    await asyncio.sleep(delay)
-
-    # -- outcomes ---------------------------------------------------------------------------------
-
-    def _headers(self, cmd: CrmCommand, schema: str) -> Headers:
-        return message_headers(
-            event_id=cmd.causation_event_id, tenant=cmd.tenant, trace_id=cmd.trace_id, schema=schema
-        )
-
-    async def _publish(self, sends: list[Callable[[], Awaitable[object]]]) -> None:
-        """Publish and wait for every acknowledgement; a failed publish is retried (the offset waits)."""
-        delay = 0.2
-        pending = sends
-        while pending:
-            outcomes = await asyncio.gather(*(send() for send in pending), return_exceptions=True)
-            failed = [s for s, o in zip(pending, outcomes, strict=True) if isinstance(o, BaseException)]
-            for o in outcomes:
-                if isinstance(o, asyncio.CancelledError):
-                    raise o
-            if failed:
-                errors = {type(o).__name__ for o in outcomes if isinstance(o, BaseException)}
-                log.warning("publish failed, retrying", failed=len(failed), errors=sorted(errors))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-            pending = failed
-
-    def _send(
-        self, topic: str, value: bytes, key: bytes | None, headers: Headers
-    ) -> Callable[[], Awaitable[object]]:
-        producer = self._producer
-        assert producer is not None
-        return lambda: producer.send_and_wait(topic, value, key=key, headers=headers)
-
-    async def _applied(self, write: Write, members: list[Envelope], delivery: _Delivery) -> None:
-        ledger = self._ledger
-        assert ledger is not None
-        ids = [c.command_id for c in write.commands]
-        now = utcnow()
-        sends: list[Callable[[], Awaitable[object]]] = []
-        for env, cmd in zip(members, write.commands, strict=True):
-            entry = LedgerEntry(
-                command_id=cmd.command_id,
-                tenant=cmd.tenant,
-                connection=cmd.connection,
-                crm_ids=delivery.crm_ids,
-            )
-            headers = self._headers(cmd, LedgerEntry.SCHEMA)
-            sends.append(functools.partial(ledger.record, entry, headers=headers))
-            result = CommandResult(
-                command_id=cmd.command_id,
-                tenant=cmd.tenant,
-                connection=cmd.connection,
-                identity=cmd.identity,
-                op=cmd.op,
-                outcome=CommandOutcome.APPLIED,
-                crm_ids=delivery.crm_ids,
-                attempts=delivery.tries,
-                coalesced_with=[i for i in ids if i != cmd.command_id],
-            )
-            sends.append(
-                self._send(
-                    self.results_topic,
-                    result.to_json(),
-                    env.key or cmd.key(),
-                    self._headers(cmd, CommandResult.SCHEMA),
-                )
-            )
-            metrics.COMMANDS.labels(f"{cmd.tenant}:{cmd.connection}", cmd.op.value, "applied").inc()
-            if cmd.received_at is not None:
-                metrics.E2E_LATENCY.labels(f"{cmd.tenant}:{cmd.connection}").observe(
-                    max(0.0, (now - cmd.received_at).total_seconds())
-                )
-        await self._publish(sends)
-
-    async def _duplicate(self, env: Envelope, cmd: CrmCommand, crm_ids: dict[str, str]) -> None:
-        result = CommandResult(
-            command_id=cmd.command_id,
-            tenant=cmd.tenant,
-            connection=cmd.connection,
-            identity=cmd.identity,
-            op=cmd.op,
-            outcome=CommandOutcome.DUPLICATE,
-            crm_ids=crm_ids,
-            attempts=0,
-        )
-        metrics.COMMANDS.labels(f"{cmd.tenant}:{cmd.connection}", cmd.op.value, "duplicate").inc()
-        await self._publish(
-            [
-                self._send(
-                    self.results_topic,
-                    result.to_json(),
-                    env.key or cmd.key(),
-                    self._headers(cmd, CommandResult.SCHEMA),
-                )
-            ]
-        )
-
-    async def _dead_letter(
-        self,
-        env: Envelope,
-        cmd: CrmCommand | None,
-        error: ShopbotlyError | None,
-        *,
-        tries: int,
-        delivery: _Delivery | None = None,
-    ) -> None:
-        producer = self._producer
-        assert producer is not None
-        err = error or PermanentError("unknown failure")
-        letter = DeadLetter(
-            error_class=err.error_class,
-            error_message=err.message,
-            attempts=tries,
-            origin_topic=env.topic,
-            origin_partition=env.partition,
-            origin_offset=env.offset,
-            origin_service=SERVICE,
-            first_at=delivery.first_at if delivery else None,
-            last_at=delivery.last_at if delivery else None,
-        )
-        sends: list[Callable[[], Awaitable[object]]] = [
-            lambda: publish_dead_letter(
-                producer,
-                self.dlq_topic,
-                key=env.key,
-                value=env.value,
-                headers=env.headers,
-                timestamp_ms=env.timestamp_ms,
-                letter=letter,
-            )
-        ]
-        label = lane_of(env)
-        if cmd is not None:
-            result = CommandResult(
-                command_id=cmd.command_id,
-                tenant=cmd.tenant,
-                connection=cmd.connection,
-                identity=cmd.identity,
-                op=cmd.op,
-                outcome=CommandOutcome.DEAD_LETTERED,
-                attempts=tries,
-                error_class=err.error_class.value,
-                error_message=err.message[:2000],
-            )
-            sends.append(
-                self._send(
-                    self.results_topic,
-                    result.to_json(),
-                    env.key or cmd.key(),
-                    self._headers(cmd, CommandResult.SCHEMA),
-                )
-            )
-            metrics.COMMANDS.labels(label, cmd.op.value, "dead_lettered").inc()
-        metrics.DEAD_LETTERED.labels(label, err.error_class.value).inc()
-        with bound(
-            event_id=cmd.causation_event_id if cmd else None,
-            tenant=cmd.tenant if cmd else None,
-            trace_id=cmd.trace_id if cmd else None,
-            command_id=cmd.command_id if cmd else None,
-        ):
-            log.warning(
-                "command dead-lettered",
-                error_class=err.error_class.value,
-                error=err.message,
-                attempts=tries,
-                partition=env.partition,
-                offset=env.offset,
-            )
-        await self._publish(sends)
 
     # -- partitions: pause, commit, rebalance -----------------------------------------------------
 
@@ -746,7 +456,7 @@ class Writer:
         for tp, part in self._partitions.items():
             if part.refetch_end is not None or not part.ready or part.closing:
                 continue
-            start = part.lanes.refetch_from(self._held)
+            start = part.lanes.refetch_from(self._router.held)
             end = part.tracker.next_offset
             if start is None or end is None:
                 continue
@@ -769,7 +479,7 @@ class Writer:
 
     def circuit_state(self, connection: str) -> CircuitState | None:
         """The circuit of `tenant:connection`, or None before its first command."""
-        route = self._routes.get(connection)
+        route = self._router.get(connection)
         return route.runtime.circuit_state if route is not None else None
 
     def paused_partitions(self) -> set[int]:
@@ -780,14 +490,14 @@ class Writer:
         quota left, 429s and the last failure."""
         held = self.held()
         out: list[dict[str, object]] = []
-        for label in sorted(set(self._routes) | set(held)):
+        for label in sorted(set(self._router) | set(held)):
             count, oldest = held.get(label, (0, None))
             row: dict[str, object] = {
                 "connection": label,
                 "held": count,
                 "oldest_held_age_s": round(oldest, 1) if oldest is not None else None,
             }
-            route = self._routes.get(label)
+            route = self._router.get(label)
             if route is not None:
                 rt = route.runtime
                 quota = rt.quota
@@ -922,8 +632,7 @@ class Writer:
         another replica may write them, and their share of the rate limit is no longer this replica's."""
         if not partitions:
             return
-        for route in self._routes.values():
-            route.connector.forget_partitions(partitions)
+        self._router.forget_partitions(partitions)
         self._owned -= partitions
         self._set_share(len(self._owned), self._partition_count(len(self._owned)))
         metrics.ASSIGNED_PARTITIONS.set(len(self._owned))
@@ -939,8 +648,7 @@ class Writer:
 
     def _set_share(self, owned: int, total: int) -> None:
         self._share = partition_share(owned, total) if owned else 0.0
-        for route in self._routes.values():
-            route.runtime.set_share(max(self._share, 1e-6))
+        self._router.set_share(self._share)
 
     async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
         ledger = self._ledger
@@ -967,8 +675,7 @@ class Writer:
         # back counts as gained, and state cached before the gap is dropped (normally already on revoke).
         gained = {tp.partition for tp in mine} - self._owned
         if gained:
-            for route in self._routes.values():
-                route.connector.forget_partitions(gained)
+            self._router.forget_partitions(gained)
         self._owned = {tp.partition for tp in mine}
         try:
             # Whatever the previous owner of these partitions applied must be known before writing.

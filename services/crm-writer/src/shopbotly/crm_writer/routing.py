@@ -1,0 +1,125 @@
+"""Which connection a command goes to: one route (its runtime and connector) per `tenant:connection`, built
+on first use from the tenants file. A command that cannot be routed is a permanent error, never an outage
+and never a retry: an unknown tenant or connection, a bot notification for a tenant without a bot webhook,
+or a connection whose definition no connector can use."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import httpx
+
+from shopbotly.common.config import BotWebhookConfig, ConnectionConfig, RateLimitConfig, ShopbotlyConfig
+from shopbotly.common.config._connections import RESERVED_BOT_CONNECTION
+from shopbotly.common.errors import PermanentError
+from shopbotly.common.events import CrmCommand
+from shopbotly.crm_writer.circuit import CircuitState
+from shopbotly.crm_writer.connectors import Connector, make_connector
+from shopbotly.crm_writer.runtime import BreakerSettings, ConnectionRuntime
+
+__all__ = ["BOT_DEFAULT_LIMIT", "Route", "Router"]
+
+# An undeclared `bot` connection: 100 notifications per second per tenant (a bot endpoint is not a CRM quota).
+BOT_DEFAULT_LIMIT = RateLimitConfig(requests=100, per_seconds=1.0)
+
+# A share is never 0: a route must be able to send its probe even between two assignments.
+_MIN_SHARE = 1e-6
+
+
+@dataclass
+class Route:
+    runtime: ConnectionRuntime
+    connector: Connector
+
+
+class Router:
+    """The routes of one writer replica, and what applies to all of them (rate-limit share, cached state)."""
+
+    def __init__(
+        self,
+        config: ShopbotlyConfig,
+        *,
+        breaker: BreakerSettings,
+        on_circuit_change: Callable[[ConnectionRuntime], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.client: httpx.AsyncClient | None = None  # set when the writer starts
+        self._breaker = breaker
+        self._on_circuit_change = on_circuit_change
+        self._share = 1.0
+        self._routes: dict[str, Route] = {}
+
+    def get(self, label: str) -> Route | None:
+        return self._routes.get(label)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._routes)
+
+    def routes(self) -> list[Route]:
+        return list(self._routes.values())
+
+    def held(self, label: str) -> bool:
+        """Whether a connection holds back its commands: its circuit is open or probing."""
+        route = self._routes.get(label)
+        return route is not None and route.runtime.circuit_state is not CircuitState.CLOSED
+
+    def route(self, cmd: CrmCommand) -> Route:
+        label = f"{cmd.tenant}:{cmd.connection}"
+        route = self._routes.get(label)
+        if route is not None:
+            return route
+        conn, bot = self._connection(cmd)
+        assert self.client is not None, "the router is used before the writer started"
+        try:
+            runtime = ConnectionRuntime(
+                label,
+                conn,
+                self.client,
+                breaker=self._breaker,
+                share=max(self._share, _MIN_SHARE),
+                on_circuit_change=self._on_circuit_change,
+            )
+            connector = make_connector(runtime, bot_webhook=bot)
+        except PermanentError:
+            raise
+        except Exception as exc:  # a connection that cannot be built is a configuration error, not an outage
+            raise PermanentError(f"connection {label!r} cannot be used: {type(exc).__name__}: {exc}") from exc
+        route = self._routes[label] = Route(runtime, connector)
+        return route
+
+    def _connection(self, cmd: CrmCommand) -> tuple[ConnectionConfig, BotWebhookConfig | None]:
+        tenant = self.config.tenants.get(cmd.tenant)
+        if tenant is None:
+            raise PermanentError(f"unknown tenant {cmd.tenant!r}")
+        if cmd.connection == RESERVED_BOT_CONNECTION:
+            bot = tenant.bot_webhook
+            if bot is None:
+                raise PermanentError(f"tenant {cmd.tenant!r} has no bot_webhook for connection 'bot'")
+            conn = tenant.connections.get(RESERVED_BOT_CONNECTION) or ConnectionConfig(
+                kind="bot_webhook", rate_limit=BOT_DEFAULT_LIMIT
+            )
+            if conn.kind != "bot_webhook":
+                raise PermanentError("connection 'bot' is reserved for the bot webhook (kind bot_webhook)")
+            return conn, bot
+        found = tenant.connections.get(cmd.connection)
+        if found is None:
+            known = sorted(tenant.connections) or "none"
+            raise PermanentError(
+                f"tenant {cmd.tenant!r} has no connection {cmd.connection!r} (known: {known})"
+            )
+        return found, None
+
+    def set_share(self, share: float) -> None:
+        """This replica's share of every connection's rate limit, for the routes it has and will build."""
+        self._share = share
+        for route in self._routes.values():
+            route.runtime.set_share(max(share, _MIN_SHARE))
+
+    def forget_partitions(self, partitions: set[int]) -> None:
+        for route in self._routes.values():
+            route.connector.forget_partitions(partitions)
+
+    async def aclose(self) -> None:
+        for route in self._routes.values():
+            await route.connector.aclose()
