@@ -40,6 +40,8 @@ def test_a_missed_target_carries_figure_bound_and_margin() -> None:
         "figure": 128.0,
         "unit": "ms",
         "target": "≤ 20 ms",
+        "op": "<=",
+        "bound": 20,
         "met": False,
         "margin": f"6.4{TIMES} the limit",
     }

@@ -4,8 +4,10 @@ Runs the per-service benchmarks (each a module run as its own process, with its 
 topics of the broker at SHOPBOTLY_KAFKA_BOOTSTRAP, started here if it is the local one and down), then the
 end-to-end run against the local stack (`make up`, started here if it is not running, and left running),
 sampling each service's RSS idle and under load. Writes bench/results/latest.json and latest.md (and a copy
-of both under bench/results/runs/<time>/, with each benchmark's log). Exits 0 whether or not targets are
-met (the summary says which are, and by how much); 1 when a benchmark failed (its error is in the summary).
+of both under bench/results/runs/<time>/, with each benchmark's log); at the end appends the run's figures to
+bench/results/history.csv and draws latest.png (each target over the runs), linked from latest.md. Exits 0
+whether or not targets are met (the summary says which are, and by how much); 1 when a benchmark failed (its
+error is in the summary).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import os
 import platform
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import threading
@@ -28,10 +31,13 @@ from typing import Any
 import psutil
 
 from shopbotly.bench.e2e import bench_e2e
+from shopbotly.bench.history import append_history, chart
 from shopbotly.bench.summary import render
 
 ROOT = Path(__file__).resolve().parents[5]
 RESULTS = ROOT / "bench" / "results"
+HISTORY = RESULTS / "history.csv"
+CHART = "latest.png"
 STACK_PORTS = {"ingest": 8080, "order-reader": 8081, "mapper": 9101, "crm-writer": 9102, "crm-emulator": 8090}
 LOCAL_BROKER = "127.0.0.1:9092"
 
@@ -228,8 +234,17 @@ def _suite_args(values: list[str]) -> dict[str, list[str]]:
     return parsed
 
 
-def write_results(results: dict[str, Any], run_dir: Path) -> str:
-    text, summary = json.dumps(results, indent=2, ensure_ascii=False) + "\n", render(results)
+def write_results(results: dict[str, Any], run_dir: Path, *, final: bool = False) -> str:
+    """latest.json and latest.md, in bench/results and the run's folder. The final write also appends the
+    run to history.csv and redraws latest.png from the whole history (a copy goes to the run's folder)."""
+    drawn = False
+    if final:
+        history = append_history(HISTORY, results)
+        drawn = chart(history, RESULTS / CHART)
+        if drawn:
+            shutil.copyfile(RESULTS / CHART, run_dir / CHART)
+    text = json.dumps(results, indent=2, ensure_ascii=False) + "\n"
+    summary = render(results, chart=CHART if drawn else None)
     for folder in (RESULTS, run_dir):
         (folder / "latest.json").write_text(text)
         (folder / "latest.md").write_text(summary)
@@ -281,7 +296,7 @@ def main() -> None:
         print(f"bench: e2e at {args.e2e_rate}/s for {args.e2e_seconds:g} s ...", flush=True)
         run_e2e(results, args.e2e_rate, args.e2e_seconds, run_dir)
     results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    print(write_results(results, run_dir))
+    print(write_results(results, run_dir, final=True))
     failed = [name for name, value in results.items() if isinstance(value, dict) and "error" in value]
     sys.exit(1 if failed else 0)
 

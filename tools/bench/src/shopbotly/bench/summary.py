@@ -156,8 +156,9 @@ _HEADLINES: dict[str, Callable[[dict[str, Any]], str]] = {
 }
 
 
-def render(results: dict[str, Any]) -> str:
-    """latest.md: the machine, every target with its figure and margin, failures, headline figures."""
+def render(results: dict[str, Any], chart: str | None = None) -> str:
+    """latest.md: the machine, every target with its figure and margin, failures, headline figures, and a
+    link to `chart` (the history picture, a path relative to latest.md) when there is one."""
     m = results.get("machine", {})
     load = m.get("load_average_at_start") or [None]
     lines = [
@@ -211,5 +212,8 @@ def render(results: dict[str, Any]) -> str:
         lines.append(f"- RSS of each stack service, idle → peak under the end-to-end load (MiB): {shown}")
     if lines[-1] == "":
         lines.append("(none: no benchmark finished)")
+    if chart:
+        lines += ["", "## Over the runs", "", f"![each target over the runs]({chart})", ""]
+        lines.append(f"Every run's figures: `bench/results/history.csv`; the chart: [{chart}]({chart}).")
     lines += ["", "Full figures: `bench/results/latest.json`; how to read them: `docs/benchmarks.md`."]
     return "\n".join(lines) + "\n"

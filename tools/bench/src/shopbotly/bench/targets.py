@@ -88,6 +88,9 @@ def target(
         "figure": figure,
         "unit": unit,
         "target": f"{_SYMBOL[op]} {figure_text(bound, unit)}",
+        # The bound as numbers too, so bench history can draw the target line.
+        "op": op,
+        "bound": bound,
         "met": None if figure is None else _met(figure, op, bound),
         "margin": "not measured" if figure is None else margin(figure, op, bound),
     }
