@@ -1,0 +1,59 @@
+"""Kafka → read model: the shared topic follower over raw events, commands, results and both DLQs."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from shopbotly.common.follow import TopicFollower
+from shopbotly.common.health import Health
+from shopbotly.common.kafka import KafkaSettings
+from shopbotly.common.topics import Topic
+from shopbotly.console.readmodel import ReadModel, Record, TopicRole
+
+__all__ = ["READY", "Materializer", "topic_roles"]
+
+READY = "read-model"
+
+
+def topic_roles(kafka: KafkaSettings) -> dict[str, TopicRole]:
+    return {
+        kafka.topic(Topic.RAW_EVENTS): TopicRole.RAW_EVENTS,
+        kafka.topic(Topic.CRM_COMMANDS): TopicRole.COMMANDS,
+        kafka.topic(Topic.CRM_RESULTS): TopicRole.RESULTS,
+        kafka.topic(Topic.RAW_EVENTS_DLQ): TopicRole.RAW_EVENTS_DLQ,
+        kafka.topic(Topic.CRM_COMMANDS_DLQ): TopicRole.COMMANDS_DLQ,
+    }
+
+
+class Materializer:
+    """Reads from now minus the model's retention (older records would be dropped at once anyway)."""
+
+    def __init__(self, kafka: KafkaSettings, model: ReadModel, health: Health, *, retry_s: float) -> None:
+        self._model = model
+        self._health = health
+        self.follower = TopicFollower(
+            kafka,
+            list(topic_roles(kafka)),
+            self._apply,
+            client_role="console",
+            since_ms=lambda: int(time.time() * 1000) - model.max_age_ms,
+            retry_s=retry_s,
+        )
+
+    def _apply(self, topic: str, records: list[Any]) -> None:
+        self._model.apply(
+            Record(topic, r.partition, r.offset, r.timestamp, r.key, r.value, tuple(r.headers or ()))
+            for r in records
+        )
+
+    def start(self) -> None:
+        self._health.set_ready(READY, False, "reading the topics")
+        self.follower.start()
+
+    async def wait_caught_up(self) -> None:
+        await self.follower.caught_up.wait()
+        self._health.set_ready(READY, True)
+
+    async def stop(self) -> None:
+        await self.follower.stop()

@@ -1,0 +1,241 @@
+"""The console's pages: sign-in, event search, an event's timeline, dead letters and their redrive."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import UTC, datetime
+from typing import Annotated, Any
+from urllib.parse import parse_qs
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from shopbotly.cli.dlq_cmd import Decision, Selection, run_redrive
+from shopbotly.common.logging import get_logger
+from shopbotly.console.auth import COOKIE, Operator, Sessions, admin_operator, current_operator
+from shopbotly.console.readmodel import EventQuery, Outcome, ReadModel
+
+__all__ = ["router"]
+
+_log = get_logger(__name__)
+router = APIRouter(default_response_class=HTMLResponse)
+CurrentOperator = Annotated[Operator, Depends(current_operator)]
+AdminOperator = Annotated[Operator, Depends(admin_operator)]
+
+
+def _page(request: Request, name: str, operator: Operator | None, **context: Any) -> Response:
+    sessions: Sessions = request.app.state.sessions
+    context |= {"operator": operator, "csrf": sessions.csrf(operator) if operator else ""}
+    fragment = request.query_params.get("fragment") == "1"
+    templates = request.app.state.templates
+    response: Response = templates.TemplateResponse(
+        request, name, context | {"fragment": fragment}, headers={"Cache-Control": "no-store"}
+    )
+    return response
+
+
+async def _form(request: Request) -> dict[str, list[str]]:
+    body = (await request.body()).decode("utf-8", "replace")
+    return parse_qs(body, keep_blank_values=True)
+
+
+def _model(request: Request) -> ReadModel:
+    model: ReadModel = request.app.state.model
+    return model
+
+
+def _time(text: str | None) -> int | None:
+    """A `datetime-local` value (UTC) as epoch milliseconds."""
+    if not text:
+        return None
+    try:
+        return int(datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp() * 1000)
+    except ValueError:
+        raise HTTPException(422, f"not a date and time: {text!r} (expected YYYY-MM-DDTHH:MM, UTC)") from None
+
+
+# --- sign-in ------------------------------------------------------------------------------------------
+
+
+def _safe_next(target: str | None) -> str:
+    # Only paths of this console: never an absolute URL someone put in a link.
+    return target if target and target.startswith("/") and not target.startswith("//") else "/events"
+
+
+@router.get("/login")
+async def login_page(request: Request, next: str | None = None) -> Response:
+    return _page(request, "login.html", None, next=_safe_next(next), error=None)
+
+
+@router.post("/login")
+async def login(request: Request) -> Response:
+    form = await _form(request)
+    sessions: Sessions = request.app.state.sessions
+    token = sessions.sign_in((form.get("key") or [""])[0])
+    target = _safe_next((form.get("next") or [""])[0])
+    if token is None:
+        response = _page(request, "login.html", None, next=target, error="That key is not an operator key.")
+        response.status_code = 401
+        return response
+    response = RedirectResponse(target, status_code=303)
+    secure = request.app.state.settings.environment == "production"
+    response.set_cookie(COOKIE, token, httponly=True, samesite="strict", secure=secure, path="/")
+    return response
+
+
+@router.post("/logout")
+async def logout() -> Response:
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(COOKIE, path="/")
+    return response
+
+
+@router.get("/")
+async def home() -> Response:
+    return RedirectResponse("/events", status_code=303)
+
+
+# --- events ---------------------------------------------------------------------------------------------
+
+
+@router.get("/events")
+async def events(
+    request: Request,
+    operator: CurrentOperator,
+    tenant: str = "",
+    source: str = "",
+    type: str = "",
+    email: str = "",
+    since: str = "",
+    until: str = "",
+    outcome: Outcome | None = None,
+) -> Response:
+    model = _model(request)
+    query = EventQuery(
+        tenants=operator.tenants,
+        tenant=tenant or None,
+        source=source or None,
+        type=type or None,
+        email=email or None,
+        since_ms=_time(since),
+        until_ms=_time(until),
+        outcome=outcome,
+    )
+    hits = model.search(query)
+    tenants = [t for t in model.tenants_seen() if operator.sees(t)]
+    return _page(
+        request,
+        "events.html",
+        operator,
+        events=[(e, model.outcome(e)) for e in hits],
+        filters={
+            "tenant": tenant,
+            "source": source,
+            "type": type,
+            "email": email,
+            "since": since,
+            "until": until,
+            "outcome": outcome.value if outcome else "",
+        },
+        tenants=tenants,
+        outcomes=list(Outcome),
+        caught_up=request.app.state.health.ready()[0],
+    )
+
+
+@router.get("/events/view")
+async def event_timeline(request: Request, operator: CurrentOperator, tenant: str, id: str) -> Response:
+    model = _model(request)
+    event = model.event(tenant, id) if operator.sees(tenant) else None
+    if event is None:
+        raise HTTPException(404, f"no event {id!r} of tenant {tenant!r} in the console's window")
+    commands = model.commands_of(event)
+    letters = {p: model.dead_letters[p] for c in commands for p in c.dead_letters if p in model}
+    letters |= {p: model.dead_letters[p] for p in event.dead_letters if p in model}
+    return _page(
+        request,
+        "event.html",
+        operator,
+        event=event,
+        outcome=model.outcome(event),
+        commands=commands,
+        letters=letters,
+        letter_state=model.letter_state,
+    )
+
+
+# --- dead letters ---------------------------------------------------------------------------------------
+
+
+@router.get("/dead-letters")
+async def dead_letters(
+    request: Request,
+    operator: CurrentOperator,
+    tenant: str = "",
+    topic: str = "",
+    error_class: str = "",
+    state: str = "",
+) -> Response:
+    model = _model(request)
+    letters = model.letters(
+        tenants=operator.tenants,
+        tenant=tenant or None,
+        topic=topic or None,
+        error_class=error_class or None,
+        state=state or None,
+    )
+    return _page(
+        request,
+        "dead_letters.html",
+        operator,
+        letters=[(d, model.letter_state(d)) for d in letters],
+        filters={"tenant": tenant, "topic": topic, "error_class": error_class, "state": state},
+        topics=sorted({d.place[0] for d in model.dead_letters.values()}),
+        tenants=[t for t in model.tenants_seen() if operator.sees(t)],
+    )
+
+
+def _parse_selected(values: list[str]) -> list[tuple[str, int, int]]:
+    chosen: list[tuple[str, int, int]] = []
+    for value in values:
+        topic, _, rest = value.rpartition("|")
+        topic, _, partition = topic.rpartition("|")
+        if not (topic and partition.isdigit() and rest.isdigit()):
+            raise HTTPException(422, f"not a dead letter: {value!r} (expected topic|partition|offset)")
+        chosen.append((topic, int(partition), int(rest)))
+    return chosen
+
+
+@router.post("/dead-letters/redrive")
+async def redrive(request: Request, operator: AdminOperator) -> Response:
+    """Without `confirm`: a confirmation page. With it: the CLI's own ledger-aware redrive, per DLQ topic."""
+    form = await _form(request)
+    sessions: Sessions = request.app.state.sessions
+    sessions.check_csrf(operator, (form.get("csrf") or [""])[0])
+    model = _model(request)
+    chosen = _parse_selected(form.get("sel", []))
+    letters = [model.dead_letters.get(p) for p in chosen]
+    if not chosen:
+        raise HTTPException(422, "select at least one dead letter to redrive")
+    for place, letter in zip(chosen, letters, strict=True):
+        if letter is None or not operator.sees(letter.tenant):
+            raise HTTPException(404, f"no dead letter at {place[0]} {place[1]}:{place[2]} for you to redrive")
+    if (form.get("confirm") or [""])[0] != "yes":
+        return _page(request, "redrive_confirm.html", operator, letters=letters)
+    by_topic: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    for topic, partition, offset in chosen:
+        by_topic[topic].append((partition, offset))
+    reports = []
+    for topic, places in sorted(by_topic.items()):
+        report = await run_redrive(
+            request.app.state.settings.kafka, topic=topic, selection=Selection(offsets=tuple(places))
+        )
+        _log.info(
+            "redrive from the console",
+            operator=operator.name,
+            topic=topic,
+            redriven=report.redriven,
+            failed=report.failed,
+        )
+        reports.append(report)
+    return _page(request, "redrive_done.html", operator, reports=reports, Decision=Decision)
