@@ -74,6 +74,13 @@ bench: install ## Run the benchmarks (installs wrk/hey when root); writes bench/
 	tools/bench/ensure-tools.sh
 	$(RUN) python -m shopbotly.bench $(BENCH_ARGS)
 
+.PHONY: images test-images
+images: .venv/.installed ## Build every image of the Dockerfile (docker, else buildah; local stand-in bases when no registry answers)
+	UV="$(UV)" $(RUN) python deploy/images/images.py build
+
+test-images: install ## Build the images, start each service from its image (own user, read-only root): /readyz (root)
+	UV="$(UV)" SHOPBOTLY_IMAGE_TESTS=1 $(RUN) pytest tests/images $(PYTEST_ARGS)
+
 clean: ## Remove the run folder and caches (keeps the Kafka jars)
 	deploy/local/stack.sh down || true
 	rm -rf .run .mypy_cache .ruff_cache
