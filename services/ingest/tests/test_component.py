@@ -293,6 +293,18 @@ async def test_probes_docs_and_metrics(ingest: Running) -> None:
         assert name in text
 
 
+async def test_the_webhook_route_is_documented_though_a_plain_route_serves_it(ingest: Running) -> None:
+    # Served by a Starlette route (no FastAPI dependency solving on the hot path); the schema must not notice.
+    spec = (await ingest.client.get("/openapi.json")).json()
+    post = spec["paths"]["/v1/webhooks/{tenant}/{source}"]["post"]
+    assert post["summary"] == "Receive a signed platform webhook"
+    assert {"202", "200", "401", "503"} <= set(post["responses"])
+    assert [p["name"] for p in post["parameters"]] == ["tenant", "source"]
+    assert list(spec["paths"]["/v1/webhooks/{tenant}/{source}"]) == ["post"]
+    wrong = await ingest.client.get("/v1/webhooks/acme/shop")
+    assert wrong.status_code == 405
+
+
 # --- the docs' examples ----------------------------------------------------------------------------
 
 DOCS = Path(__file__).resolve().parents[3] / "docs"
