@@ -62,7 +62,9 @@ def test_an_event_joins_its_commands_results_and_dead_letters_in_any_order() -> 
     commands = m.commands_of(found)
     assert [c.command_id for c in commands] == ["e1:r0", "e1:r1"]
     assert commands[0].outcome is Outcome.APPLIED and commands[0].results[0].crm_ids == {"contact": "101"}
-    assert commands[1].dead_letters == [(CMD_DLQ, 0, 0)]
+    assert (
+        commands[1].dead_letters == [(CMD_DLQ, 0, 0)] and found.dead_letters == []
+    )  # the command's, not the event's
     assert m.outcome(found) is Outcome.FAILED
 
 

@@ -108,9 +108,12 @@ async def events(
     email: str = "",
     since: str = "",
     until: str = "",
-    outcome: Outcome | None = None,
+    outcome: str = "",
 ) -> Response:
     model = _model(request)
+    # An empty select sends `outcome=`: any outcome.
+    if outcome and outcome not in set(Outcome):
+        raise HTTPException(422, f"unknown outcome {outcome!r}: one of {', '.join(Outcome)}")
     query = EventQuery(
         tenants=operator.tenants,
         tenant=tenant or None,
@@ -119,7 +122,7 @@ async def events(
         email=email or None,
         since_ms=_time(since),
         until_ms=_time(until),
-        outcome=outcome,
+        outcome=Outcome(outcome) if outcome else None,
     )
     hits = model.search(query)
     tenants = [t for t in model.tenants_seen() if operator.sees(t)]
@@ -135,7 +138,7 @@ async def events(
             "email": email,
             "since": since,
             "until": until,
-            "outcome": outcome.value if outcome else "",
+            "outcome": outcome,
         },
         tenants=tenants,
         outcomes=list(Outcome),
@@ -161,6 +164,7 @@ async def event_timeline(request: Request, operator: CurrentOperator, tenant: st
         commands=commands,
         letters=letters,
         letter_state=model.letter_state,
+        command_outcome=model.command_outcome,
     )
 
 

@@ -336,7 +336,7 @@ class ReadModel:
             value=value,
         )
         self.dead_letters[record.place] = letter
-        if event_id:
+        if event_id and not letter.command_id:  # a command's dead letter belongs to that command
             event = self.events.get((tenant, event_id))
             if event is not None:
                 event.dead_letters.append(record.place)
@@ -395,12 +395,21 @@ class ReadModel:
         commands = [self.commands[c] for c in event.command_ids if c in self.commands]
         if not commands:
             return Outcome.RECEIVED
-        outcomes = {c.outcome for c in commands}
+        outcomes = {self.command_outcome(c) for c in commands}
         if Outcome.FAILED in outcomes:
             return Outcome.FAILED
         if Outcome.PENDING in outcomes:
             return Outcome.PENDING
         return Outcome.APPLIED
+
+    def command_outcome(self, command: CommandView) -> Outcome:
+        """Its results, and an open dead letter (one neither redriven nor applied since) as failed."""
+        outcome = command.outcome
+        if outcome is Outcome.PENDING and any(
+            self.letter_state(self.dead_letters[p]) == "open" for p in command.dead_letters if p in self
+        ):
+            return Outcome.FAILED
+        return outcome
 
     def __contains__(self, item: object) -> bool:
         return item in self.dead_letters
