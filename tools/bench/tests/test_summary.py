@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from shopbotly.bench.e2e import isolation
 from shopbotly.bench.summary import failures, render, target_rows
 from shopbotly.bench.targets import target
 
@@ -127,3 +128,14 @@ def test_memory_of_each_service_idle_and_under_load() -> None:
     assert (
         "- RSS of each stack service, idle → peak under the end-to-end load (MiB): ingest 68.2 → 71" in lines
     )
+
+
+def test_the_run_with_one_connection_down_is_judged_against_the_healthy_run() -> None:
+    healthy = {"e2e_p50_ms": 40.0, "e2e_p99_ms": 200.0, "lost": 0}
+    section = isolation(healthy, {"e2e_p50_ms": 44.0, "e2e_p99_ms": 260.0, "lost": 0})
+    assert section["targets"]["p50_ratio"]["figure"] == 1.1 and section["targets"]["p50_ratio"]["met"]
+    assert section["targets"]["p99_ratio"]["figure"] == 1.3 and not section["targets"]["p99_ratio"]["met"]
+    missing = isolation(healthy, {"error": "the stack did not start"})
+    assert missing["targets"]["p99_ratio"]["met"] is None  # not measured, never "met"
+    text = render({"e2e": healthy, "e2e_one_connection_down": section})
+    assert "bot endpoint down" in text and "260" in text

@@ -29,10 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import yaml
 
-from shopbotly.bench.e2e import bench_e2e
+from shopbotly.bench.e2e import bench_e2e, isolation
 from shopbotly.bench.history import append_history, chart
 from shopbotly.bench.summary import render
+from shopbotly.cli.demo_cmd import BotReceiver
 
 ROOT = Path(__file__).resolve().parents[5]
 RESULTS = ROOT / "bench" / "results"
@@ -185,6 +187,18 @@ def ensure_stack(log: Path) -> bool:
     return True
 
 
+def demo_bot_receiver(env_file: Path) -> BotReceiver:
+    """A receiver on the demo tenant's bot webhook URL (what `make demo` runs)."""
+    config = yaml.safe_load((ROOT / "config/shopbotly.yaml").read_text())
+    url = config["tenants"]["demo"]["bot_webhook"]["url"]
+    secret = next(
+        line.split("=", 1)[1].strip()
+        for line in env_file.read_text().splitlines()
+        if line.startswith("DEMO_BOT_NOTIFY_SECRET=")
+    )
+    return BotReceiver.for_url(url, secret)
+
+
 def run_e2e(results: dict[str, Any], rate: int, seconds: float, run_dir: Path) -> None:
     """The end-to-end run against the local stack, with RSS sampled idle and under load."""
     log = run_dir / "stack-up.log"
@@ -210,10 +224,22 @@ def run_e2e(results: dict[str, Any], rate: int, seconds: float, run_dir: Path) -
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
+    env_file = ROOT / "config/demo.env"
+    # All healthy: a receiver on the demo tenant's bot URL takes the lifecycle notifications. Then once more
+    # with it down (its notifications held back): the HubSpot connection must not notice (issue 16).
+    receiver = demo_bot_receiver(env_file)
     try:
-        results["e2e"] = asyncio.run(bench_e2e(rate=rate, seconds=seconds, env_file=ROOT / "config/demo.env"))
+        receiver.start()
+        try:
+            results["e2e"] = asyncio.run(bench_e2e(rate=rate, seconds=seconds, env_file=env_file))
+        finally:
+            receiver.stop()
+        print("bench: e2e once more with the bot endpoint down ...", flush=True)
+        one_down = asyncio.run(bench_e2e(rate=rate, seconds=seconds, env_file=env_file))
+        results["e2e_one_connection_down"] = isolation(results["e2e"], one_down)
     except Exception as exc:  # a failed run is reported, not hidden
-        results["e2e"] = {"error": f"{type(exc).__name__}: {exc}"}
+        results.setdefault("e2e", {"error": f"{type(exc).__name__}: {exc}"})
+        results["e2e_one_connection_down"] = {"error": f"{type(exc).__name__}: {exc}"}
     finally:
         stop.set()
         sampler.join()

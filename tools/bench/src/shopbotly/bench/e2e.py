@@ -34,11 +34,13 @@ E2E_METRIC = "shopbotly_crm_writer_e2e_latency_seconds"
 SENDERS = 16
 
 
-def histogram(text: str, name: str) -> dict[float, float]:
-    """Cumulative bucket counts of a Prometheus histogram, summed over label sets."""
+def histogram(text: str, name: str, *, connection: str | None = None) -> dict[float, float]:
+    """Cumulative bucket counts of a Prometheus histogram, summed over label sets (of one `connection`)."""
     buckets: dict[float, float] = {}
     for line in text.splitlines():
         if not line.startswith(f"{name}_bucket{{"):
+            continue
+        if connection is not None and f'connection="{connection}"' not in line:
             continue
         labels, value = line.rsplit(" ", 1)
         le = labels.split('le="', 1)[1].split('"', 1)[0]
@@ -79,12 +81,13 @@ async def bench_e2e(
     seconds: float = 60.0,
     env_file: Path = Path("config/demo.env"),
     settle_timeout_s: float = 300.0,
+    connection: str = "demo:hubspot",
 ) -> dict[str, Any]:
     secret = _secret(env_file, "DEMO_BOT_WEBHOOK_SECRET")
     run = uuid.uuid4().hex[:8]
     total = int(rate * seconds)
     async with httpx.AsyncClient(timeout=10) as client:
-        before = histogram((await client.get(f"{WRITER}/metrics")).text, E2E_METRIC)
+        before = histogram((await client.get(f"{WRITER}/metrics")).text, E2E_METRIC, connection=connection)
         statuses: dict[int, int] = {}
         accepted = 0
 
@@ -132,12 +135,12 @@ async def bench_e2e(
 
         deadline = time.monotonic() + settle_timeout_s
         while time.monotonic() < deadline:
-            after = histogram((await client.get(f"{WRITER}/metrics")).text, E2E_METRIC)
+            after = histogram((await client.get(f"{WRITER}/metrics")).text, E2E_METRIC, connection=connection)
             observed = after.get(float("inf"), 0.0) - before.get(float("inf"), 0.0)
             if observed >= accepted:
                 break
             await asyncio.sleep(1.0)
-        after = histogram((await client.get(f"{WRITER}/metrics")).text, E2E_METRIC)
+        after = histogram((await client.get(f"{WRITER}/metrics")).text, E2E_METRIC, connection=connection)
         settled_s = time.monotonic() - started - send_s
         # Loss is counted in the CRM itself: the histogram is shared with anything else the stack applies.
         admin = _emulator_admin(env_file)
@@ -223,3 +226,32 @@ def main() -> None:
 if __name__ == "__main__":
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     main()
+
+
+def isolation(healthy: dict[str, Any], one_down: dict[str, Any]) -> dict[str, Any]:
+    """The healthy connection's latency with another connection down, against the all-healthy run."""
+
+    def ratio(key: str) -> float | None:
+        up, down = healthy.get(key), one_down.get(key)
+        return (
+            round(down / up, 3)
+            if isinstance(up, int | float) and isinstance(down, int | float) and up
+            else None
+        )
+
+    p50, p99 = ratio("e2e_p50_ms"), ratio("e2e_p99_ms")
+    return {
+        "healthy_p50_ms": healthy.get("e2e_p50_ms"),
+        "healthy_p99_ms": healthy.get("e2e_p99_ms"),
+        "one_down_p50_ms": one_down.get("e2e_p50_ms"),
+        "one_down_p99_ms": one_down.get("e2e_p99_ms"),
+        "one_down_lost": one_down.get("lost"),
+        "targets": {
+            "p50_ratio": target(
+                p50, "<=", 1.2, unit="x", what="HubSpot p50 with the bot endpoint down / all up"
+            ),
+            "p99_ratio": target(
+                p99, "<=", 1.2, unit="x", what="HubSpot p99 with the bot endpoint down / all up"
+            ),
+        },
+    }

@@ -14,7 +14,7 @@ from shopbotly.bench.targets import figure_text
 __all__ = ["SUITE_ORDER", "failures", "render", "target_rows"]
 
 # The order benchmarks appear in; anything else found in the results comes after, in its own order.
-SUITE_ORDER = ("ingest", "mapper", "crm", "lookups", "replay", "e2e")
+SUITE_ORDER = ("ingest", "mapper", "crm", "lookups", "replay", "e2e", "e2e_one_connection_down")
 
 
 def _suites(results: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -146,6 +146,15 @@ def _e2e(r: dict[str, Any]) -> str:
     return line
 
 
+def _one_down(r: dict[str, Any]) -> str:
+    return (
+        f"the same run with the bot endpoint down (its notifications held back): HubSpot p50 "
+        f"{_n(r.get('one_down_p50_ms'), 'ms')} vs {_n(r.get('healthy_p50_ms'), 'ms')} all up, p99 "
+        f"{_n(r.get('one_down_p99_ms'), 'ms')} vs {_n(r.get('healthy_p99_ms'), 'ms')}, "
+        f"lost {_n(r.get('one_down_lost'))}"
+    )
+
+
 _HEADLINES: dict[str, Callable[[dict[str, Any]], str]] = {
     "ingest": _ingest,
     "mapper": _mapper,
@@ -153,6 +162,7 @@ _HEADLINES: dict[str, Callable[[dict[str, Any]], str]] = {
     "lookups": _lookups,
     "replay": _replay,
     "e2e": _e2e,
+    "e2e_one_connection_down": _one_down,
 }
 
 
