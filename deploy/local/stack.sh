@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole stack on one machine, no Docker: Kafka, topics, the four services and the CRM emulator, run in the
+# The whole stack on one machine, no Docker: Kafka, topics, the services and the CRM emulator, run in the
 # background by deploy/local/supervise.py, which restarts a service that exits (backoff 1 s doubling to 30 s)
 # while the others keep running, as Kubernetes would. Logs, pids and state live in .run/stack (git-ignored):
 # logs/<service>.log, appended across restarts and `make up` runs (rotated past 50 MB), status.json.
@@ -28,6 +28,7 @@ SERVICES=(
   "mapper 9101 shopbotly-mapper"
   "crm-writer 9102 shopbotly-crm-writer"
   "order-reader 8081 shopbotly-order-reader"
+  "console 8082 shopbotly-console"
 )
 
 log() { printf 'stack: %s\n' "$*" >&2; }
@@ -115,11 +116,13 @@ up() {
   local ingest order_reader mapper crm_writer emulator
   ingest="$(port_of ingest 8080)" order_reader="$(port_of order-reader 8081)" mapper="$(port_of mapper 9101)"
   crm_writer="$(port_of crm-writer 9102)" emulator="$(port_of crm-emulator 8090)"
+  local console; console="$(port_of console 8082)"
   cat <<MSG
 
 ShopBotly is up. Every /readyz is green. A service that exits is restarted (make ps counts it).
   ingest        http://127.0.0.1:$ingest   (OpenAPI: http://127.0.0.1:$ingest/docs)
   order-reader  http://127.0.0.1:$order_reader   (OpenAPI: http://127.0.0.1:$order_reader/docs)
+  console       http://127.0.0.1:$console   (operator key: DEMO_OPERATOR_KEY in config/demo.env; docs/console.md)
   mapper        http://127.0.0.1:$mapper/metrics
   crm-writer    http://127.0.0.1:$crm_writer/metrics
   CRM emulator  http://127.0.0.1:$emulator/_emulator/state

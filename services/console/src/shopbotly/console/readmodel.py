@@ -80,6 +80,7 @@ class ResultView:
     error_message: str | None
     finished_at: str
     timestamp_ms: int
+    coalesced_with: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -301,15 +302,15 @@ class ReadModel:
             error_message=value.get("error_message"),
             finished_at=_text(value.get("finished_at")) or iso(record.timestamp_ms),
             timestamp_ms=record.timestamp_ms,
+            coalesced_with=[c for c in value.get("coalesced_with") or () if isinstance(c, str)],
         )
-        # A coalesced write answers for every command folded into it.
-        ids = [value["command_id"], *[c for c in value.get("coalesced_with") or () if isinstance(c, str)]]
-        for command_id in ids:
-            command = self.commands.get(command_id)
-            if command is not None:
-                command.results.append(result)
-            else:
-                self._results_of.setdefault(command_id, []).append(result)
+        # crm-writer writes one result per command, also when it coalesced several into one CRM write.
+        command_id = value["command_id"]
+        command = self.commands.get(command_id)
+        if command is not None:
+            command.results.append(result)
+        else:
+            self._results_of.setdefault(command_id, []).append(result)
 
     def _dead_letter(self, record: Record) -> None:
         headers = record.header_dict()
