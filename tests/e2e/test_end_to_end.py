@@ -13,7 +13,7 @@ import pytest
 from shopbotly.cli.demo_cmd import sign_standard_webhook
 from shopbotly.common.topics import Topic
 from tests.e2e.e2e_stack import E2EStack, iso_now, unique
-from tests.stack import histogram, json_of, poll, run_cli
+from tests.stack import gauge_values, histogram, json_of, poll, run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -280,7 +280,9 @@ def test_crm_ticket_changes_reach_the_bot_signed_and_the_ticket_lookup(e2e: E2ES
     }
 
 
-def test_bot_down_notifications_are_dead_lettered_and_redrive_delivers_them(e2e: E2EStack) -> None:
+def test_bot_down_notifications_are_held_and_a_refused_one_is_redriven(e2e: E2EStack) -> None:
+    """The bot is down (connection refused): its notification is held back, not dead-lettered, and delivered
+    once the bot is back. The bot refusing one (400) dead-letters it; a redrive delivers it."""
     email = f"{unique('ines')}@example.com"
     ticket_id = _handoff(e2e, email, "wrong colour")
     e2e.wait_lookup(
@@ -290,40 +292,67 @@ def test_bot_down_notifications_are_dead_lettered_and_redrive_delivers_them(e2e:
     def mine(command: dict[str, Any]) -> bool:
         return command.get("op") == "notify_bot" and command.get("fields", {}).get("ticket_id") == ticket_id
 
+    def reply(text: str) -> str:
+        e2e.emulator.post(
+            f"/_emulator/tickets/{ticket_id}", json={"reply": {"text": text, "author": "Kim"}}
+        ).raise_for_status()
+        return text
+
+    def delivered(text: str) -> list[Any] | None:
+        return e2e.bot.notifications(
+            lambda n: n.data.get("ticket_id") == ticket_id and n.data["body"] == text
+        )
+
+    def held() -> float:
+        values = gauge_values(e2e.stack["crm-writer"].metrics(), "shopbotly_crm_writer_held_commands")
+        return sum(values)
+
     e2e.bot.stop()  # the bot is down: connection refused
     try:
-        reply = "We will swap it for graphite."
-        e2e.emulator.post(
-            f"/_emulator/tickets/{ticket_id}", json={"reply": {"text": reply, "author": "Kim"}}
-        ).raise_for_status()
+        first = reply("We will swap it for graphite.")
+        e2e.stack.poll(lambda: held() >= 1, timeout=60, what="the notification held back for the bot")
+        time.sleep(3.0)  # several probe periods
+        assert not [m for m in e2e.topic(Topic.CRM_COMMANDS_DLQ) if mine(json.loads(m.value or b"{}"))]
+    finally:
+        e2e.bot.start()
+    e2e.stack.poll(lambda: delivered(first), timeout=30, what="the held notification delivered")
+
+    e2e.bot.fail_with = 400  # the bot refuses it: a permanent answer, dead-lettered at once
+    try:
+        second = reply("It ships tomorrow.")
 
         def dead_letters() -> list[Any] | None:
-            found = [m for m in e2e.topic(Topic.CRM_COMMANDS_DLQ) if mine(json.loads(m.value or b"{}"))]
+            found = [
+                m
+                for m in e2e.topic(Topic.CRM_COMMANDS_DLQ)
+                if mine(json.loads(m.value or b"{}")) and json.loads(m.value or b"{}").get("body") == second
+            ]
             return found or None
 
-        (dead,) = e2e.stack.poll(dead_letters, timeout=60, what="the notification in crm-commands.dlq")
-        assert dead.headers["error.class"] == "retryable"
-        assert dead.headers["error.attempts"] == "3"  # alpha's bot connection: max_attempts 3
+        (dead,) = e2e.stack.poll(
+            dead_letters, timeout=60, what="the refused notification in crm-commands.dlq"
+        )
+        assert dead.headers["error.class"] == "permanent"
         assert dead.headers["origin.service"] == "crm-writer"
         assert dead.headers["origin.topic"] == f"{e2e.prefix}{Topic.CRM_COMMANDS.value}"
         command_id = json.loads(dead.value or b"{}")["command_id"]
         place = f"{dead.partition}:{dead.offset}"
     finally:
-        e2e.bot.start()
+        e2e.bot.fail_with = None
 
     redrive = run_cli("dlq", "redrive", "--topic", "crm-commands.dlq.v1", "--offsets", place, env=e2e.env)
     assert "redriven 1," in redrive.stdout, redrive.stdout
-    (delivered,) = e2e.stack.poll(
+    (again,) = e2e.stack.poll(
         lambda: e2e.bot.notifications(lambda n: n.webhook_id == command_id),
         timeout=30,
         what=f"redriven notification {command_id} at the bot",
     )
-    assert delivered.data["body"] == reply and delivered.data["ticket_id"] == ticket_id
+    assert again.data["body"] == second and again.data["ticket_id"] == ticket_id
 
-    # Nothing lost: every notify_bot command for this ticket reached the bot.
+    # Nothing lost: every notify_bot command for this ticket reached the bot, once.
     expected = {c["command_id"] for c in e2e.commands(mine)}
-    got = {n.webhook_id for n in e2e.bot.notifications(lambda n: n.data.get("ticket_id") == ticket_id)}
-    assert expected == got == {command_id}
+    got = [n.webhook_id for n in e2e.bot.notifications(lambda n: n.data.get("ticket_id") == ticket_id)]
+    assert expected == set(got) and len(got) == len(set(got)) == 2
     assert e2e.bot.rejected == []
 
 
