@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import quote
 
+import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -33,8 +34,15 @@ _HERE = Path(__file__).parent
 _log = get_logger(__name__)
 
 
-def create_app(settings: Settings, *, consume: bool = True, model: ReadModel | None = None) -> FastAPI:
-    """The app. `consume=False` shows whatever `model` holds without reading Kafka (tests)."""
+def create_app(
+    settings: Settings,
+    *,
+    consume: bool = True,
+    model: ReadModel | None = None,
+    writer_transport: httpx.AsyncBaseTransport | None = None,
+) -> FastAPI:
+    """The app. `consume=False` shows whatever `model` holds without reading Kafka (tests);
+    `writer_transport` replaces the network to the crm-writer replicas (tests)."""
     health = Health()
     model = model or ReadModel(
         topic_roles(settings.kafka),
@@ -52,10 +60,12 @@ def create_app(settings: Settings, *, consume: bool = True, model: ReadModel | N
             waiter = asyncio.create_task(materializer.wait_caught_up())
         else:
             health.set_ready("read-model", True)
+        app.state.writers = httpx.AsyncClient(transport=writer_transport, timeout=3.0)
         _log.info("console started", port=settings.port)
         try:
             yield
         finally:
+            await app.state.writers.aclose()
             if waiter is not None:
                 waiter.cancel()
             if consume:
@@ -79,6 +89,7 @@ def create_app(settings: Settings, *, consume: bool = True, model: ReadModel | N
     app.state.sessions = Sessions(settings)
     app.state.templates = templates
     app.state.materializer = materializer
+    app.state.writer_transport = writer_transport
     install_problem_handlers(app)
     problem_http = app.exception_handlers[StarletteHTTPException]
 

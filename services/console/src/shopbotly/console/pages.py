@@ -7,9 +7,11 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import parse_qs
 
+import httpx
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from shopbotly.cli.connections_status import merge_status
 from shopbotly.cli.dlq_cmd import Decision, Selection, run_redrive
 from shopbotly.common.logging import get_logger
 from shopbotly.console.auth import COOKIE, Operator, Sessions, admin_operator, current_operator
@@ -243,3 +245,41 @@ async def redrive(request: Request, operator: AdminOperator) -> Response:
         )
         reports.append(report)
     return _page(request, "redrive_done.html", operator, reports=reports, Decision=Decision)
+
+
+# --- connections ----------------------------------------------------------------------------------------
+
+
+async def _writer_rows(request: Request, url: str) -> list[dict[str, Any]]:
+    client: httpx.AsyncClient | None = getattr(request.app.state, "writers", None)
+    if client is None:  # served without its lifespan (tests)
+        async with httpx.AsyncClient(transport=request.app.state.writer_transport, timeout=3.0) as own:
+            answer = await own.get(f"{url.rstrip('/')}/connections")
+    else:
+        answer = await client.get(f"{url.rstrip('/')}/connections")
+    answer.raise_for_status()
+    return [dict(r) for r in answer.json().get("connections", [])]
+
+
+@router.get("/connections")
+async def connections(request: Request, operator: CurrentOperator) -> Response:
+    """Each connection over every crm-writer replica, merged like `shopbotly connections status`."""
+    urls: list[str] = request.app.state.settings.console_writer_urls
+    replicas: list[list[dict[str, Any]]] = []
+    unreachable: list[str] = []
+    for url in urls:
+        try:
+            replicas.append(await _writer_rows(request, url))
+        except (httpx.HTTPError, ValueError) as exc:
+            unreachable.append(f"{url}: {type(exc).__name__}")
+    # Rows are labelled `<tenant>:<connection>` by crm-writer.
+    rows = [r for r in merge_status(replicas) if operator.sees(str(r["connection"]).partition(":")[0])]
+    return _page(
+        request,
+        "connections.html",
+        operator,
+        rows=rows,
+        replicas=len(replicas),
+        urls=len(urls),
+        unreachable=unreachable,
+    )

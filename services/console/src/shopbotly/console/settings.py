@@ -56,6 +56,8 @@ class Settings(ServiceSettings):
     console_retention_hours: float = Field(default=7 * 24, gt=0)
     console_max_events: int = Field(default=100_000, ge=100)
     console_max_dead_letters: int = Field(default=100_000, ge=100)
+    # Probe URLs of every crm-writer replica: the connections page merges their `GET /connections`.
+    console_writer_urls: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:9102"])
     # Seconds between refreshes of a page's live parts.
     console_poll_s: float = Field(default=3.0, gt=0, le=300)
     startup_retry_s: float = Field(default=2.0, gt=0)
