@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from shopbotly.console.testing import operators_json
 from tests.stack import REPO_ROOT, SERVICES, StackSecrets, free_port, poll, tenants_yaml
 
 pytestmark = pytest.mark.fault
@@ -95,6 +96,9 @@ def local_stack(tmp_path: Path) -> Iterator[LocalStack]:
         "SHOPBOTLY_CONSUMER_GROUP": "supervision-crm-writer",
         "STACK_READY_TIMEOUT": "150",
         **{f"STACK_PORT_{name.upper().replace('-', '_')}": str(port) for name, port in ports.items()},
+        # The console is part of `make up` too; it needs an operator and a port of its own here.
+        "STACK_PORT_CONSOLE": str(free_port()),
+        "SHOPBOTLY_CONSOLE_OPERATORS": operators_json(),
     }
     stack = LocalStack(env, ports, tmp_path / "run", tmp_path / "stack-sh.out")
     try:
