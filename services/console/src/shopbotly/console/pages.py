@@ -8,14 +8,19 @@ from typing import Annotated, Any
 from urllib.parse import parse_qs
 
 import httpx
+import orjson
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from shopbotly.cli.connections_status import merge_status
 from shopbotly.cli.dlq_cmd import Decision, Selection, run_redrive
+from shopbotly.cli.map_cmd import dry_run
+from shopbotly.common.config import load_config
+from shopbotly.common.errors import ConfigError
 from shopbotly.common.logging import get_logger
 from shopbotly.console.auth import COOKIE, Operator, Sessions, admin_operator, current_operator
 from shopbotly.console.readmodel import EventQuery, Outcome, ReadModel
+from shopbotly.mapper.domain import Mappings
 
 __all__ = ["router"]
 
@@ -282,4 +287,51 @@ async def connections(request: Request, operator: CurrentOperator) -> Response:
         replicas=len(replicas),
         urls=len(urls),
         unreachable=unreachable,
+    )
+
+
+# --- mapping playground ---------------------------------------------------------------------------------
+
+
+def _playground(request: Request, operator: Operator, text: str, **context: Any) -> Response:
+    return _page(
+        request, "playground.html", operator, text=text, **({"report": None, "error": None} | context)
+    )
+
+
+@router.get("/playground")
+async def playground(request: Request, operator: CurrentOperator, tenant: str = "", id: str = "") -> Response:
+    """A raw event to try: the one named by `tenant` and `id` (from its timeline), or one to paste."""
+    event = _model(request).event(tenant, id) if tenant and id and operator.sees(tenant) else None
+    text = orjson.dumps(event.envelope, option=orjson.OPT_INDENT_2).decode() if event else ""
+    return _playground(request, operator, text)
+
+
+@router.post("/playground")
+async def playground_run(request: Request, operator: CurrentOperator) -> Response:
+    """The commands the mapper's own code would make of the event, with the console's config file as it is
+    now (edit the file and run again to try a mapping change). Nothing is published."""
+    form = await _form(request)
+    text = (form.get("event") or [""])[0]
+    try:
+        envelope = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        return _playground(request, operator, text, error=f"not JSON: {exc}")
+    if not isinstance(envelope, dict) or "specversion" not in envelope:
+        return _playground(request, operator, text, error="not a raw-event envelope (no `specversion`)")
+    tenant = str(envelope.get("tenant", ""))
+    if not operator.sees(tenant):
+        return _playground(request, operator, text, error=f"tenant {tenant!r} is not one of yours")
+    config_path = request.app.state.settings.config
+    try:
+        mappings = Mappings.from_config(load_config(config_path))
+    except (ConfigError, ValueError) as exc:
+        return _playground(request, operator, text, error=f"the mapping cannot be loaded: {exc}")
+    _, report = dry_run(envelope, mappings)
+    return _playground(
+        request,
+        operator,
+        text,
+        report=report,
+        pretty=orjson.dumps(report, option=orjson.OPT_INDENT_2).decode(),
     )

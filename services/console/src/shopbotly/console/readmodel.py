@@ -144,6 +144,7 @@ class EventView:
     place: Place | None
     headers: dict[str, str]
     data: Any
+    envelope: dict[str, Any]  # the raw event as on the topic (the mapping playground starts from it)
     command_ids: list[str] = field(default_factory=list)
     dead_letters: list[Place] = field(default_factory=list)
 
@@ -251,6 +252,7 @@ class ReadModel:
             place=record.place,
             headers=headers,
             data=value.get("data"),
+            envelope=value,
             command_ids=self._commands_of.pop(key, []),
             dead_letters=self._letters_of_event.pop(key, []),
         )

@@ -20,7 +20,7 @@ from shopbotly.common.config import load_config
 from shopbotly.common.errors import ConfigError
 from shopbotly.common.events import utcnow
 from shopbotly.common.ids import order_key, ticket_key
-from shopbotly.mapper.domain import Mappings, Status, map_event
+from shopbotly.mapper.domain import Mappings, Outcome, Status, map_event
 from shopbotly.mapper.state import StateStore
 
 EXIT_DEAD_LETTER = 3
@@ -54,6 +54,29 @@ def _envelope(
     }
 
 
+def dry_run(envelope: dict[str, Any], mappings: Mappings) -> tuple[Outcome, dict[str, Any]]:
+    """What the mapper would make of a raw-event envelope, with empty order and ticket state: its outcome
+    and the report `shopbotly map` prints (also the operator console's mapping playground)."""
+    outcome = map_event(orjson.dumps(envelope), mappings, StateStore(), now=utcnow())
+    report = {
+        "status": outcome.status.value,
+        "rule_hits": outcome.rule_hits,
+        "errors": outcome.errors,
+        "crm_commands": [
+            {"key": c.key().decode(), "value": orjson.loads(c.to_json())} for c in outcome.commands
+        ],
+        "orders": [
+            {"key": order_key(o.tenant, o.order_id).decode(), "value": orjson.loads(o.to_json())}
+            for o in outcome.orders
+        ],
+        "tickets": [
+            {"key": ticket_key(t.tenant, t.ticket_id).decode(), "value": orjson.loads(t.to_json())}
+            for t in outcome.tickets
+        ],
+    }
+    return outcome, report
+
+
 def map_event_command(
     event: Annotated[Path, typer.Option("--event", help="Raw event (envelope) or webhook body JSON file")],
     tenant: Annotated[str | None, typer.Option(help="Tenant (overrides the envelope's)")] = None,
@@ -84,23 +107,7 @@ def map_event_command(
         err_console.print(f"{event}: not JSON: {exc}", markup=False)
         raise typer.Exit(1) from None
     envelope = _envelope(document, tenant=tenant, event_type=event_type, source=source)
-    outcome = map_event(orjson.dumps(envelope), mappings, StateStore(), now=utcnow())
-    report = {
-        "status": outcome.status.value,
-        "rule_hits": outcome.rule_hits,
-        "errors": outcome.errors,
-        "crm_commands": [
-            {"key": c.key().decode(), "value": orjson.loads(c.to_json())} for c in outcome.commands
-        ],
-        "orders": [
-            {"key": order_key(o.tenant, o.order_id).decode(), "value": orjson.loads(o.to_json())}
-            for o in outcome.orders
-        ],
-        "tickets": [
-            {"key": ticket_key(t.tenant, t.ticket_id).decode(), "value": orjson.loads(t.to_json())}
-            for t in outcome.tickets
-        ],
-    }
+    outcome, report = dry_run(envelope, mappings)
     console.print_json(orjson.dumps(report).decode())
     if outcome.status == Status.DEAD_LETTERED:
         err_console.print(f"would be dead-lettered: {outcome.reason}", markup=False, highlight=False)
