@@ -49,6 +49,7 @@ demo: ## Send signed demo webhooks and show the CRM records and an order lookup
 	$(RUN) shopbotly demo
 
 test: install ## Run every test: unit, component, integration with a real broker, e2e and fault injection
+	deploy/local/test-tools.sh
 	$(RUN) pytest $(PYTEST_ARGS)
 
 test-fault: install ## Only the fault suite (kill -9, broker restart and outage noise, CRM outage, 429 storm, make up supervision)
