@@ -79,6 +79,8 @@ up() {
   # shellcheck disable=SC1090
   set -a; [[ -f "$ENV_FILE" ]] && source "$ENV_FILE"; set +a
   export SHOPBOTLY_CONFIG="$CONFIG" SHOPBOTLY_RUN_DIR="${SHOPBOTLY_RUN_DIR:-$ROOT/.run}"
+  # The console's connections page asks the crm-writer of this stack.
+  export SHOPBOTLY_CONSOLE_WRITER_URLS="[\"http://127.0.0.1:$(port_of crm-writer 9102)\"]"
   "$VENV/shopbotly" config check "$CONFIG"
   "$VENV/shopbotly" topics create
   write_procfile
