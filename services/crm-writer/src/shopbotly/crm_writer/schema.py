@@ -19,7 +19,7 @@ from typing import Any, Literal
 import httpx
 
 from shopbotly.common.config import ConnectionConfig
-from shopbotly.common.config._connections import HubSpotOptions
+from shopbotly.common.config._connections import HubSpotOptions, SalesforceOptions
 from shopbotly.common.events import CommandOp
 
 __all__ = [
@@ -32,9 +32,11 @@ __all__ = [
     "hubspot_definition",
     "hubspot_object_types",
     "owned_hubspot_properties",
+    "owned_salesforce_fields",
     "parse_hubspot_properties",
     "parse_salesforce_describe",
     "problem",
+    "salesforce_setup_instruction",
     "targets",
 ]
 
@@ -97,7 +99,8 @@ def parse_salesforce_describe(body: Any) -> dict[str, CrmProperty]:
         out[str(f["name"])] = CrmProperty(
             name=str(f["name"]),
             type=type_,
-            writable=bool(f.get("createable") or f.get("updateable")),
+            # Upserts create and update: a field ShopBotly writes must be both.
+            writable=bool(f.get("createable") and f.get("updateable")),
             options=options,
             unique=bool(f.get("unique") or f.get("externalId")),
             multi=type_ == "multipicklist",
@@ -147,6 +150,7 @@ class OwnedProperty:
     field_type: str = "text"
     unique: bool = False
     description: str = ""
+    external_id: bool = False
 
 
 OWNED_HUBSPOT_PROPERTIES: tuple[OwnedProperty, ...] = (
@@ -204,6 +208,44 @@ def owned_hubspot_properties(
         if name.startswith("shopbotly_"):
             out.setdefault((object_type, name), OwnedProperty(object_type, name, name.replace("_", " ")))
     return list(out.values())
+
+
+def owned_salesforce_fields(
+    options: SalesforceOptions, wanted: Iterable[tuple[str, str]] = ()
+) -> list[OwnedProperty]:
+    """The custom fields a Salesforce connection needs that ShopBotly owns, among those the mapping writes
+    (`wanted`: (sObject, field)): the identity's external-id field, the tags field, the ticket external-id
+    field and any other `ShopBotly_*__c`. Created by an admin in Setup (the Metadata API is not used)."""
+    out: list[OwnedProperty] = []
+    identity = options.external_id_field.lower()
+    command_id = (options.ticket_external_id_field or "").lower()
+    for sobject, name in wanted:
+        lowered = name.lower()
+        if lowered in (identity, command_id):
+            label = "ShopBotly identity" if lowered == identity else "ShopBotly command id"
+            out.append(
+                OwnedProperty(sobject, name, label, "string", "Text(255)", unique=True, external_id=True)
+            )
+        elif options.tags_field and lowered == options.tags_field.lower():
+            out.append(
+                OwnedProperty(sobject, name, "ShopBotly tags", "multipicklist", "Picklist (Multi-Select)")
+            )
+        elif lowered.startswith("shopbotly_") and lowered.endswith("__c"):
+            label = name.removesuffix("__c").replace("_", " ")
+            out.append(OwnedProperty(sobject, name, label, "string", "Text(255)"))
+    return out
+
+
+def salesforce_setup_instruction(prop: OwnedProperty) -> str:
+    """Where and how an admin creates a field in Salesforce Setup."""
+    attributes = [prop.field_type or "Text(255)", f"Field Name {prop.name.removesuffix('__c')}"]
+    if prop.external_id:
+        attributes.append("External ID")
+    if prop.unique:
+        attributes.append("Unique")
+    return f"Setup > Object Manager > {prop.object_type} > Fields & Relationships > New: " + ", ".join(
+        attributes
+    )
 
 
 def hubspot_definition(prop: OwnedProperty) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 `check` lists every property every rule can write (presets included, expanded by the mapper's own
 `compile_tenant`) on each HubSpot/Salesforce connection and whether the CRM has it, lets ShopBotly write it,
-and takes the values the mapping fixes. `setup` creates the custom properties ShopBotly owns (HubSpot).
+and takes the values the mapping fixes. `setup` creates the custom properties ShopBotly owns (HubSpot) or says
+how to create them in Setup (Salesforce).
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ from shopbotly.crm_writer.schema import (
     fetch_schema,
     hubspot_definition,
     owned_hubspot_properties,
+    owned_salesforce_fields,
     problem,
+    salesforce_setup_instruction,
     targets,
 )
 from shopbotly.crm_writer.tokens import TokenManager
@@ -234,7 +237,11 @@ def check_rows(plan: ConnectionPlan, schema: FetchedSchema) -> list[Row]:
         else:
             status, detail = found
             if status == "missing" and is_owned:
-                detail += " (`shopbotly connections setup --apply` creates it)"
+                detail += (
+                    " (`shopbotly connections setup --apply` creates it)"
+                    if plan.config.kind == "hubspot"
+                    else " (create it in Setup: `shopbotly connections setup` says how)"
+                )
             rows.append(Row(label, object_type, name, status, detail, rules, is_owned))
     for rule in plan.dynamic:
         rows.append(
@@ -252,9 +259,9 @@ def check_rows(plan: ConnectionPlan, schema: FetchedSchema) -> list[Row]:
 
 
 def _owned(plan: ConnectionPlan) -> list[OwnedProperty]:
-    if plan.config.kind != "hubspot":
-        return []
     sent = [key for key, w in plan.written.items() if w.target.not_sent is None]
+    if plan.config.kind == "salesforce":
+        return owned_salesforce_fields(plan.config.salesforce_options(), sent)
     return owned_hubspot_properties(plan.config.hubspot_options(), sent)
 
 
@@ -325,7 +332,7 @@ class SetupStep:
     connection: str
     object_type: str
     name: str
-    action: str  # exists | create | created | failed
+    action: str  # exists | create | created | failed | create in Setup
     detail: str = ""
 
 
@@ -352,6 +359,14 @@ async def setup_connection(
         if existing is not None:
             detail = "" if existing.unique or not prop.unique else "exists WITHOUT unique values: recreate it"
             steps.append(SetupStep(label, prop.object_type, prop.name, "exists", detail))
+            continue
+        if plan.config.kind == "salesforce":
+            # Custom fields are metadata (Metadata/Tooling API): an admin creates them in Setup.
+            steps.append(
+                SetupStep(
+                    label, prop.object_type, prop.name, "create in Setup", salesforce_setup_instruction(prop)
+                )
+            )
             continue
         if not apply:
             steps.append(SetupStep(label, prop.object_type, prop.name, "create", _describe(prop)))
@@ -389,9 +404,11 @@ def setup(
     tenant: TenantOption = None,
     apply: Annotated[bool, typer.Option("--apply", help="Create the properties (default: dry run)")] = False,
 ) -> None:
-    """Create the custom properties ShopBotly needs on each HubSpot connection (idempotent).
+    """Create the custom properties ShopBotly needs on each HubSpot connection (idempotent); for Salesforce,
+    say which custom fields to create in Setup.
 
-    Without --apply, only lists what would be created. Exit 1 when a property could not be created.
+    Without --apply, only lists what would be created. Exit 1 when a property could not be created (with
+    --apply, also while a Salesforce field is still to be created in Setup).
     """
     plans = _plans(config, tenant)
 
@@ -411,7 +428,15 @@ def setup(
     pending = sum(1 for s in steps if s.action == "create")
     if pending:
         console.print(f"dry run: {pending} to create; run again with --apply", markup=False, highlight=False)
-    if any(s.action == "failed" for s in steps):
+    manual = sum(1 for s in steps if s.action == "create in Setup")
+    if manual:
+        console.print(
+            f"{manual} Salesforce field(s) to create in Setup (ShopBotly does not change an org's metadata); "
+            "then run `shopbotly connections check`",
+            markup=False,
+            highlight=False,
+        )
+    if any(s.action == "failed" for s in steps) or (apply and manual):
         raise typer.Exit(1)
 
 

@@ -1,5 +1,5 @@
-"""Salesforce routes: the OAuth 2.0 token endpoint, sObject Collections upsert, single-record upsert,
-create and read, and the limits resource."""
+"""Salesforce routes: the OAuth 2.0 token endpoint, sObject describe, sObject Collections upsert,
+single-record upsert, create and read, and the limits resource."""
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ from shopbotly.crm_emulator.oauth import (
     parse_form,
 )
 from shopbotly.crm_emulator.runtime import Runtime
+from shopbotly.crm_emulator.salesforce_describe import custom_field, describe_sobject
 from shopbotly.crm_emulator.settings import reveal
 from shopbotly.crm_emulator.shapes import salesforce_error, salesforce_item_error
 
@@ -226,6 +227,34 @@ def _select(record: dict[str, Any], fields: str | None) -> dict[str, Any]:
         return record
     wanted = {f.strip().lower() for f in fields.split(",") if f.strip()}
     return {k: v for k, v in record.items() if k in ("attributes", "Id") or k.lower() in wanted}
+
+
+def _custom_fields(rt: Runtime, sobject: str) -> list[dict[str, Any]]:
+    settings = rt.settings
+    external = set(settings.salesforce_external_id_fields.get(sobject, []))
+    unique = set(settings.salesforce_unique_fields.get(sobject, []))
+    out = {
+        f.name: custom_field(
+            f.name,
+            f.type,
+            external_id=f.external_id or f.name in external,
+            unique=f.unique or f.name in unique,
+            picklist=f.picklist_values,
+        )
+        for f in settings.salesforce_custom_fields.get(sobject, [])
+    }
+    for name in sorted(external | unique):
+        if name not in out and name.endswith("__c"):
+            out[name] = custom_field(name, external_id=name in external, unique=name in unique)
+    return list(out.values())
+
+
+# Before the record routes: `describe` is not a record id.
+@router.get("/services/data/{version}/sobjects/{sobject}/describe")
+async def describe(version: str, sobject: str, rt: RuntimeDep) -> JSONResponse:
+    _version(version)
+    spec = _spec(sobject)
+    return JSONResponse(describe_sobject(spec.name, spec.key_prefix, _custom_fields(rt, spec.name), version))
 
 
 @router.get("/services/data/{version}/sobjects/{sobject}/{record_id}")

@@ -8,14 +8,21 @@ with the shared `SecretRef`, so the emulator and crm-writer can read the same se
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shopbotly.common.config import SecretRef
 
-__all__ = ["EmulatorSettings", "OAuthClient", "Secret", "WebhookSettings", "reveal"]
+__all__ = [
+    "EmulatorSettings",
+    "OAuthClient",
+    "SalesforceCustomField",
+    "Secret",
+    "WebhookSettings",
+    "reveal",
+]
 
 Secret = str | SecretRef
 
@@ -38,6 +45,19 @@ class OAuthClient(BaseModel):
     jwt_public_key: Secret | None = None
     # JWT `sub` values (usernames) pre-approved for this app; None accepts any.
     usernames: list[str] | None = None
+
+
+class SalesforceCustomField(BaseModel):
+    """A custom field of the emulated org, as an admin creates it in Setup (a fresh org has none)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*__c$")]
+    # The describe `type`: string, multipicklist, picklist, email, phone, double, boolean, date, datetime, ...
+    type: str = "string"
+    external_id: bool = False
+    unique: bool = False
+    picklist_values: list[str] = Field(default_factory=list)
 
 
 class WebhookSettings(BaseModel):
@@ -130,6 +150,9 @@ class EmulatorSettings(BaseSettings):
     salesforce_external_id_fields: dict[str, list[str]] = Field(default_factory=dict)
     # Fields with a unique constraint per sObject: a second record with the value fails DUPLICATE_VALUE.
     salesforce_unique_fields: dict[str, list[str]] = Field(default_factory=dict)
+    # Custom fields the org has, per sObject, as `describe` lists them; fields named in
+    # `salesforce_external_id_fields` / `salesforce_unique_fields` are listed too (text, External ID/Unique).
+    salesforce_custom_fields: dict[str, list[SalesforceCustomField]] = Field(default_factory=dict)
     # Multi-picklist field shown as the record's tags in the admin state.
     salesforce_tag_field: str = "ShopBotly_Tags__c"
     # JWT `aud` values accepted besides the emulator's own base URL.

@@ -1,0 +1,291 @@
+"""`shopbotly connections check|setup` against the CRM emulator as a fresh Salesforce org (standard fields
+only), and simple-salesforce (the official-style Python client) reading the emulator's describe over HTTPS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ipaddress
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import uvicorn
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from simple_salesforce import Salesforce, SalesforceResourceNotFound
+from typer.testing import CliRunner, Result
+
+from shopbotly.cli.app import app
+from shopbotly.crm_emulator import EmulatorSettings, create_app
+from shopbotly.crm_emulator.testing import free_port, serve
+
+CLIENT_ID, CLIENT_SECRET = "emulator-sf-client", "emulator-sf-secret"
+# What an admin creates in Setup for ShopBotly (`connections setup` says so); a fresh org has none of it.
+SET_UP = {
+    "salesforce_custom_fields": {
+        sobject: [{"name": "ShopBotly_Email__c", "external_id": True, "unique": True}]
+        for sobject in ("Lead", "Contact")
+    }
+}
+
+Org = Callable[..., Awaitable[str]]
+
+
+def write_config(tmp_path: Path, base_url: str, *, presets: list[str], options: str = "{}") -> Path:
+    path = tmp_path / "shopbotly.yaml"
+    path.write_text(
+        f"""
+tenants:
+  acme:
+    sources:
+      shop: {{kind: shopify, secrets: [{{env: SB_TEST_SECRET}}]}}
+    connections:
+      sf:
+        kind: salesforce
+        base_url: {base_url}
+        auth:
+          kind: oauth2_client_credentials
+          token_url: {base_url}/services/oauth2/token
+          client_id: {CLIENT_ID}
+          client_secret: {{env: SB_TEST_SF_SECRET}}
+        options: {options}
+    mapping:
+      default_connection: sf
+      presets: [{", ".join(presets)}]
+"""
+    )
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SB_TEST_SF_SECRET", CLIENT_SECRET)
+    monkeypatch.setenv("SB_TEST_SECRET", "s3cret")
+    monkeypatch.setenv("COLUMNS", "400")  # one table row per line
+
+
+@pytest.fixture
+async def org() -> AsyncIterator[Org]:
+    """Start emulated orgs (each on its own port) with setting overrides; all stop after the test."""
+    servers: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
+
+    async def start(**overrides: Any) -> str:
+        server, task, port = await serve(create_app(EmulatorSettings(**overrides)))
+        servers.append((server, task))
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for server, task in servers:
+        server.should_exit = True
+        await task
+
+
+async def cli(*args: str) -> Result:
+    return await asyncio.to_thread(CliRunner().invoke, app, list(args), catch_exceptions=False)
+
+
+def row(output: str, sobject: str, name: str) -> str:
+    [line] = [ln for ln in output.splitlines() if f" {sobject} " in ln and f" {name} " in ln]
+    return line
+
+
+async def test_check_on_a_fresh_org_lists_the_missing_external_id_setup_says_how_and_then_check_passes(
+    org: Org, tmp_path: Path
+) -> None:
+    fresh = await org()
+    config = str(write_config(tmp_path, fresh, presets=["shopbotly", "shopify", "api"]))
+
+    before = await cli("connections", "check", "--config", config)
+    assert before.exit_code == 1, before.output
+    for sobject in ("Lead", "Contact"):
+        assert " missing " in row(before.output, sobject, "ShopBotly_Email__c")
+        assert "create it in Setup" in row(before.output, sobject, "ShopBotly_Email__c")
+        for name in ("Email", "FirstName", "LastName", "Phone"):
+            assert " ok " in row(before.output, sobject, name), before.output
+    for name in ("Subject", "Description", "WhoId", "Status"):
+        assert " ok " in row(before.output, "Task", name)
+    for name in ("Subject", "Description", "ContactId", "Origin", "Priority"):
+        assert " ok " in row(before.output, "Case", name)
+    assert "2 problem(s)" in before.output
+
+    dry = await cli("connections", "setup", "--config", config)
+    assert dry.exit_code == 0, dry.output
+    assert (
+        "acme:sf  Lead.ShopBotly_Email__c: create in Setup (Setup > Object Manager > Lead > Fields & "
+        "Relationships > New: Text(255), Field Name ShopBotly_Email, External ID, Unique)"
+    ) in dry.output
+    assert "Contact.ShopBotly_Email__c: create in Setup" in dry.output
+    applied = await cli("connections", "setup", "--config", config, "--apply")
+    assert applied.exit_code == 1, applied.output  # nothing ShopBotly can create: still to do in Setup
+
+    set_up = await org(**SET_UP)
+    config = str(write_config(tmp_path, set_up, presets=["shopbotly", "shopify", "api"]))
+    after = await cli("connections", "check", "--config", config)
+    assert after.exit_code == 0, after.output
+    assert " ok " in row(after.output, "Lead", "ShopBotly_Email__c")
+    assert "0 problem(s)" in after.output
+    again = await cli("connections", "setup", "--config", config, "--apply")
+    assert again.exit_code == 0, again.output
+    assert "Lead.ShopBotly_Email__c: exists" in again.output and "create in Setup" not in again.output
+
+
+async def test_check_reads_salesforce_types_read_only_fields_and_custom_fields(
+    org: Org, tmp_path: Path
+) -> None:
+    """Field maps onto a read-only field (Name), an int field fed text, and a tags field the org lacks."""
+    url = await org(**SET_UP)
+    options = (
+        "{tags_field: ShopBotly_Tags__c, "
+        "lead_field_map: {email: Email, lastname: LastName, company: NumberOfEmployees, firstname: Name}}"
+    )
+    config = str(write_config(tmp_path, url, presets=["api"], options=options))
+    result = await cli("connections", "check", "--config", config)
+    assert result.exit_code == 1, result.output
+    assert " read-only " in row(result.output, "Lead", "Name")
+    assert " missing " in row(result.output, "Contact", "ShopBotly_Tags__c")
+    assert "create it in Setup" in row(result.output, "Contact", "ShopBotly_Tags__c")
+    assert " ok " in row(result.output, "Lead", "LastName")
+
+    dry = await cli("connections", "setup", "--config", config)
+    assert "New: Picklist (Multi-Select), Field Name ShopBotly_Tags" in dry.output
+
+    tags = {"name": "ShopBotly_Tags__c", "type": "multipicklist", "picklist_values": ["vip"]}
+    with_tags = await org(
+        salesforce_custom_fields={
+            "Lead": SET_UP["salesforce_custom_fields"]["Lead"],
+            "Contact": [*SET_UP["salesforce_custom_fields"]["Contact"], tags],
+        }
+    )
+    config = str(write_config(tmp_path, with_tags, presets=["api"], options=options))
+    result = await cli("connections", "check", "--config", config)
+    assert " ok " in row(result.output, "Contact", "ShopBotly_Tags__c")
+
+
+# -- simple-salesforce against the emulator over HTTPS --------------------------------------------------
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_path, key_path
+
+
+@pytest.fixture
+async def https_org(tmp_path: Path) -> AsyncIterator[tuple[str, Path]]:
+    """The emulator behind TLS: simple-salesforce builds https URLs whatever instance_url says."""
+    cert, key = _self_signed(tmp_path)
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(EmulatorSettings(**SET_UP)),
+        host="127.0.0.1",
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        ssl_certfile=str(cert),
+        ssl_keyfile=str(key),
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server._serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    try:
+        yield f"https://127.0.0.1:{port}", cert
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def test_simple_salesforce_describes_upserts_and_reads_by_external_id(
+    https_org: tuple[str, Path],
+) -> None:
+    url, cert = https_org
+
+    def calls() -> dict[str, Any]:
+        session = requests.Session()
+        session.trust_env = False  # REQUESTS_CA_BUNDLE would replace `verify`
+        session.verify = str(cert)
+        token = session.post(
+            f"{url}/services/oauth2/token",
+            data={"grant_type": "client_credentials", "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET},
+        )
+        session_id = token.json()["access_token"]
+        sf = Salesforce(instance_url=url, session_id=session_id, session=session, version="61.0")
+        out: dict[str, Any] = {
+            name: getattr(sf, name).describe() for name in ("Lead", "Contact", "Task", "Case")
+        }
+        # The writer's path: upsert on the external id, read back by it, sObject Collections upsert.
+        out["created"] = sf.Lead.upsert(
+            "ShopBotly_Email__c/ada@example.com", {"LastName": "Lovelace", "Company": "Analytical"}
+        )
+        out["updated"] = sf.Lead.upsert("ShopBotly_Email__c/ada@example.com", {"FirstName": "Ada"})
+        out["read"] = sf.Lead.get_by_custom_id("ShopBotly_Email__c", "ada@example.com")
+        out["collection"] = sf.restful(
+            "composite/sobjects/Contact/ShopBotly_Email__c",
+            method="PATCH",
+            json={
+                "allOrNone": False,
+                "records": [
+                    {
+                        "attributes": {"type": "Contact"},
+                        "ShopBotly_Email__c": "b@example.com",
+                        "LastName": "B",
+                    }
+                ],
+            },
+        )
+        try:
+            sf.Opportunity.describe()
+        except SalesforceResourceNotFound as exc:
+            out["unknown"] = exc.content
+        return out
+
+    got = await asyncio.to_thread(calls)
+    lead = {f["name"]: f for f in got["Lead"]["fields"]}
+    assert got["Lead"]["name"] == "Lead" and got["Lead"]["keyPrefix"] == "00Q"
+    assert lead["Id"]["type"] == "id" and not lead["Id"]["createable"] and not lead["Id"]["updateable"]
+    assert lead["LastName"]["nillable"] is False and lead["Company"]["nillable"] is False
+    assert lead["Email"]["type"] == "email" and lead["Email"]["createable"] and lead["Email"]["updateable"]
+    assert lead["Status"]["type"] == "picklist"
+    assert "Open - Not Contacted" in [v["value"] for v in lead["Status"]["picklistValues"]]
+    assert lead["ShopBotly_Email__c"]["custom"] and lead["ShopBotly_Email__c"]["externalId"]
+    assert lead["ShopBotly_Email__c"]["unique"]
+    assert [f["name"] for f in lead.values() if f["custom"]] == ["ShopBotly_Email__c"]
+    task = {f["name"]: f for f in got["Task"]["fields"]}
+    assert task["WhoId"]["type"] == "reference" and task["WhoId"]["referenceTo"] == ["Contact", "Lead"]
+    case = {f["name"]: f for f in got["Case"]["fields"]}
+    assert not case["CaseNumber"]["createable"] and case["Origin"]["type"] == "picklist"
+    assert got["created"] == 201 and got["updated"] == 200  # v46.0+: 200 with a body on update
+    assert got["read"]["FirstName"] == "Ada" and got["read"]["LastName"] == "Lovelace"
+    assert got["collection"][0]["success"] is True and got["collection"][0]["created"] is True
+    assert got["unknown"][0]["errorCode"] == "NOT_FOUND"
