@@ -3,6 +3,7 @@
 # workspace packages it installs (docker-compose.yml and docs/deploy.md list the pairs):
 #   docker build --target ingest --build-arg PACKAGES=shopbotly-ingest -t shopbotly/ingest .
 #   docker build --target mapper --build-arg PACKAGES="shopbotly-mapper shopbotly-cli" -t shopbotly/mapper .
+#   docker build --target console --build-arg PACKAGES="shopbotly-console shopbotly-cli shopbotly-mapper" -t shopbotly/console .
 # `build` resolves the locked dependencies with uv into /app/.venv (no compilers or uv in the final image);
 # `runtime` is python:3.11-slim with that venv, running as an unprivileged user; the targets below it set
 # only what differs between deployables: port, settings and console script.
@@ -73,7 +74,7 @@ USER ${UID}:${UID}
 HEALTHCHECK --interval=15s --timeout=3s --start-period=30s --retries=3 \
   CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + (os.environ.get('SHOPBOTLY_PORT') or os.environ['SHOPBOTLY_EMULATOR_PORT']) + '/healthz', timeout=2)"]
 
-# The four services read SHOPBOTLY_* settings and the tenants file.
+# The services read SHOPBOTLY_* settings and the tenants file.
 FROM runtime AS service
 ENV SHOPBOTLY_HOST=0.0.0.0 \
     SHOPBOTLY_CONFIG=/etc/shopbotly/shopbotly.yaml
@@ -102,6 +103,13 @@ FROM service AS crm-writer
 ENV SHOPBOTLY_PORT=9102
 EXPOSE 9102
 ENTRYPOINT ["shopbotly-crm-writer"]
+
+# The operator console (docs/console.md). Its read model is rebuilt from the topics at every start and kept in
+# memory: no data dir. It carries the CLI (its redrive) and the mapper (the mapping playground) as libraries.
+FROM service AS console
+ENV SHOPBOTLY_PORT=8082
+EXPOSE 8082
+ENTRYPOINT ["shopbotly-console"]
 
 # HubSpot/Salesforce/generic CRM stand-in for compose and demos (not for production). Its settings are
 # SHOPBOTLY_EMULATOR_*; SHOPBOTLY_DATA_DIR would move its store from memory to a file, so it is not set.

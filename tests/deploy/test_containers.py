@@ -14,7 +14,7 @@ import jsonschema  # type: ignore[import-untyped]
 import pytest
 import yaml
 
-from .conftest import EMULATOR, ROOT, SERVICES, declared_env
+from .conftest import EMULATOR, ROOT, SERVICES, UNSCRAPED, declared_env
 
 pytestmark = pytest.mark.unit
 
@@ -25,6 +25,7 @@ IMAGES: dict[str, tuple[list[str], int, str]] = {
     "mapper": (["shopbotly-mapper", "shopbotly-cli"], 9101, "SHOPBOTLY_PORT"),
     "crm-writer": (["shopbotly-crm-writer"], 9102, "SHOPBOTLY_PORT"),
     "order-reader": (["shopbotly-order-reader"], 8081, "SHOPBOTLY_PORT"),
+    "console": (["shopbotly-console", "shopbotly-cli", "shopbotly-mapper"], 8082, "SHOPBOTLY_PORT"),
     "crm-emulator": (["shopbotly-crm-emulator"], 8090, "SHOPBOTLY_EMULATOR_PORT"),
 }
 
@@ -234,7 +235,8 @@ def test_prometheus_scrapes_every_service_and_grafana_is_provisioned(compose: di
         for target in t["targets"]
         if "labels" in t
     }
-    expected = {name: port for name, (port, _) in SERVICES.items()} | {"crm-emulator": EMULATOR[0]}
+    expected = {name: port for name, (port, _) in SERVICES.items() if name not in UNSCRAPED}
+    expected["crm-emulator"] = EMULATOR[0]
     assert targets == {name: f"pod:{port}" for name, port in expected.items()}
     prometheus = compose["services"]["prometheus"]
     assert "./deploy/observability:/etc/prometheus/shopbotly:ro" in prometheus["volumes"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -10,14 +11,22 @@ import yaml
 from pydantic import BaseModel
 
 from shopbotly.common.config import SecretRef, load_config
-from shopbotly.common.topics import registry
+from shopbotly.common.topics import Topic, registry
+from shopbotly.console.materializer import topic_roles
 from shopbotly.mapper.domain import compile_tenant
 
-from .conftest import K8S, OVERLAYS, SERVICES, Rendered, declared_env, service_settings
+from .conftest import K8S, OVERLAYS, SERVICES, UNSCRAPED, Rendered, declared_env, service_settings
 
 pytestmark = pytest.mark.unit
 
 TENANT_SECRETS_MOUNT = "/var/run/secrets/shopbotly/tenants"
+# The console reads the tenants file (its mapping playground) but resolves none of its secrets.
+WITHOUT_TENANT_SECRETS = {"console"}
+# Values for settings taken from Secrets when a rendered environment is validated: what a real one looks like.
+SECRET_STUBS = {
+    "SHOPBOTLY_CONSOLE_OPERATORS": json.dumps([{"name": "stub", "sha256": "0" * 64, "scopes": ["read"]}]),
+}
+SECRET_STUB = "stub-from-secret-at-least-32-characters"
 
 
 def _containers(workload: dict[str, Any]) -> list[dict[str, Any]]:
@@ -30,7 +39,7 @@ def _settings(r: Rendered, name: str, monkeypatch: pytest.MonkeyPatch) -> Any:
     assert cls is not None, f"{name}: no shopbotly.<svc>.settings.Settings"
     with monkeypatch.context() as m:
         for var, value in r.container_env(r.workloads()[name]).items():
-            m.setenv(var, value if isinstance(value, str) else "stub-from-secret")
+            m.setenv(var, value if isinstance(value, str) else SECRET_STUBS.get(var, SECRET_STUB))
         return cls()
 
 
@@ -186,6 +195,23 @@ def test_kafka_users_may_use_the_consumer_groups_the_services_join(
         assert any(_acl_covers(a, "group", group) and "Read" in a["operations"] for a in acls), (name, group)
 
 
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_console_kafkauser_reads_its_model_and_writes_only_where_redrive_sends(
+    rendered: dict[str, Rendered], overlay: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read on the topics its read model follows and on the ledger (the redrive skips applied commands);
+    Write only on the origin topics a redrive copies dead letters back into."""
+    r = rendered[overlay]
+    kafka = _settings(r, "console", monkeypatch).kafka
+    acls = r.one("KafkaUser", "shopbotly-console")["spec"]["authorization"]["acls"]
+    reads = [*topic_roles(kafka), kafka.topic(Topic.CRM_LEDGER)]
+    for topic in reads:
+        assert any(_acl_covers(a, "topic", topic) and "Read" in a["operations"] for a in acls), topic
+    writable = {a["resource"]["name"] for a in acls if "Write" in a["operations"]}
+    assert writable == {kafka.topic(Topic.RAW_EVENTS), kafka.topic(Topic.CRM_COMMANDS)}
+    assert all(a["resource"]["type"] == "topic" for a in acls), "the console joins no consumer group"
+
+
 def test_keda_scales_on_the_consumer_group_and_topic_each_service_uses(
     rendered: dict[str, Rendered], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -289,6 +315,12 @@ def test_config_and_tenant_secrets_are_mounted_where_the_settings_point(
         mounts = {m["mountPath"]: m for m in pod["containers"][0]["volumeMounts"]}
         config_mount = mounts[str(config_path.parent)]
         assert volumes[config_mount["name"]]["configMap"]["name"].startswith("shopbotly-config-"), name
+        if name in WITHOUT_TENANT_SECRETS:
+            assert TENANT_SECRETS_MOUNT not in mounts, f"{name} needs no tenant secrets"
+            assert all(
+                v.get("secret", {}).get("secretName") != "shopbotly-tenant-secrets" for v in volumes.values()
+            )
+            continue
         secrets = mounts[TENANT_SECRETS_MOUNT]
         assert volumes[secrets["name"]]["secret"]["secretName"] == "shopbotly-tenant-secrets", name
 
@@ -307,7 +339,7 @@ def test_network_policies_select_only_shopbotly_pods(rendered: dict[str, Rendere
         assert expr["key"] == "app.kubernetes.io/name" and set(expr["values"]) <= set(SERVICES)
 
 
-def test_prometheus_rule_matches_the_compose_scrape_labels() -> None:
+def test_prometheus_rule_matches_the_compose_scrape_labels(rendered: dict[str, Rendered]) -> None:
     """Alerts select job="shopbotly", which both the ServiceMonitor and deploy/observability set."""
     rule = yaml.safe_load((K8S / "components" / "monitoring" / "prometheusrule.yaml").read_text())
     monitor = yaml.safe_load((K8S / "components" / "monitoring" / "servicemonitor.yaml").read_text())
@@ -318,4 +350,10 @@ def test_prometheus_rule_matches_the_compose_scrape_labels() -> None:
     exprs = [r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]]
     assert exprs and all(f'job="{job["job_name"]}"' in e for e in exprs)
     compose_services = {t["labels"]["service"] for t in job["static_configs"]}
-    assert compose_services == set(SERVICES)
+    assert compose_services == set(SERVICES) - UNSCRAPED
+    scraped = {
+        s["metadata"]["labels"]["app.kubernetes.io/name"]
+        for s in rendered["prod"].of_kind("Service")
+        if s["metadata"]["labels"].get("shopbotly.io/metrics") == "true"
+    }
+    assert scraped == compose_services, "the ServiceMonitor and prometheus.yml scrape the same services"

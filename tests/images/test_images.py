@@ -50,10 +50,11 @@ def _load_images_tool() -> ModuleType:
 images_tool = _load_images_tool()
 IMAGES = {image.target: image for image in images_tool.compose_images()}
 MB = 1_000_000
-# Uncompressed size budgets. 200 MB for each image but the mapper: it also carries the operator CLI (rich,
-# pygments, typer, crm-writer's connectors) and phonenumbers with its geocoder, carrier and timezone data
-# (43 MB the mapper does not use; phonenumberslite has none of it). Lower them when that changes.
-SIZE_BUDGET_MB = {target: 200 for target in IMAGES} | {"mapper": 250}
+# Uncompressed size budgets. 200 MB for each image but the mapper and the console (which installs the mapper
+# and the CLI as libraries): they carry the operator CLI (rich, pygments, typer, crm-writer's connectors) and
+# phonenumbers with its geocoder, carrier and timezone data (43 MB neither uses; phonenumberslite has none of
+# it). Lower them when that changes.
+SIZE_BUDGET_MB = {target: 200 for target in IMAGES} | {"mapper": 250, "console": 250}
 
 
 def _names(requirements: list[str]) -> set[str]:
