@@ -215,7 +215,11 @@ async def test_a_kill_9_while_a_connection_is_held_back_loses_and_doubles_nothin
         first = await writer_process(config, name="first", **env)
         crm_ids = {c.command_id for c in crm}
         await results.wait_for(lambda _: crm_ids <= set(results_of(results)), timeout_s=120)
-        held = await first.metric("shopbotly_crm_writer_held_commands", connection="t1:bot")
+        held = None
+        async with asyncio.timeout(30):  # the gauges are refreshed every commit interval
+            while held != len(notify):
+                await asyncio.sleep(0.2)
+                held = await first.metric("shopbotly_crm_writer_held_commands", connection="t1:bot")
         first.signal(signal.SIGKILL)
         await first.proc.wait()
         await bot.start()
