@@ -45,6 +45,17 @@ class Outcomes:
         self.results_topic = results_topic
         self.dlq_topic = dlq_topic
 
+    def _result(
+        self, env: Envelope, cmd: CrmCommand, result: CommandResult
+    ) -> Callable[[], Awaitable[object]]:
+        """The send of a command's result, keyed like the command."""
+        return self._send(
+            self.results_topic,
+            result.to_json(),
+            env.key or cmd.key(),
+            self._headers(cmd, CommandResult.SCHEMA),
+        )
+
     def _headers(self, cmd: CrmCommand, schema: str) -> Headers:
         return message_headers(
             event_id=cmd.causation_event_id, tenant=cmd.tenant, trace_id=cmd.trace_id, schema=schema
@@ -98,14 +109,7 @@ class Outcomes:
                 attempts=delivery.tries,
                 coalesced_with=[i for i in ids if i != cmd.command_id],
             )
-            sends.append(
-                self._send(
-                    self.results_topic,
-                    result.to_json(),
-                    env.key or cmd.key(),
-                    self._headers(cmd, CommandResult.SCHEMA),
-                )
-            )
+            sends.append(self._result(env, cmd, result))
             metrics.COMMANDS.labels(f"{cmd.tenant}:{cmd.connection}", cmd.op.value, "applied").inc()
             if cmd.received_at is not None:
                 metrics.E2E_LATENCY.labels(f"{cmd.tenant}:{cmd.connection}").observe(
@@ -125,16 +129,7 @@ class Outcomes:
             attempts=0,
         )
         metrics.COMMANDS.labels(f"{cmd.tenant}:{cmd.connection}", cmd.op.value, "duplicate").inc()
-        await self.publish(
-            [
-                self._send(
-                    self.results_topic,
-                    result.to_json(),
-                    env.key or cmd.key(),
-                    self._headers(cmd, CommandResult.SCHEMA),
-                )
-            ]
-        )
+        await self.publish([self._result(env, cmd, result)])
 
     async def dead_letter(
         self,
@@ -182,14 +177,7 @@ class Outcomes:
                 error_class=err.error_class.value,
                 error_message=err.message[:2000],
             )
-            sends.append(
-                self._send(
-                    self.results_topic,
-                    result.to_json(),
-                    env.key or cmd.key(),
-                    self._headers(cmd, CommandResult.SCHEMA),
-                )
-            )
+            sends.append(self._result(env, cmd, result))
             metrics.COMMANDS.labels(label, cmd.op.value, "dead_lettered").inc()
         metrics.DEAD_LETTERED.labels(label, err.error_class.value).inc()
         with bound(
