@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from shopbotly.cli.demo_cmd import BotReceiver
 from shopbotly.common.events import CommandOp, CrmCommand
 from shopbotly.common.kafka import KafkaSettings
 from shopbotly.common.topics import Topic
@@ -111,48 +111,6 @@ async def test_ten_thousand_commands_with_a_kill_9_mid_run(
     )
 
 
-class _BotEndpoint:
-    """A real bot endpoint on a fixed port that verifies each notification with `standardwebhooks`."""
-
-    def __init__(self, port: int, secret: str) -> None:
-        self.port = port
-        self._webhook = Webhook(secret)
-        self.ids: list[str] = []
-        self.payloads: list[dict[str, Any]] = []
-        self.rejected = 0
-        self._server: asyncio.Server | None = None
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                lines = head.decode().split("\r\n")[1:]
-                headers = {
-                    k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines if ln)
-                }
-                body = await reader.readexactly(int(headers.get("content-length", "0")))
-                try:
-                    self.payloads.append(self._webhook.verify(body, headers))
-                    self.ids.append(headers["webhook-id"])
-                    status = b"204 No Content"
-                except WebhookVerificationError:
-                    self.rejected += 1
-                    status = b"400 Bad Request"
-                writer.write(b"HTTP/1.1 " + status + b"\r\ncontent-length: 0\r\n\r\n")
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-
 async def test_a_kill_9_while_a_connection_is_held_back_loses_and_doubles_nothing(
     kafka_settings: KafkaSettings, emulator: Any, tmp_path: Path, writer_process: Any
 ) -> None:
@@ -207,7 +165,7 @@ async def test_a_kill_9_while_a_connection_is_held_back_loses_and_doubles_nothin
         for i in range(48)
     ]
     await produce(kafka_settings, [command_record(c) for c in [*notify[:24], *crm, *notify[24:]]])
-    bot = _BotEndpoint(bot_port, secret)
+    bot = BotReceiver(secret, bot_port, "/hook")  # the demo's receiver: verifies with standardwebhooks
     async with (
         TopicReader(kafka_settings, kafka_settings.topic(Topic.CRM_RESULTS)) as results,
         TopicReader(kafka_settings, kafka_settings.topic(Topic.CRM_COMMANDS_DLQ)) as dlq,
@@ -222,22 +180,23 @@ async def test_a_kill_9_while_a_connection_is_held_back_loses_and_doubles_nothin
                 held = await first.metric("shopbotly_crm_writer_held_commands", connection="t1:bot")
         first.signal(signal.SIGKILL)
         await first.proc.wait()
-        await bot.start()
+        bot.start()
         try:
             second = await writer_process(config, name="second", **env)
             await results.wait_for(count_results(len(crm) + len(notify)), timeout_s=120)
             await asyncio.sleep(1.0)  # a repeat would arrive now
         finally:
-            await bot.stop()
+            bot.stop()
         second.signal(signal.SIGTERM)
         await second.proc.wait()
-    print(f"\nheld back at the kill: {held}; delivered after restart: {len(bot.ids)}")
+    ids = [n.webhook_id for n in bot.notifications()]
+    print(f"\nheld back at the kill: {held}; delivered after restart: {len(ids)}")
     assert held == len(notify)
-    assert dlq.records == [] and bot.rejected == 0
-    assert sorted(bot.ids) == sorted(c.command_id for c in notify)  # each once
+    assert dlq.records == [] and bot.rejected == []
+    assert sorted(ids) == sorted(c.command_id for c in notify)  # each once
     seqs: dict[str, list[int]] = {}
-    for payload in bot.payloads:
-        seqs.setdefault(payload["data"]["identity"], []).append(payload["data"]["seq"])
+    for note in bot.notifications():
+        seqs.setdefault(note.data["identity"], []).append(note.data["seq"])
     assert all(s == sorted(s) for s in seqs.values())
     state = await emulator.state()
     assert state["counters"]["writes_by_system"]["hubspot"]["creates"] == len(sequential_model(crm))
