@@ -7,6 +7,7 @@ lines to arrive, bounded by a timeout; nothing sleeps for a fixed time.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -77,15 +78,18 @@ def raw(event: dict[str, Any]) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
 async def produce(
     settings: KafkaSettings, topic: Topic, messages: list[tuple[bytes, bytes, list[tuple[str, bytes]]]]
 ) -> list[tuple[int, int, int]]:
-    """Send in order; returns (partition, offset, timestamp_ms) of each."""
+    """Send in order; returns (partition, offset, timestamp_ms) of each. Each record's timestamp is set here:
+    the send's metadata can report the batch's rather than the record's when it was left to the client."""
     producer = make_producer(settings, client_role="test")
     await producer.start()
+    base = int(time.time() * 1000)
     try:
         futures = [
-            await producer.send(settings.topic(topic), value, key=key, headers=headers)
-            for key, value, headers in messages
+            await producer.send(settings.topic(topic), value, key=key, headers=headers, timestamp_ms=base + i)
+            for i, (key, value, headers) in enumerate(messages)
         ]
-        return [(meta.partition, meta.offset, meta.timestamp) for meta in await asyncio.gather(*futures)]
+        metas = await asyncio.gather(*futures)
+        return [(meta.partition, meta.offset, base + i) for i, meta in enumerate(metas)]
     finally:
         await producer.stop()
 

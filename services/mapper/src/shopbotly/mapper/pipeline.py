@@ -157,7 +157,8 @@ class Pipeline:
             message.key,
             message.value,
             dead_letter_headers(_headers_list(message.headers), letter),
-            timestamp_ms=int(message.timestamp * 1000) if message.timestamp else None,
+            # faust gives seconds as a float: round, or 1 ms can be lost to the float's representation.
+            timestamp_ms=round(message.timestamp * 1000) if message.timestamp else None,
         )
 
     def _map_raw(self, index: int, message: Incoming, now: datetime) -> list[_Output]:
