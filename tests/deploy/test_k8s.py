@@ -216,7 +216,7 @@ def test_console_kafkauser_reads_its_model_and_writes_only_where_redrive_sends(
 def test_ingest_kafkauser_writes_raw_events_and_reads_and_writes_its_idempotency_records(
     rendered: dict[str, Rendered], overlay: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Every ingest replica writes Idempotency-Key claims and follows all of them (group-less, no group ACL)."""
+    """Every ingest replica writes Idempotency-Key claims and follows all of them (no consumer group)."""
     r = rendered[overlay]
     kafka = _settings(r, "ingest", monkeypatch).kafka
     acls = r.one("KafkaUser", "shopbotly-ingest")["spec"]["authorization"]["acls"]
