@@ -177,10 +177,12 @@ class RawEventPublisher:
     async def send_record(
         self, topic: str, key: bytes, value: bytes, headers: Sequence[tuple[str, bytes]]
     ) -> RecordMetadata:
-        """Write one record and wait for its ack (bounded by the publish timeout); PublishFailed otherwise."""
+        """Write one record and wait for its ack (hand-over and ack together bounded by the publish timeout);
+        PublishFailed otherwise."""
+        started = time.perf_counter()
         delivery = await self.hand_over(topic, key, value, headers)
         # The timeout never cancels aiokafka's future (asyncio.wait leaves it alone).
-        await asyncio.wait([delivery], timeout=self._timeout)
+        await asyncio.wait([delivery], timeout=max(self._timeout - (time.perf_counter() - started), 0.01))
         failure = self._outcome(delivery)
         if failure is not None:
             self._wake.set()
