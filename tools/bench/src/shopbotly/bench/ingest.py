@@ -245,11 +245,13 @@ def _cpu_seconds(proc: subprocess.Popen[bytes]) -> float:
 async def _topics(kafka: KafkaSettings, create: bool) -> None:
     admin = make_admin(kafka, client_role="bench")
     await admin.start()
+    # ingest writes raw events and is ready only once it has read its Idempotency-Key records.
+    used = (Topic.RAW_EVENTS, Topic.LEAD_IDEMPOTENCY)
     try:
         if create:
-            await ensure_topics(admin, [kafka.topics()[Topic.RAW_EVENTS]])
+            await ensure_topics(admin, [kafka.topics()[t] for t in used])
         else:
-            await admin.delete_topics([kafka.topic(Topic.RAW_EVENTS)])
+            await admin.delete_topics([kafka.topic(t) for t in used])
     finally:
         await admin.close()
 
