@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from shopbotly.common.events import RawEvent
 from shopbotly.common.health import Health
 from shopbotly.common.kafka import KafkaSettings
+from shopbotly.common.topics import Topic, registry
 from shopbotly.ingest.domain import Rejection
 from shopbotly.ingest.idempotency import (
     READY,
@@ -281,3 +282,12 @@ async def test_an_unreadable_record_binds_nothing_and_is_counted() -> None:
     assert a.idempotency.index.get(record_key("acme", "form-1"), int(time.time() * 1000)) is not None
     invalid = REGISTRY.get_sample_value("shopbotly_ingest_idempotency_invalid_records_total")
     assert invalid is not None and invalid >= 1
+
+
+def test_the_topic_keeps_every_record_of_the_longest_window() -> None:
+    """The first record of a key decides: compaction (which keeps the last) would rewrite history, and a
+    retention shorter than the window would forget bindings still promised."""
+    spec = registry()[Topic.LEAD_IDEMPOTENCY]
+    assert spec.configs["cleanup.policy"] == "delete"
+    longest_ttl_s = max(m.le for m in Settings.model_fields["idempotency_ttl_s"].metadata if hasattr(m, "le"))
+    assert int(spec.configs["retention.ms"]) >= longest_ttl_s * 1000
