@@ -20,8 +20,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from shopbotly.common.kafka import KafkaSettings, make_admin
-from shopbotly.common.topics import ensure_topics
+from shopbotly.bench.ingest import ingest_topics
+from shopbotly.common.kafka import KafkaSettings
 from shopbotly.ingest.settings import Settings
 from shopbotly.ingest.testing import API_KEY, running_app, set_secret_env
 
@@ -42,12 +42,7 @@ def _summary(seconds: list[float]) -> dict[str, float]:
 async def run(requests: int) -> dict[str, Any]:
     set_secret_env()
     kafka = KafkaSettings(topic_prefix=f"benchlead{uuid.uuid4().hex[:6]}.")
-    admin = make_admin(kafka)
-    await admin.start()
-    try:
-        await ensure_topics(admin, kafka.topics().values())
-    finally:
-        await admin.close()
+    await ingest_topics(kafka, create=True)
     times: dict[str, list[float]] = {kind: [] for kind in KINDS}
     auth = {"authorization": f"Bearer {API_KEY}"}
     try:
@@ -62,12 +57,7 @@ async def run(requests: int) -> dict[str, Any]:
                     if resp.status_code != 202:
                         raise RuntimeError(f"{kind}: {resp.status_code} {resp.text}")
     finally:
-        admin = make_admin(kafka)
-        await admin.start()
-        try:
-            await admin.delete_topics([s.name for s in kafka.topics().values()])
-        finally:
-            await admin.close()
+        await ingest_topics(kafka, create=False)
     base = statistics.median(times["no key"])
     return {
         "requests": requests,
