@@ -17,6 +17,8 @@ from typing import Any
 
 import orjson
 
+from shopbotly.common.events import ATTEMPTS_HEADER
+
 __all__ = [
     "CommandView",
     "DeadLetterView",
@@ -81,6 +83,17 @@ class ResultView:
     finished_at: str
     timestamp_ms: int
     coalesced_with: list[str] = field(default_factory=list)
+    tries: list[dict[str, Any]] = field(default_factory=list)  # crm-writer's log of the write's tries
+    tries_omitted: int = 0
+
+
+def _tries(header: str | None) -> tuple[list[dict[str, Any]], int]:
+    """The `crm.attempts` header of a result: each try's time, latency, outcome, status and CRM answer."""
+    value = _json(header.encode()) if header else None
+    if not isinstance(value, dict) or not isinstance(value.get("tries"), list):
+        return [], 0
+    omitted = value.get("omitted")
+    return [t for t in value["tries"] if isinstance(t, dict)], omitted if isinstance(omitted, int) else 0
 
 
 @dataclass(slots=True)
@@ -296,6 +309,7 @@ class ReadModel:
         value = _json(record.value)
         if not isinstance(value, dict) or not isinstance(value.get("command_id"), str):
             return
+        tries, omitted = _tries(record.header_dict().get(ATTEMPTS_HEADER))
         result = ResultView(
             outcome=_text(value.get("outcome")),
             attempts=int(value.get("attempts") or 1),
@@ -305,6 +319,8 @@ class ReadModel:
             finished_at=_text(value.get("finished_at")) or iso(record.timestamp_ms),
             timestamp_ms=record.timestamp_ms,
             coalesced_with=[c for c in value.get("coalesced_with") or () if isinstance(c, str)],
+            tries=tries,
+            tries_omitted=omitted,
         )
         # crm-writer writes one result per command, also when it coalesced several into one CRM write.
         command_id = value["command_id"]
