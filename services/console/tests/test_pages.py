@@ -150,3 +150,46 @@ async def test_pages_over_the_topics(kafka_settings: KafkaSettings) -> None:
         await asyncio.sleep(0)
         eventually(lambda: 'id="outcome">applied' in admin.get("/events/view?tenant=demo&id=evt-bob").text)
         assert ">applied</span>" in admin.get("/dead-letters").text
+
+
+async def test_every_open_dead_letter_matching_the_filters_is_redriven_after_one_confirmation(
+    kafka_settings: KafkaSettings,
+) -> None:
+    """More than a page (200 rows): the filter chooses, not ticked rows; the confirmation fixes the set."""
+    commands, dlq = kafka_settings.topic(Topic.CRM_COMMANDS), kafka_settings.topic(Topic.CRM_COMMANDS_DLQ)
+
+    def letter(n: int) -> tuple[Topic, bytes, bytes, list[tuple[str, bytes]]]:
+        cmd = command(raw_event(f"evt-{n}", f"c{n}@example.com"))
+        return (Topic.CRM_COMMANDS_DLQ, cmd.key(), cmd.to_json(), dead_letter_headers_of(cmd, commands))
+
+    await publish(kafka_settings, [letter(n) for n in range(230)])
+    with serve_in_thread(console_settings(kafka_settings)) as console:
+        eventually(lambda: len(console.model.dead_letters) == 230)
+        admin = signed_in(console.url, "admin")
+        page = admin.get("/dead-letters", params={"topic": dlq}).text
+        assert "200 dead letter(s)" in page
+        assert "Redrive all 230 open dead letter(s) matching the filters" in page
+        assert "Redrive all" not in signed_in(console.url, "viewer").get("/dead-letters").text
+        csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', page)
+        assert csrf is not None
+        form = {"csrf": csrf[1], "filtered": "yes", "topic": dlq, "tenant": "", "error_class": ""}
+        confirm = admin.post("/dead-letters/redrive", data=form)
+        assert "Redrive 230 dead letter(s)?" in confirm.text and "and 130 more" in confirm.text
+        until = re.search(r'name="until_ms" value="(\d+)"', confirm.text)
+        assert until is not None
+
+        await asyncio.sleep(0.05)
+        await publish(kafka_settings, [letter(999)])  # arrives after the confirmation page: not in its set
+        eventually(lambda: len(console.model.dead_letters) == 231)
+        done = admin.post("/dead-letters/redrive", data={**form, "confirm": "yes", "until_ms": until[1]})
+        assert "Redriven 230," in done.text, done.text
+        eventually(
+            lambda: (
+                sum(console.model.letter_state(d) == "redriven" for d in console.model.dead_letters.values())
+                == 230
+            )
+        )
+        assert "Redrive all 1 open dead letter(s)" in admin.get("/dead-letters", params={"topic": dlq}).text
+        # Nothing left to match: a clear refusal, not an empty redrive.
+        none = admin.post("/dead-letters/redrive", data={**form, "topic": "no-such-topic"})
+        assert none.status_code == 422 and "a filter that matches some" in none.text

@@ -19,7 +19,7 @@ from shopbotly.common.config import load_config
 from shopbotly.common.errors import ConfigError
 from shopbotly.common.logging import get_logger
 from shopbotly.console.auth import COOKIE, Operator, Sessions, admin_operator, current_operator
-from shopbotly.console.readmodel import EventQuery, Outcome, ReadModel
+from shopbotly.console.readmodel import DeadLetterView, EventQuery, Outcome, ReadModel
 from shopbotly.mapper.domain import Mappings
 
 __all__ = ["router"]
@@ -195,14 +195,39 @@ async def dead_letters(
         error_class=error_class or None,
         state=state or None,
     )
+    open_matching = (
+        _filtered(model, operator, {"tenant": tenant, "topic": topic, "error_class": error_class})
+        if operator.admin and state in ("", "open")
+        else []
+    )
     return _page(
         request,
         "dead_letters.html",
         operator,
         letters=[(d, model.letter_state(d)) for d in letters],
+        open_matching=len(open_matching),
         filters={"tenant": tenant, "topic": topic, "error_class": error_class, "state": state},
         topics=sorted({d.place[0] for d in model.dead_letters.values()}),
         tenants=[t for t in model.tenants_seen() if operator.sees(t)],
+    )
+
+
+FILTERS = ("tenant", "topic", "error_class")
+CONFIRM_SHOWN = 100  # dead letters listed on a confirmation page; the rest are counted
+
+
+def _filtered(
+    model: ReadModel, operator: Operator, filters: dict[str, str], until_ms: int | None = None
+) -> list[DeadLetterView]:
+    """Every open dead letter the filters match, in the operator's tenants (no page limit)."""
+    return model.letters(
+        tenants=operator.tenants,
+        tenant=filters.get("tenant") or None,
+        topic=filters.get("topic") or None,
+        error_class=filters.get("error_class") or None,
+        state="open",
+        limit=None,
+        until_ms=until_ms,
     )
 
 
@@ -224,15 +249,36 @@ async def redrive(request: Request, operator: AdminOperator) -> Response:
     sessions: Sessions = request.app.state.sessions
     sessions.check_csrf(operator, (form.get("csrf") or [""])[0])
     model = _model(request)
-    chosen = _parse_selected(form.get("sel", []))
+    filters: dict[str, str] | None = None
+    until_ms: int | None = None
+    if (form.get("filtered") or [""])[0] == "yes":
+        # Every open dead letter matching the filters. The confirmation fixes the set by time: letters read
+        # after it was shown are not redriven by confirming it.
+        filters = {name: (form.get(name) or [""])[0] for name in FILTERS}
+        until_text = (form.get("until_ms") or [""])[0]
+        until_ms = int(until_text) if until_text.isdigit() else None
+        matching = _filtered(model, operator, filters, until_ms)
+        if until_ms is None:
+            until_ms = max((d.timestamp_ms for d in matching), default=0)
+        chosen = [d.place for d in matching]
+    else:
+        chosen = _parse_selected(form.get("sel", []))
     letters = [model.dead_letters.get(p) for p in chosen]
     if not chosen:
-        raise HTTPException(422, "select at least one dead letter to redrive")
+        raise HTTPException(422, "select at least one dead letter to redrive (or a filter that matches some)")
     for place, letter in zip(chosen, letters, strict=True):
         if letter is None or not operator.sees(letter.tenant):
             raise HTTPException(404, f"no dead letter at {place[0]} {place[1]}:{place[2]} for you to redrive")
     if (form.get("confirm") or [""])[0] != "yes":
-        return _page(request, "redrive_confirm.html", operator, letters=letters)
+        return _page(
+            request,
+            "redrive_confirm.html",
+            operator,
+            letters=letters,
+            filters=filters,
+            until_ms=until_ms,
+            shown=CONFIRM_SHOWN,
+        )
     by_topic: dict[str, list[tuple[int, int]]] = defaultdict(list)
     for topic, partition, offset in chosen:
         by_topic[topic].append((partition, offset))

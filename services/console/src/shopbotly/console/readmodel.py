@@ -478,11 +478,14 @@ class ReadModel:
         topic: str | None = None,
         error_class: str | None = None,
         state: str | None = None,
-        limit: int = 200,
+        limit: int | None = 200,
+        until_ms: int | None = None,
     ) -> list[DeadLetterView]:
-        """Dead letters, newest first."""
+        """Dead letters, newest first; `limit` None for every match, `until_ms` for those read by then."""
         hits: list[DeadLetterView] = []
         for letter in reversed(self.dead_letters.values()):
+            if until_ms is not None and letter.timestamp_ms > until_ms:
+                continue
             if tenants is not None and letter.tenant not in tenants:
                 continue
             if tenant and letter.tenant != tenant:
@@ -494,7 +497,7 @@ class ReadModel:
             if state and self.letter_state(letter) != state:
                 continue
             hits.append(letter)
-            if len(hits) >= limit:
+            if limit is not None and len(hits) >= limit:
                 break
         return hits
 
