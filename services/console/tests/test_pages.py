@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 
 from shopbotly.common.events import CommandOutcome, CrmCommand, RawEvent
 from shopbotly.common.kafka import KafkaSettings, make_producer
@@ -89,6 +90,11 @@ def signed_in(url: str, who: str) -> httpx.Client:
     return client
 
 
+def counted(name: str, **labels: str) -> float:
+    """A console metric's value in this process (its instruments are on the default registry)."""
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
 def eventually(check: Callable[[], bool], timeout_s: float = 15) -> None:
     deadline = time.monotonic() + timeout_s
     while not check():
@@ -104,7 +110,9 @@ async def test_pages_over_the_topics(kafka_settings: KafkaSettings) -> None:
         answer = anonymous.get("/events?email=jane")
         assert answer.status_code == 303 and answer.headers["location"].startswith("/login?next=")
         # No tenant's key (nor anything else) opens it; the problem format for programs, a page for people.
+        refused_before = counted("shopbotly_console_sign_ins_total", outcome="refused")
         assert anonymous.post("/login", data={"key": "sbk_demo_tenant_key"}).status_code == 401
+        assert counted("shopbotly_console_sign_ins_total", outcome="refused") == refused_before + 1
         assert (
             httpx.get(f"{console.url}/events/view?tenant=demo&id=x", follow_redirects=False).status_code
             == 303
@@ -138,8 +146,11 @@ async def test_pages_over_the_topics(kafka_settings: KafkaSettings) -> None:
         assert admin.post("/dead-letters/redrive", data={"csrf": "forged", "sel": sel}).status_code == 403
         confirm = admin.post("/dead-letters/redrive", data={"csrf": csrf[1], "sel": sel})
         assert confirm.status_code == 200 and "Yes, redrive" in confirm.text
+        redriven_before = counted("shopbotly_console_redrives_total", decision="redriven")
         done = admin.post("/dead-letters/redrive", data={"csrf": csrf[1], "sel": sel, "confirm": "yes"})
         assert "Redriven 1," in done.text, done.text
+        assert counted("shopbotly_console_redrives_total", decision="redriven") == redriven_before + 1
+        assert counted("shopbotly_console_read_model_entries", kind="dead_letters") >= 1
         eventually(lambda: console.model.letter_state(console.model.dead_letters[place]) == "redriven")
         again = admin.post("/dead-letters/redrive", data={"csrf": csrf[1], "sel": sel, "confirm": "yes"})
         assert "Redriven 0, skipped as applied 0, skipped as already redriven 1" in again.text

@@ -24,6 +24,7 @@ from shopbotly.common.config import load_config, parse_config_text
 from shopbotly.common.errors import ConfigError
 from shopbotly.common.logging import get_logger
 from shopbotly.common.topics import Topic
+from shopbotly.console import metrics
 from shopbotly.console.auth import COOKIE, Operator, Sessions, admin_operator, current_operator
 from shopbotly.console.readmodel import DeadLetterView, EventQuery, Outcome, ReadModel
 from shopbotly.mapper.domain import Mappings
@@ -109,7 +110,9 @@ async def login(request: Request) -> Response:
     sessions: Sessions = request.app.state.sessions
     token = sessions.sign_in((form.get("key") or [""])[0])
     target = _safe_next((form.get("next") or [""])[0])
+    metrics.SIGN_INS.labels("refused" if token is None else "accepted").inc()
     if token is None:
+        _log.warning("sign-in refused", client=request.client.host if request.client else None)
         response = _page(request, "login.html", None, next=target, error="That key is not an operator key.")
         response.status_code = 401
         return response
@@ -242,6 +245,12 @@ async def dead_letters(
 
 
 FILTERS = ("tenant", "topic", "error_class")
+_REDRIVE_LABELS = {
+    Decision.REDRIVE: "redriven",
+    Decision.SKIP_APPLIED: "skipped_applied",
+    Decision.SKIP_REDRIVEN: "skipped_redriven",
+    Decision.FAIL: "failed",
+}
 CONFIRM_SHOWN = 100  # dead letters listed on a confirmation page; the rest are counted
 
 
@@ -324,6 +333,9 @@ async def redrive(request: Request, operator: AdminOperator) -> Response:
             failed=report.failed,
         )
         reports.append(report)
+        for decision, label in _REDRIVE_LABELS.items():
+            count = report.failed if decision is Decision.FAIL else report.count(decision)
+            metrics.REDRIVES.labels(label).inc(count)
     return _page(request, "redrive_done.html", operator, reports=reports, Decision=Decision)
 
 
@@ -450,6 +462,7 @@ async def replay_diff(request: Request, operator: CurrentOperator) -> Response:
     values = {name: _first(form, name) for name in ("tenant", "since", "until", "mapping")}
 
     def refuse(error: str) -> Response:
+        metrics.REPLAY_DIFFS.labels("refused").inc()
         return _replay_page(request, operator, form=values, error=error)
 
     tenant = values["tenant"]
@@ -484,6 +497,7 @@ async def replay_diff(request: Request, operator: CurrentOperator) -> Response:
     _log.info(
         "replay diff from the console", operator=operator.name, tenant=tenant, events=len(report.events)
     )
+    metrics.REPLAY_DIFFS.labels(("same", "differs", "incomplete")[report.exit_code]).inc()
     return _replay_page(
         request, operator, form=values, report=report, lines=render_text(report, show=DIFF_SHOWN)
     )

@@ -433,6 +433,14 @@ class ReadModel:
     def __contains__(self, item: object) -> bool:
         return item in self.dead_letters
 
+    def sizes(self) -> dict[str, int]:
+        """Entries held, by kind (for the read-model gauge)."""
+        return {
+            "events": len(self.events),
+            "commands": len(self.commands),
+            "dead_letters": len(self.dead_letters),
+        }
+
     def identities(self, event: EventView) -> set[str]:
         found = {event.subject.lower()} if event.subject else set()
         found |= {self.commands[c].identity.lower() for c in event.command_ids if c in self.commands}
