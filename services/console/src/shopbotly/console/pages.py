@@ -27,6 +27,7 @@ from shopbotly.common.topics import Topic
 from shopbotly.console import metrics
 from shopbotly.console.auth import COOKIE, Operator, Sessions, admin_operator, current_operator
 from shopbotly.console.readmodel import DeadLetterView, EventQuery, Outcome, ReadModel
+from shopbotly.console.replicas import expand
 from shopbotly.mapper.domain import Mappings
 
 __all__ = ["router"]
@@ -356,9 +357,10 @@ async def _writer_rows(request: Request, url: str) -> list[dict[str, Any]]:
 @router.get("/connections")
 async def connections(request: Request, operator: CurrentOperator) -> Response:
     """Each connection over every crm-writer replica, merged like `shopbotly connections status`."""
-    urls: list[str] = request.app.state.settings.console_writer_urls
+    urls, unreachable = await expand(
+        request.app.state.settings.console_writer_urls, request.app.state.resolver
+    )
     replicas: list[list[dict[str, Any]]] = []
-    unreachable: list[str] = []
     for url in urls:
         try:
             replicas.append(await _writer_rows(request, url))
