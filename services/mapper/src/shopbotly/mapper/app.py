@@ -29,6 +29,7 @@ from shopbotly.common.kafka import ResilientProducer, make_admin
 from shopbotly.common.logging import configure_logging, get_logger
 from shopbotly.common.topics import Topic
 from shopbotly.mapper import metrics
+from shopbotly.mapper.commits import SCHEME, MapperConsumer
 from shopbotly.mapper.domain import Mappings
 from shopbotly.mapper.pipeline import BatchAbandoned, Pipeline
 from shopbotly.mapper.settings import Settings
@@ -152,6 +153,7 @@ class MapperRuntime:
             for event in events:
                 await stream.ack(event)
                 self._next_offset[event.message.tp] = event.message.offset + 1
+            cast(MapperConsumer, stream.app.consumer).finished(event.message for event in events)
             self.health.beat("pipeline", s.mapper_stuck_after_s)
 
     async def tick(self, app: faust.App) -> None:
@@ -209,6 +211,8 @@ def create_app(settings: Settings, mappings: Mappings) -> MapperApp:
     app = MapperApp(
         settings.app_id,
         **options,
+        # The consumer commits what the agent finished, not what faust counts as acknowledged (commits.py).
+        broker_consumer=options["broker"].replace("kafka://", f"{SCHEME}://"),
         producer_linger=settings.kafka.linger_ms / 1000,
         datadir=str(settings.data_dir),
         web_enabled=False,
