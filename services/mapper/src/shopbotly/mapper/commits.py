@@ -72,9 +72,7 @@ class Watermarks:
 
     def committable(self) -> dict[TP, int]:
         """Watermarks Kafka does not have yet."""
-        return {
-            tp: offset for tp, offset in self.finished_.items() if offset > self.committed_.get(tp, -1)
-        }
+        return {tp: offset for tp, offset in self.finished_.items() if offset > self.committed_.get(tp, -1)}
 
     def committed(self, offsets: Mapping[TP, int], generation: int | None) -> None:
         """Kafka accepted `offsets` (only then: a failed commit is tried again on the next round)."""
