@@ -9,15 +9,20 @@ edge) and the assignment it reads are replaced, with what aiokafka answers durin
 
 from __future__ import annotations
 
+from pathlib import Path
 from unittest.mock import AsyncMock
 
 import faust
 import pytest
+from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.transport.drivers.aiokafka import Consumer as StockConsumer
 from faust.types import TP, Message
 from faust.types.tuples import ConsumerMessage
 
+from shopbotly.mapper.app import create_app
 from shopbotly.mapper.commits import SCHEME, MapperConsumer, MapperTransport, Watermarks
+from shopbotly.mapper.domain import Mappings
+from shopbotly.mapper.settings import Settings
 
 TOPIC = "raw"
 TP0, TP1 = TP(TOPIC, 0), TP(TOPIC, 1)
@@ -151,6 +156,7 @@ async def test_after_revoke_and_assign_nothing_beyond_the_lowest_unprocessed_is_
     ours._on_partitions_revoked = AsyncMock()  # type: ignore[method-assign]
     ours._on_partitions_assigned = AsyncMock()  # type: ignore[method-assign]
     await rebalance_with_stale_acks(ours)
+    assert ours._n_acked == 41  # acknowledgements still count towards broker_commit_every
     assert await ours.force_commit() is False  # nothing processed in generation 2 yet
     commit.assert_not_awaited()
     ours.finished(messages(TP0, range(100, 105), 2))  # the agent maps 100-104 again
@@ -167,7 +173,8 @@ async def test_stock_faust_commits_past_what_was_processed_after_a_rebalance(sto
     commit.assert_awaited_once_with({TP0: 141})  # 100-140 were never processed: a crash now skips them
 
 
-def test_the_transport_carries_the_mapper_consumer() -> None:
-    assert MapperTransport.Consumer is MapperConsumer
-    app = make_app("commits-wiring", ours=True)
+def test_the_mapper_app_consumes_with_the_mapper_consumer(mappings: Mappings, tmp_path: Path) -> None:
+    app = create_app(Settings(data_dir=tmp_path), mappings)
     assert type(app.transport) is MapperTransport
+    assert type(app.consumer) is MapperConsumer
+    assert type(app.producer_transport) is faust_aiokafka.Transport  # the producer keeps faust's own

@@ -103,11 +103,13 @@ class MapperConsumer(faust_aiokafka.Consumer):
             self.watermarks.finished(message.tp, message.offset, message.generation_id)
 
     def ack(self, message: Message) -> bool:
-        # Mark the message acknowledged for faust's shutdown and rebalance waits; keep no commit bookkeeping.
+        # Mark the message acknowledged for faust's shutdown and rebalance waits, and count it for
+        # `broker_commit_every`; keep no commit bookkeeping (what to commit is `watermarks`).
         if message.acked:
             return False
         message.acked = True
         self._unacked_messages.discard(message)
+        self._n_acked += 1
         notify(self._waiting_for_ack)
         return True
 
