@@ -1,9 +1,10 @@
 """Offset commits taken out of faust's bookkeeping: the mapper commits the low watermark of what it finished.
 
 faust-streaming 0.15.3's consumer (the same code as its master) can commit an offset that was never
-processed, and records a commit as done when Kafka refused it (docs/architecture.md, "Offset commits",
-explains how). `MapperConsumer` keeps faust's fetching, rebalancing and commit timer, and replaces what is
-committed: per partition, the offset after the last message the agent finished in the current generation.
+processed, and records a commit as done when Kafka refused it (docs/architecture.md, "mapper offset
+commits", explains how). `MapperConsumer` keeps faust's fetching, rebalancing and commit timer, and replaces
+what is committed: per partition, the offset after the last message the agent finished in the current
+generation.
 That is a low watermark because aiokafka hands out a partition's records in log order from the committed
 position within one assignment, and the agent finishes them in that order (`Watermarks.finished`).
 
@@ -15,7 +16,6 @@ scheme; the producer keeps faust's stock transport.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any, ClassVar, cast
 
 from faust.transport.drivers import aiokafka as faust_aiokafka
@@ -31,7 +31,6 @@ SCHEME = "shopbotly-mapper"
 log = get_logger("shopbotly.mapper.commits")
 
 
-@dataclass
 class Watermarks:
     """What may be committed, per partition of the current assignment; no I/O.
 
@@ -41,46 +40,47 @@ class Watermarks:
     its committed offset, so what they carried is redelivered and finished under the new generation.
     """
 
-    generation: int | None = None
-    finished_: dict[TP, int] = field(default_factory=dict)  # partition -> offset after the last finished
-    committed_: dict[TP, int] = field(default_factory=dict)  # partition -> what Kafka accepted
-    assigned_: set[TP] = field(default_factory=set)
+    def __init__(self) -> None:
+        self.generation: int | None = None
+        self._assigned: set[TP] = set()
+        self._finished: dict[TP, int] = {}  # partition -> offset after the last finished message
+        self._committed: dict[TP, int] = {}  # partition -> the last offset Kafka accepted
 
     def assign(self, partitions: Iterable[TP], generation: int) -> None:
         """A new generation: only its partitions count, each starting over."""
         self.generation = generation
-        self.assigned_ = set(partitions)
-        self.finished_.clear()
-        self.committed_.clear()
+        self._assigned = set(partitions)
+        self._finished.clear()
+        self._committed.clear()
 
     def revoke(self) -> None:
         """A rebalance started: nothing is committable until the next assignment."""
         self.generation = None
-        self.assigned_.clear()
-        self.finished_.clear()
-        self.committed_.clear()
+        self._assigned.clear()
+        self._finished.clear()
+        self._committed.clear()
 
     def finished(self, tp: TP, offset: int, generation: int | None) -> bool:
         """The agent finished the message at `offset`; it must be called in the order messages were handed
         out. Returns whether it counts (False: another generation, a revoked partition, or a repeat)."""
-        if generation is None or generation != self.generation or tp not in self.assigned_:
+        if generation is None or generation != self.generation or tp not in self._assigned:
             return False
-        if offset < self.finished_.get(tp, offset):
+        if offset < self._finished.get(tp, offset):
             return False
-        self.finished_[tp] = offset + 1
+        self._finished[tp] = offset + 1
         return True
 
     def committable(self) -> dict[TP, int]:
         """Watermarks Kafka does not have yet."""
-        return {tp: offset for tp, offset in self.finished_.items() if offset > self.committed_.get(tp, -1)}
+        return {tp: offset for tp, offset in self._finished.items() if offset > self._committed.get(tp, -1)}
 
     def committed(self, offsets: Mapping[TP, int], generation: int | None) -> None:
         """Kafka accepted `offsets` (only then: a failed commit is tried again on the next round)."""
         if generation is None or generation != self.generation:
             return
         for tp, offset in offsets.items():
-            if tp in self.assigned_ and offset > self.committed_.get(tp, -1):
-                self.committed_[tp] = offset
+            if tp in self._assigned and offset > self._committed.get(tp, -1):
+                self._committed[tp] = offset
 
 
 class MapperConsumer(faust_aiokafka.Consumer):
