@@ -210,8 +210,14 @@ def test_a_lead_through_the_lead_api_reaches_the_crm(e2e: E2EStack) -> None:
     assert (
         e2e.ingest.post("/api/v1/leads", json={"first_name": "x"}, headers=e2e.api_key()).status_code == 422
     )
-    response = e2e.ingest.post("/api/v1/leads", json=lead, headers=e2e.api_key())
+    keyed = {**e2e.api_key(), "Idempotency-Key": f"form-{email}"}
+    response = e2e.ingest.post("/api/v1/leads", json=lead, headers=keyed)
     assert response.status_code == 202, response.text
+    # The client's retry gets the same answer; the key with another body is refused (records on the topic).
+    again = e2e.ingest.post("/api/v1/leads", json=lead, headers=keyed)
+    assert (again.status_code, again.json()) == (202, response.json())
+    other = e2e.ingest.post("/api/v1/leads", json={**lead, "first_name": "Samuel"}, headers=keyed)
+    assert (other.status_code, other.json()["code"]) == (422, "idempotency_conflict")
 
     contact = e2e.wait_contact(
         email, lambda c: "b2b" in (c.get("tags") or []), f"API lead {email} in the CRM"
