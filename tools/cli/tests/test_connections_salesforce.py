@@ -95,7 +95,7 @@ def row(output: str, sobject: str, name: str) -> str:
     return line
 
 
-async def test_check_on_a_fresh_org_lists_the_missing_external_id_setup_says_how_and_then_check_passes(
+async def test_check_on_a_fresh_org_lists_the_missing_external_id_setup_creates_it_and_check_then_passes(
     org: Org, tmp_path: Path
 ) -> None:
     fresh = await org()
@@ -105,7 +105,9 @@ async def test_check_on_a_fresh_org_lists_the_missing_external_id_setup_says_how
     assert before.exit_code == 1, before.output
     for sobject in ("Lead", "Contact"):
         assert " missing " in row(before.output, sobject, "ShopBotly_Email__c")
-        assert "create it in Setup" in row(before.output, sobject, "ShopBotly_Email__c")
+        assert "`shopbotly connections setup --apply` creates it" in row(
+            before.output, sobject, "ShopBotly_Email__c"
+        )
         for name in ("Email", "FirstName", "LastName", "Phone"):
             assert " ok " in row(before.output, sobject, name), before.output
     for name in ("Subject", "Description", "WhoId", "Status"):
@@ -117,22 +119,47 @@ async def test_check_on_a_fresh_org_lists_the_missing_external_id_setup_says_how
     dry = await cli("connections", "setup", "--config", config)
     assert dry.exit_code == 0, dry.output
     assert (
-        "acme:sf  Lead.ShopBotly_Email__c: create in Setup (Setup > Object Manager > Lead > Fields & "
+        "acme:sf  Lead.ShopBotly_Email__c: create (Setup > Object Manager > Lead > Fields & "
         "Relationships > New: Text(255), Field Name ShopBotly_Email, External ID, Unique)"
     ) in dry.output
-    assert "Contact.ShopBotly_Email__c: create in Setup" in dry.output
-    applied = await cli("connections", "setup", "--config", config, "--apply")
-    assert applied.exit_code == 1, applied.output  # nothing ShopBotly can create: still to do in Setup
+    assert "Contact.ShopBotly_Email__c: create" in dry.output and "dry run: 2 to create" in dry.output
 
-    set_up = await org(**SET_UP)
-    config = str(write_config(tmp_path, set_up, presets=["shopbotly", "shopify", "api"]))
+    applied = await cli("connections", "setup", "--config", config, "--apply")
+    assert applied.exit_code == 0, applied.output
+    assert "Lead.ShopBotly_Email__c: created (Tooling API" in applied.output
+    assert "Contact.ShopBotly_Email__c: created (Tooling API" in applied.output
+
     after = await cli("connections", "check", "--config", config)
     assert after.exit_code == 0, after.output
     assert " ok " in row(after.output, "Lead", "ShopBotly_Email__c")
     assert "0 problem(s)" in after.output
     again = await cli("connections", "setup", "--config", config, "--apply")
     assert again.exit_code == 0, again.output
-    assert "Lead.ShopBotly_Email__c: exists" in again.output and "create in Setup" not in again.output
+    assert "Lead.ShopBotly_Email__c: exists" in again.output and "created" not in again.output
+
+    # An org where an admin created the field in Setup instead: setup finds it.
+    set_up = await org(**SET_UP)
+    config = str(write_config(tmp_path, set_up, presets=["shopbotly", "shopify", "api"]))
+    assert (await cli("connections", "check", "--config", config)).exit_code == 0
+
+
+async def test_setup_waits_for_an_org_that_is_not_up_yet(org: Org, tmp_path: Path) -> None:
+    port = free_port()
+    config = str(write_config(tmp_path, f"http://127.0.0.1:{port}", presets=["api"]))
+    unreachable = await cli("connections", "setup", "--config", config, "--apply")
+    assert unreachable.exit_code == 1 and "failed" in unreachable.output
+
+    async def start_later() -> tuple[uvicorn.Server, asyncio.Task[None], int]:
+        await asyncio.sleep(1.5)
+        return await serve(create_app(EmulatorSettings(port=port)), port)
+
+    later = asyncio.create_task(start_later())
+    waited = await cli("connections", "setup", "--config", config, "--apply", "--wait", "60")
+    server, task, _ = await later
+    server.should_exit = True
+    await task
+    assert waited.exit_code == 0, waited.output
+    assert "Contact.ShopBotly_Email__c: created" in waited.output
 
 
 async def test_check_reads_salesforce_types_read_only_fields_and_custom_fields(
@@ -149,11 +176,12 @@ async def test_check_reads_salesforce_types_read_only_fields_and_custom_fields(
     assert result.exit_code == 1, result.output
     assert " read-only " in row(result.output, "Lead", "Name")
     assert " missing " in row(result.output, "Contact", "ShopBotly_Tags__c")
-    assert "create it in Setup" in row(result.output, "Contact", "ShopBotly_Tags__c")
+    assert "setup --apply` creates it" in row(result.output, "Contact", "ShopBotly_Tags__c")
     assert " ok " in row(result.output, "Lead", "LastName")
 
     dry = await cli("connections", "setup", "--config", config)
     assert "New: Picklist (Multi-Select), Field Name ShopBotly_Tags" in dry.output
+    assert "create it in Setup" not in result.output
 
     tags = {"name": "ShopBotly_Tags__c", "type": "multipicklist", "picklist_values": ["vip"]}
     with_tags = await org(
