@@ -14,7 +14,7 @@ import pytest
 from shopbotly.common.errors import OutageError, PermanentError
 from shopbotly.common.events import CommandOp, CrmCommand
 from shopbotly.crm_writer.circuit import CircuitState
-from shopbotly.crm_writer.connectors.salesforce import SalesforceConnector
+from shopbotly.crm_writer.connectors.salesforce import PLACEHOLDER, SalesforceConnector
 from shopbotly.crm_writer.domain import Write, WriteKind
 
 pytestmark = pytest.mark.component
@@ -198,16 +198,20 @@ async def test_collections_upsert_batches_and_maps_per_record_results(
         for i in range(250)
     ]
     writes[3] = write("p3@x.io", fields={"firstname": "no last name"})
+    writes[4] = write("not-an-email", fields={"lastname": "L4"})
     try:
         results = await asyncio.gather(*(conn.apply(w, partition=0) for w in writes), return_exceptions=True)
     finally:
         await conn.aclose()
-    assert isinstance(results[3], PermanentError) and "LastName" in results[3].message
+    assert isinstance(results[4], PermanentError) and "INVALID_EMAIL_ADDRESS" in results[4].message
     assert all(
-        isinstance(r, dict) and r["contact"].startswith("003") for i, r in enumerate(results) if i != 3
+        isinstance(r, dict) and r["contact"].startswith("003") for i, r in enumerate(results) if i != 4
     )
+    # A new contact without the LastName Salesforce requires gets the placeholder, in a request of its own.
+    assert sf.records["Contact"]["p3@x.io"]["LastName"] == PLACEHOLDER == "[not provided]"
+    assert sf.records["Contact"]["p3@x.io"]["FirstName"] == "no last name"
     upserts = [b for m, p, b in sf.requests if p.endswith("/composite/sobjects/Contact/ShopBotly_Email__c")]
-    assert [len(b["records"]) for b in upserts] == [200, 50]
+    assert sorted(len(b["records"]) for b in upserts) == [1, 50, 200]
     rec = sf.records["Contact"]["p7@x.io"]
     assert (
         rec["LastName"] == "L7" and rec["Email"] == "p7@x.io" and "Company" not in rec
@@ -263,10 +267,24 @@ async def test_request_limit_exceeded_is_an_outage(make_runtime: Any, sf: FakeSa
     assert rt.circuit_state is CircuitState.OPEN
 
 
-async def test_unsupported_tags_are_refused_not_dropped(make_runtime: Any, sf: FakeSalesforce) -> None:
+async def test_tags_without_a_tags_field_are_dropped_or_dead_lettered_by_policy(
+    make_runtime: Any, sf: FakeSalesforce
+) -> None:
     cfg = sf_config()
     cfg["options"].pop("tags_field")
     conn = SalesforceConnector(make_runtime(cfg, sf.transport))
+    try:
+        tagged = write("b@x.io", CommandOp.UPSERT_CONTACT, tags=["x"], fields={"lastname": "B"})
+        result = await conn.apply(tagged, partition=0)
+    finally:
+        await conn.aclose()
+    assert result["dropped_properties"] == "tags" and result["contact"].startswith("003")
+    assert sf.records["Contact"]["b@x.io"]["LastName"] == "B"  # the fields the org has still land
+    assert not any(k.lower().startswith("tags") for k in sf.records["Contact"]["b@x.io"])
+
+    strict = sf_config(unknown_properties="dead_letter")
+    strict["options"].pop("tags_field")
+    conn = SalesforceConnector(make_runtime(strict, sf.transport))
     try:
         with pytest.raises(PermanentError, match="tags_field"):
             await conn.apply(write("a@x.io", CommandOp.ADD_TAGS, tags=["x"]), partition=0)
