@@ -22,8 +22,19 @@ from simple_salesforce import Salesforce, SalesforceResourceNotFound
 from typer.testing import CliRunner, Result
 
 from shopbotly.cli.app import app
+from shopbotly.cli.connections_cmd import check_rows, plan_connections
+from shopbotly.common.config import load_config
+from shopbotly.common.config._mapping import PRESET_NAMES
 from shopbotly.crm_emulator import EmulatorSettings, create_app
+from shopbotly.crm_emulator.salesforce_describe import standard_fields
+from shopbotly.crm_emulator.salesforce_tooling import field_from_metadata
 from shopbotly.crm_emulator.testing import free_port, serve
+from shopbotly.crm_writer.schema import (
+    FetchedSchema,
+    owned_salesforce_fields,
+    parse_salesforce_describe,
+    salesforce_definition,
+)
 
 CLIENT_ID, CLIENT_SECRET = "emulator-sf-client", "emulator-sf-secret"
 # What an admin creates in Setup for ShopBotly (`connections setup` says so); a fresh org has none of it.
@@ -193,6 +204,36 @@ async def test_check_reads_salesforce_types_read_only_fields_and_custom_fields(
     config = str(write_config(tmp_path, with_tags, presets=["api"], options=options))
     result = await cli("connections", "check", "--config", config)
     assert " ok " in row(result.output, "Contact", "ShopBotly_Tags__c")
+
+
+SETUP_OPTIONS = "{tags_field: ShopBotly_Tags__c, ticket_external_id_field: ShopBotly_Command_Id__c}"
+
+
+@pytest.mark.parametrize("options", ["{}", SETUP_OPTIONS])
+@pytest.mark.parametrize("preset", [p for p in PRESET_NAMES if p != "hubspot"])
+def test_every_preset_fits_a_fresh_org_once_setup_ran(preset: str, options: str, tmp_path: Path) -> None:
+    """Each field a preset writes to Salesforce is standard in a fresh org or created by `connections setup`
+    (its Tooling API definitions, read by the emulator's own parser); tags go to `tags_field` or are dropped;
+    a preset that creates Leads sends a Company."""
+    cfg = load_config(write_config(tmp_path, "http://127.0.0.1:1", presets=[preset], options=options))
+    [plan] = plan_connections(cfg)
+    schema = FetchedSchema()
+    for sobject, fields in standard_fields().items():
+        schema.objects[sobject] = parse_salesforce_describe({"fields": fields})
+    sent = [key for key, w in plan.written.items() if w.target.not_sent is None]
+    for prop in owned_salesforce_fields(cfg.tenants["acme"].connections["sf"].salesforce_options(), sent):
+        sobject, described = field_from_metadata(salesforce_definition(prop))
+        schema.objects[sobject].update(parse_salesforce_describe({"fields": [described]}))
+    rows = check_rows(plan, schema)
+    assert [r for r in rows if r.failed] == []
+    assert plan.written, f"preset {preset} writes nothing through Salesforce"
+    leads = {name for sobject, name in plan.written if sobject == "Lead"}
+    if leads:
+        assert {"LastName", "Company"} <= leads, f"preset {preset}: a new Lead needs LastName and Company"
+    tags = [r for r in rows if r.name == "(tags)"]
+    assert all(r.status == "not sent" and "dropped" in r.detail for r in tags)
+    if options == "{}" and preset in ("shopbotly", "shopify", "api"):
+        assert tags, f"preset {preset} tags contacts: check must say the tags are dropped"
 
 
 # -- simple-salesforce against the emulator over HTTPS --------------------------------------------------

@@ -356,6 +356,9 @@ def _salesforce_targets(connection: ConnectionConfig, c: CommandShape) -> list[T
         mapped(sobject, o.lead_field_map if is_lead else o.contact_field_map)
         if c.tags and o.tags_field:
             out.append(Target(sobject, o.tags_field, "tags", "text"))
+        elif c.tags:
+            dropped = f"no tags_field option: tags are dropped (unknown_properties: {o.unknown_properties})"
+            out.append(Target(sobject, "(tags)", "tags", "text", (), dropped))
     elif c.op in (CommandOp.ADD_NOTE, CommandOp.ATTACH_ORDER):
         out += [
             Target(o.note_sobject, n, "(connector)", "text")
