@@ -4,6 +4,7 @@ words, and what was created kept across a restart and an admin reset."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -187,3 +188,16 @@ async def test_created_schema_outlives_a_restart_and_a_reset_unless_asked(
     gone = await second.client.get("/crm/v3/properties/contacts/shopbotly_tags", headers=HUBSPOT)
     assert gone.status_code == 404
     assert "ShopBotly_Email__c" not in await described(second, "Lead")
+
+
+DOC = Path(__file__).resolve().parents[3] / "docs" / "services" / "crm-emulator.md"
+
+
+async def test_the_documented_tooling_api_example_creates_the_field(emulator: Emulator) -> None:
+    text = DOC.read_text()
+    start = text.index("creates a custom field:\n\n```json\n") + len("creates a custom field:\n\n```json\n")
+    body = json.loads(text[start : text.index("```", start)])
+    created = await emulator.client.post(TOOLING, headers=await emulator.sf_token(), json=body)
+    assert created.status_code == 201, created.text
+    field = (await described(emulator, "Lead"))["ShopBotly_Email__c"]
+    assert field["externalId"] is True and field["unique"] is True and field["label"] == "ShopBotly identity"
