@@ -415,3 +415,16 @@ async def test_a_lead_without_company_or_last_name_gets_the_placeholder_only_whe
     lead = await record(org, "Lead", "eve@example.com")
     # An existing lead is never given the placeholder back.
     assert (lead["LastName"], lead["Company"], lead["Phone"]) == ("Adams", "Acme", "+1")
+
+
+async def test_a_tags_field_the_org_lacks_drops_the_tags_not_the_contact(
+    make_runtime: Any, org: Emulator
+) -> None:
+    sf = org_connector(make_runtime, org, tags_field="ShopBotly_Tags__c")
+    try:
+        tagged = write("tia@example.com", CommandOp.UPSERT_CONTACT, tags=["vip"], fields={"lastname": "Tia"})
+        result = await sf.apply(tagged, partition=0)
+    finally:
+        await sf.aclose()
+    assert result["dropped_properties"] == "ShopBotly_Tags__c"
+    assert (await record(org, "Contact", "tia@example.com"))["LastName"] == "Tia"

@@ -91,6 +91,16 @@ async def test_a_fresh_org_refuses_custom_fields_it_lacks_in_salesforce_words(em
     assert batch.status_code == 400
     assert batch.json()[0]["errorCode"] == "INVALID_FIELD" and "'Plan__c'" in batch.json()[0]["message"]
 
+    read = await emulator.client.get(
+        f"/services/data/{V}/sobjects/Lead/ShopBotly_Email__c/b@example.com",
+        headers=headers,
+        params={"fields": "LastName,Plan__c"},
+    )
+    assert read.status_code == 400
+    assert read.json() == [
+        {"message": "No such column 'Plan__c' on entity 'Lead'", "errorCode": "INVALID_FIELD", "fields": []}
+    ]
+
     await emulator.create_field("Lead", "Plan__c")
     created = await emulator.client.patch(
         f"/services/data/{V}/sobjects/Lead/ShopBotly_Email__c/a@example.com",

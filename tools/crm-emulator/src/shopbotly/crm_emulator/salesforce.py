@@ -31,7 +31,7 @@ from shopbotly.crm_emulator.oauth import (
     parse_form,
 )
 from shopbotly.crm_emulator.runtime import Runtime
-from shopbotly.crm_emulator.salesforce_describe import describe_sobject
+from shopbotly.crm_emulator.salesforce_describe import describe_sobject, standard_fields
 from shopbotly.crm_emulator.settings import reveal
 from shopbotly.crm_emulator.shapes import salesforce_error, salesforce_item_error
 
@@ -221,11 +221,25 @@ def _dangling(rt: Runtime, spec: sf.SObjectSpec, fields: Mapping[str, str | None
     ]
 
 
-def _select(record: dict[str, Any], fields: str | None) -> dict[str, Any]:
-    """`?fields=A,B`: the attributes, the Id and the named fields only."""
+def _wanted(rt: Runtime, spec: sf.SObjectSpec, fields: str | None) -> set[str] | None:
+    """`?fields=A,B` as lowercased names (None: every field); a field the sObject lacks → 400
+    INVALID_FIELD, as Salesforce answers before looking the record up."""
     if not fields:
+        return None
+    named = [f.strip() for f in fields.split(",") if f.strip()]
+    described = [*standard_fields()[spec.name], *rt.salesforce_fields.fields(spec.name)]
+    known = {str(f["name"]).lower() for f in described}
+    unknown = [name for name in named if name.lower() not in known]
+    if unknown:
+        message = f"No such column '{unknown[0]}' on entity '{spec.name}'"
+        raise sf.SalesforceRejected(400, salesforce_error("INVALID_FIELD", message, []))
+    return {name.lower() for name in named}
+
+
+def _select(record: dict[str, Any], wanted: set[str] | None) -> dict[str, Any]:
+    """The attributes, the Id and the wanted fields only."""
+    if wanted is None:
         return record
-    wanted = {f.strip().lower() for f in fields.split(",") if f.strip()}
     return {k: v for k, v in record.items() if k in ("attributes", "Id") or k.lower() in wanted}
 
 
@@ -244,6 +258,7 @@ async def get_record(
 ) -> JSONResponse:
     _version(version)
     spec = _spec(sobject)
+    wanted = _wanted(rt, spec, fields)
     obj = await run_in_threadpool(rt.store.get, System.SALESFORCE, spec.name, _full_id(record_id))
     if obj is None:
         if not is_valid_salesforce_id(record_id):
@@ -252,7 +267,7 @@ async def get_record(
                 400,
             )
         return JSONResponse(_NOT_FOUND, 404)
-    return JSONResponse(_select(sf.record_json(obj, version), fields))
+    return JSONResponse(_select(sf.record_json(obj, version), wanted))
 
 
 @router.get("/services/data/{version}/sobjects/{sobject}/{ext_field}/{value}")
@@ -262,6 +277,7 @@ async def get_by_external_id(
     _version(version)
     spec = _spec(sobject)
     field = sf.external_id_field(spec, ext_field, rt.salesforce_fields.external_ids(spec.name))
+    wanted = _wanted(rt, spec, fields)
     matches = await run_in_threadpool(rt.store.by_field, spec.name, field, value)
     if not matches:
         return JSONResponse(_NOT_FOUND, 404)
@@ -269,7 +285,7 @@ async def get_by_external_id(
         return JSONResponse(
             [f"/services/data/{version}/sobjects/{spec.name}/{m.object_id}" for m in matches], 300
         )
-    return JSONResponse(_select(sf.record_json(matches[0], version), fields))
+    return JSONResponse(_select(sf.record_json(matches[0], version), wanted))
 
 
 @router.post("/services/data/{version}/sobjects/{sobject}", status_code=201)

@@ -257,7 +257,7 @@ class SalesforceConnector(Connector):
             if write.tags:
                 tags = await self._merged_tags(sobject, write, partition)
                 if tags is None:
-                    dropped.append("tags")
+                    dropped.append(o.tags_field or "tags")
                 else:
                     assert o.tags_field is not None
                     fields[o.tags_field] = tags
@@ -355,8 +355,8 @@ class SalesforceConnector(Connector):
         if verdict.status == 404:
             return []
         refused = self._droppable(sobject, refused_fields(json_body(response))) if not verdict.ok else {}
-        if o.tags_field in refused:
-            self.refused.note(sobject, {o.tags_field: refused[o.tags_field]})
+        if any(name.lower() == o.tags_field.lower() for name in refused):
+            self.refused.note(sobject, {o.tags_field: "INVALID_FIELD"})
             return None
         if not verdict.ok:
             raise verdict.error()
