@@ -124,6 +124,8 @@ SERVICES: dict[str, str] = {
     "crm-writer": "shopbotly-crm-writer",
     "order-reader": "shopbotly-order-reader",
 }
+# Started only when a stack names them (Stack.create(names=...)).
+OPTIONAL_SERVICES: dict[str, str] = {"console": "shopbotly-console"}
 
 
 @dataclass
@@ -218,6 +220,8 @@ class Stack:
     root: Path
     env: Mapping[str, str]
     services: dict[str, Service] = field(default_factory=dict)
+    # What `shopbotly connections setup --apply` printed at start (empty without the emulator).
+    setup: str = ""
 
     @classmethod
     def create(
@@ -241,7 +245,7 @@ class Stack:
         assert name not in self.services, f"{name} exists"
         svc = Service(
             name=name,
-            script=SERVICES[kind],
+            script=SERVICES.get(kind) or OPTIONAL_SERVICES[kind],
             port=port or free_port(),
             data_dir=self.root / "data" / name,
             log_path=self.root / f"{name}.log",
@@ -252,9 +256,12 @@ class Stack:
 
     def of_kind(self, kind: str) -> list[Service]:
         """The processes of service `kind`, running or not."""
-        return [s for s in self.services.values() if s.script == SERVICES[kind]]
+        script = SERVICES.get(kind) or OPTIONAL_SERVICES[kind]
+        return [s for s in self.services.values() if s.script == script]
 
     def start(self, timeout: float = 120.0) -> None:
+        """Start every service and wait for each /readyz. With the CRM emulator in the stack (a fresh portal),
+        then run `shopbotly connections setup --apply` as `make up` does, before any traffic."""
         for svc in self.services.values():
             svc.start()
         for svc in self.services.values():
@@ -262,6 +269,8 @@ class Stack:
                 svc.wait_ready(timeout)
             except AssertionError as exc:
                 raise AssertionError(f"{exc}\n\n{self.logs()}") from None
+        if "crm-emulator" in self.services and "SHOPBOTLY_CONFIG" in self.env:
+            self.setup = run_cli("connections", "setup", "--apply", env=self.env).stdout
 
     def restart(self, name: str, timeout: float = 120.0) -> None:
         """Start a stopped or killed service again and wait for its /readyz."""
