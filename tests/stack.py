@@ -52,6 +52,7 @@ __all__ = [
     "delete_topics",
     "free_port",
     "gauge_values",
+    "group_lag",
     "histogram",
     "json_of",
     "poll",
@@ -232,19 +233,31 @@ class Stack:
     ) -> Stack:
         stack = cls(root=root, env=dict(env))
         for name in names or list(SERVICES):
-            port = (ports or {}).get(name) or free_port()
-            stack.services[name] = Service(
-                name=name,
-                script=SERVICES.get(name) or OPTIONAL_SERVICES[name],
-                port=port,
-                data_dir=root / "data" / name,
-                log_path=root / f"{name}.log",
-                env={**os.environ, **env},
-            )
+            stack.add(name, name, (ports or {}).get(name))
         return stack
 
     def __getitem__(self, name: str) -> Service:
         return self.services[name]
+
+    def add(self, name: str, kind: str, port: int | None = None) -> Service:
+        """One more process of service `kind` (a replica: `mapper-2`), with its own port, data dir and log;
+        not started."""
+        assert name not in self.services, f"{name} exists"
+        svc = Service(
+            name=name,
+            script=SERVICES.get(kind) or OPTIONAL_SERVICES[kind],
+            port=port or free_port(),
+            data_dir=self.root / "data" / name,
+            log_path=self.root / f"{name}.log",
+            env={**os.environ, **self.env},
+        )
+        self.services[name] = svc
+        return svc
+
+    def of_kind(self, kind: str) -> list[Service]:
+        """The processes of service `kind`, running or not."""
+        script = SERVICES.get(kind) or OPTIONAL_SERVICES[kind]
+        return [s for s in self.services.values() if s.script == script]
 
     def start(self, timeout: float = 120.0) -> None:
         """Start every service and wait for each /readyz. With the CRM emulator in the stack (a fresh portal),
@@ -606,3 +619,33 @@ def gauge_values(metrics_text: str, name: str) -> list[float]:
         if family.name == name
         for sample in family.samples
     ]
+
+
+# --- consumer groups ---------------------------------------------------------------------------------------
+
+
+async def _group_lag(settings: KafkaSettings, group: str, topics: Iterable[str]) -> dict[str, int]:
+    admin = make_admin(settings, client_role="e2e-lag")
+    consumer = make_consumer(settings, group_id=None, client_role="e2e-lag")
+    await admin.start()
+    await consumer.start()
+    try:
+        out: dict[str, int] = {}
+        for topic in topics:
+            tps = [TopicPartition(topic, p) for p in await _partitions(settings, topic)]
+            committed = await admin.list_consumer_group_offsets(group, partitions=tps)
+            ends: dict[TopicPartition, int] = await consumer.end_offsets(tps)
+            out[topic] = sum(
+                ends[tp] - (max(0, committed[tp].offset) if tp in committed else 0) for tp in tps
+            )
+        return out
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
+def group_lag(bootstrap: str, group: str, topics: Iterable[str], timeout: float = 30.0) -> dict[str, int]:
+    """Per topic: messages past the consumer group's committed offsets (end minus committed, summed over the
+    partitions; a partition with no commit counts from 0)."""
+    settings = KafkaSettings(bootstrap=bootstrap)
+    return asyncio.run(asyncio.wait_for(_group_lag(settings, group, list(topics)), timeout))

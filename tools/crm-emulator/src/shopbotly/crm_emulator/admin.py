@@ -176,6 +176,14 @@ async def state(
     return {**view, "counters": counters, "webhooks": dict(rt.webhooks.stats)}
 
 
+@router.get("/requests")
+async def requests_log(rt: RuntimeDep, system: System | None = None) -> dict[str, Any]:
+    """Every CRM API request in arrival order (the last `REQUEST_LOG_SIZE`): `[arrived_at, status]` pairs, so
+    a test can count what clients sent in any window, the requests the rate limiter refused included."""
+    log = [(r.at, r.status) for r in rt.counters.log if system is None or r.system is system]
+    return {"size": rt.counters.log.maxlen, "requests": log}
+
+
 class Reply(_Strict):
     text: str = Field(min_length=1)
     author: str = "agent@crm-emulator.local"
