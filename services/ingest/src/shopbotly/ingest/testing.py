@@ -18,7 +18,8 @@ from fastapi import FastAPI
 from shopbotly.common.config import ApiKey, ShopbotlyConfig, parse_config
 from shopbotly.common.events import decode_headers
 from shopbotly.common.kafka import KafkaSettings, make_consumer
-from shopbotly.common.signatures import HmacScheme, sign_webhook
+from shopbotly.common.signatures import HmacScheme
+from shopbotly.common.sources import sign_webhook
 from shopbotly.common.topics import Topic
 from shopbotly.ingest.app import create_app
 from shopbotly.ingest.edge import IngestRuntime
@@ -141,7 +142,7 @@ def signed_headers(
         now=time.time() if now is None else now,
         msg_id=msg_id,
         url=url,
-        generic=GENERIC_SCHEME if kind == "generic_hmac" else None,
+        options=GENERIC_SCHEME if kind == "generic_hmac" else None,
     )
     return {"content-type": "application/json", **headers, **(extra or {})}
 
