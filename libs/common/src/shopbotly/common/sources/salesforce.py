@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
+from xml.sax.saxutils import escape
 
 import defusedxml.ElementTree as SafeET
 import orjson
@@ -109,35 +110,34 @@ def outbound_message(
     partner_url: str = "",
     session_id: str | None = None,
 ) -> bytes:
-    """The SOAP request Salesforce POSTs for these notifications (the CRM emulator sends it)."""
-    ET.register_namespace("soapenv", SOAP_NS)
-    ET.register_namespace("xsi", XSI_NS)
-    ET.register_namespace("sf", SOBJECT_NS)
-    envelope = ET.Element(_q(SOAP_NS, "Envelope"))
-    body = ET.SubElement(envelope, _q(SOAP_NS, "Body"))
-    notes = ET.SubElement(body, _q(OUTBOUND_NS, "notifications"))
-    ET.SubElement(notes, _q(OUTBOUND_NS, "OrganizationId")).text = organization_id
-    ET.SubElement(notes, _q(OUTBOUND_NS, "ActionId")).text = action_id
-    session = ET.SubElement(notes, _q(OUTBOUND_NS, "SessionId"))
-    if session_id is None:
-        session.set(_q(XSI_NS, "nil"), "true")
-    else:
-        session.text = session_id
-    ET.SubElement(notes, _q(OUTBOUND_NS, "EnterpriseUrl")).text = enterprise_url
-    ET.SubElement(notes, _q(OUTBOUND_NS, "PartnerUrl")).text = partner_url
+    """The SOAP request Salesforce POSTs for these notifications, written the way Salesforce writes it
+    (the CRM emulator sends it)."""
+    parts = [
+        '<?xml version="1.0" encoding="UTF-8"?>',
+        f'<soapenv:Envelope xmlns:soapenv="{SOAP_NS}" xmlns:xsd="http://www.w3.org/2001/XMLSchema"'
+        f' xmlns:xsi="{XSI_NS}">',
+        "<soapenv:Body>",
+        f'<notifications xmlns="{OUTBOUND_NS}">',
+        f"<OrganizationId>{escape(organization_id)}</OrganizationId>",
+        f"<ActionId>{escape(action_id)}</ActionId>",
+        '<SessionId xsi:nil="true"/>'
+        if session_id is None
+        else f"<SessionId>{escape(session_id)}</SessionId>",
+        f"<EnterpriseUrl>{escape(enterprise_url)}</EnterpriseUrl>",
+        f"<PartnerUrl>{escape(partner_url)}</PartnerUrl>",
+    ]
     for note in notifications:
-        element = ET.SubElement(notes, _q(OUTBOUND_NS, "Notification"))
-        ET.SubElement(element, _q(OUTBOUND_NS, "Id")).text = note.id
-        sobject = ET.SubElement(element, _q(OUTBOUND_NS, "sObject"))
-        sobject.set(_q(XSI_NS, "type"), f"sf:{note.sobject_type}")
+        parts.append(f"<Notification><Id>{escape(note.id)}</Id>")
+        parts.append(f'<sObject xsi:type="sf:{escape(note.sobject_type)}" xmlns:sf="{SOBJECT_NS}">')
         for name, value in note.fields.items():
-            child = ET.SubElement(sobject, _q(SOBJECT_NS, name))
             if value is None:
-                child.set(_q(XSI_NS, "nil"), "true")
+                parts.append(f'<sf:{name} xsi:nil="true"/>')
             else:
-                child.text = str(value).lower() if isinstance(value, bool) else str(value)
-    text: bytes = ET.tostring(envelope, encoding="utf-8", xml_declaration=False)
-    return b'<?xml version="1.0" encoding="UTF-8"?>' + text
+                text = str(value).lower() if isinstance(value, bool) else str(value)
+                parts.append(f"<sf:{name}>{escape(text)}</sf:{name}>")
+        parts.append("</sObject></Notification>")
+    parts.append("</notifications></soapenv:Body></soapenv:Envelope>")
+    return "".join(parts).encode()
 
 
 # --- parsing ---------------------------------------------------------------------------------------
