@@ -4,6 +4,7 @@ limits, the batch split into events and the SOAP acknowledgement Salesforce need
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from prometheus_client import REGISTRY
@@ -18,6 +19,7 @@ from shopbotly.ingest.testing import SALESFORCE_ORG_ID, SALESFORCE_TOKEN, Runnin
 XML = {"content-type": "text/xml; charset=utf-8", "soapaction": '""'}
 URL = f"/v1/webhooks/acme/salesforce?token={SALESFORCE_TOKEN}"
 ORG_ONLY = "/v1/webhooks/acme/salesforce_org_only"
+DOC = Path(__file__).resolve().parents[3] / "docs" / "services" / "ingest.md"
 
 
 def _case(n: int, **fields: str | None) -> Notification:
@@ -187,3 +189,32 @@ async def test_a_batch_is_split_into_events_and_acknowledged_once_stored(
     again = await ingest.client.post(URL, content=body, headers=XML)
     assert again.status_code == 200 and again.content == ACK
     assert len(await read_topic(kafka_settings, expected=4, timeout_s=2)) == 3
+
+
+def _documented_exchange() -> tuple[str, dict[str, str], bytes, int, bytes]:
+    """The request and answer of docs/services/ingest.md, "Salesforce outbound messages"."""
+    section = DOC.read_text().split("### Salesforce outbound messages", 1)[1]
+    blocks = [b.split("```", 1)[0] for b in section.split("```http\n")[1:3]]
+    head, _, body = blocks[0].partition("\n\n")
+    request_line, *header_lines = head.splitlines()
+    headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in header_lines)}
+    status_line, _, answer = blocks[1].partition("\n\n")
+    return (
+        request_line.split(" ")[1],
+        headers,
+        body.strip().encode(),
+        int(status_line.split(" ")[1]),
+        answer.strip().encode(),
+    )
+
+
+@pytest.mark.integration
+async def test_the_documented_message_is_stored_and_acknowledged(
+    ingest: Running, kafka_settings: KafkaSettings
+) -> None:
+    path, headers, body, status, answer = _documented_exchange()
+    resp = await ingest.client.post(path, content=body, headers=headers)
+    assert (resp.status_code, resp.content) == (status, answer)
+    (record,) = await read_topic(kafka_settings, expected=1)
+    event = RawEvent.from_json(record.value)
+    assert (event.id, event.type, event.subject) == ("04l000000000901AAA", "Case", "case:500000000000901AAA")
