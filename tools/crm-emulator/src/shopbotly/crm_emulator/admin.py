@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import hmac
 from hashlib import sha256
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query
 from fastapi.responses import JSONResponse
@@ -28,7 +28,7 @@ from shopbotly.crm_emulator.domain import (
 )
 from shopbotly.crm_emulator.hubspot_rules import object_json, parse_contact_create, parse_ticket_update
 from shopbotly.crm_emulator.runtime import Runtime
-from shopbotly.crm_emulator.settings import OutboundMessageSettings, WebhookSettings, reveal
+from shopbotly.crm_emulator.settings import reveal
 
 __all__ = ["router"]
 
@@ -258,14 +258,20 @@ async def get_webhooks(rt: RuntimeDep) -> dict[str, Any]:
     return rt.webhooks.view()
 
 
+Config = TypeVar("Config", bound=BaseModel)
+
+
+def _updated(current: Config, update: BaseModel) -> Config:
+    """`current` with the fields `update` sets; ValueError when the result is invalid."""
+    return type(current).model_validate({**current.model_dump(), **update.model_dump(exclude_unset=True)})
+
+
 @router.post("/webhooks")
 async def set_webhooks(update: WebhookUpdate, rt: RuntimeDep) -> JSONResponse:
-    merged = {**rt.webhooks.config.model_dump(), **update.model_dump(exclude_unset=True)}
     try:
-        config = WebhookSettings.model_validate(merged)
+        rt.webhooks.configure(_updated(rt.webhooks.config, update))
     except ValueError as exc:
         return JSONResponse({"detail": str(exc)}, 422)
-    rt.webhooks.configure(config)
     return JSONResponse(rt.webhooks.view())
 
 
@@ -377,10 +383,8 @@ async def get_outbound(rt: RuntimeDep) -> dict[str, Any]:
 @router.post("/outbound-messages")
 async def set_outbound(update: OutboundUpdate, rt: RuntimeDep) -> JSONResponse:
     """Set up the org's outbound messages (endpoint URL with its token, fields, retry pace)."""
-    merged = {**rt.outbound.config.model_dump(), **update.model_dump(exclude_unset=True)}
     try:
-        config = OutboundMessageSettings.model_validate(merged)
+        rt.outbound.configure(_updated(rt.outbound.config, update))
     except ValueError as exc:
         return JSONResponse({"detail": str(exc)}, 422)
-    rt.outbound.configure(config)
     return JSONResponse(rt.outbound.view())

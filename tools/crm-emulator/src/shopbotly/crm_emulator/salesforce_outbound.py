@@ -10,13 +10,11 @@ record's current fields (`fields` per sObject type), never the change.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import re
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import httpx
@@ -24,7 +22,8 @@ import httpx
 from shopbotly.common.logging import get_logger
 from shopbotly.common.sources.salesforce import Notification, outbound_message
 from shopbotly.crm_emulator import metrics
-from shopbotly.crm_emulator.domain import retry_delay_s, salesforce_id
+from shopbotly.crm_emulator.domain import salesforce_id
+from shopbotly.crm_emulator.sender import BackgroundSender, Outcome
 from shopbotly.crm_emulator.settings import OutboundMessageSettings
 from shopbotly.crm_emulator.store import Store
 
@@ -53,7 +52,9 @@ class OutboundAttempt:
     outcome: Literal["acknowledged", "retry", "dropped"]
 
 
-class OutboundMessenger:
+class OutboundMessenger(BackgroundSender[Notification, OutboundAttempt]):
+    name = "crm-emulator-outbound-messages"
+
     def __init__(
         self,
         config: OutboundMessageSettings,
@@ -62,20 +63,14 @@ class OutboundMessenger:
         clock: Callable[[], float] = time.time,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        super().__init__(
+            {"notifications": 0, "messages_acknowledged": 0, "messages_dropped": 0}, clock, transport
+        )
         self.config = config
         self.organization_id = organization_id
         self._store = store
-        self._clock = clock
-        self._transport = transport
         self._ids = range(0)
-        self._pending: deque[Notification] = deque()
         self._message_ids = itertools.count(1)
-        self._client: httpx.AsyncClient | None = None
-        self._sender: asyncio.Task[None] | None = None
-        self._deliveries: set[asyncio.Task[None]] = set()
-        self._wakeup: asyncio.Event | None = None
-        self.attempts: deque[OutboundAttempt] = deque(maxlen=2000)
-        self.stats = {"notifications": 0, "messages_acknowledged": 0, "messages_dropped": 0}
 
     def configure(self, config: OutboundMessageSettings) -> None:
         self.config = config
@@ -87,12 +82,9 @@ class OutboundMessenger:
         if self.config.url is None or wanted is None:
             return None
         note = Notification(self._next_id(), sobject_type, {f: record.get(f) for f in ("Id", *wanted)})
-        self._pending.append(note)
         self.stats["notifications"] += 1
         metrics.WEBHOOK_EVENTS.labels("emitted").inc()
-        self._ensure_started()
-        assert self._wakeup is not None
-        self._wakeup.set()
+        self._enqueue([note])
         return note.id
 
     def _next_id(self) -> str:
@@ -101,106 +93,66 @@ class OutboundMessenger:
         number, self._ids = self._ids[0], self._ids[1:]
         return salesforce_id("04l", number)
 
-    # --- lifecycle -------------------------------------------------------------------------------
-
-    def _ensure_started(self) -> None:
-        if self._sender is not None and not self._sender.done():
-            return
-        self._wakeup = asyncio.Event()
-        self._client = httpx.AsyncClient(transport=self._transport, follow_redirects=False)
-        self._sender = asyncio.create_task(self._run(), name="crm-emulator-outbound-messages")
-
-    async def start(self) -> None:
-        self._ensure_started()
-
-    async def aclose(self) -> None:
-        tasks = [t for t in (self._sender, *self._deliveries) if t is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._sender = None
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
-
-    def clear(self) -> None:
-        self._pending.clear()
-        self.attempts.clear()
-        for key in self.stats:
-            self.stats[key] = 0
-
-    @property
-    def idle(self) -> bool:
-        return not self._pending and not self._deliveries
-
     def view(self) -> dict[str, Any]:
         config = self.config.model_dump()
         if config.get("url"):
             config["url"] = re.sub(r"([?&]token=)[^&]*", r"\1***", config["url"])
         return {
-            "config": config,
+            **self._view(config, "pending_notifications", "messages_in_flight"),
             "organization_id": self.organization_id,
-            "pending_notifications": len(self._pending),
-            "messages_in_flight": len(self._deliveries),
-            "stats": dict(self.stats),
-            "attempts": [asdict(a) for a in self.attempts],
         }
 
     # --- sending ---------------------------------------------------------------------------------
 
-    async def _run(self) -> None:
-        assert self._wakeup is not None
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            if self.config.batch_window_ms:
-                await asyncio.sleep(self.config.batch_window_ms / 1000)
-            # One message per sObject type (each is its own outbound message action), up to 100 each.
-            by_type: dict[str, list[Notification]] = {}
-            while self._pending:
-                note = self._pending.popleft()
-                by_type.setdefault(note.sobject_type, []).append(note)
-            for notes in by_type.values():
-                for start in range(0, len(notes), self.config.max_batch_size):
-                    batch = notes[start : start + self.config.max_batch_size]
-                    task = asyncio.create_task(self._deliver(next(self._message_ids), batch))
-                    self._deliveries.add(task)
-                    task.add_done_callback(self._deliveries.discard)
+    def _batch_window_s(self) -> float:
+        return self.config.batch_window_ms / 1000
+
+    def _dispatch(self) -> None:
+        # One message per sObject type (each is its own outbound message action), up to 100 each.
+        by_type: dict[str, list[Notification]] = {}
+        while self._pending:
+            note = self._pending.popleft()
+            by_type.setdefault(note.sobject_type, []).append(note)
+        for notes in by_type.values():
+            for start in range(0, len(notes), self.config.max_batch_size):
+                batch = notes[start : start + self.config.max_batch_size]
+                self._spawn(self._deliver(next(self._message_ids), batch))
 
     async def _deliver(self, message_id: int, notes: list[Notification]) -> None:
         first_at = self._clock()
-        attempt = 0
-        while True:
+        ids = [n.id for n in notes]
+        names: dict[Outcome, Literal["acknowledged", "retry", "dropped"]] = {
+            "ok": "acknowledged",
+            "retry": "retry",
+            "gave_up": "dropped",
+        }
+
+        async def attempt_once(attempt: int) -> tuple[int | None, str | None, bool]:
+            status, error = await self._attempt(self.config, notes)
+            return status, error, error is None and status == 200
+
+        def may_retry(attempt: int) -> bool:
             config = self.config
-            status, error = await self._attempt(config, notes)
-            done = error is None and status == 200
-            expired = self._clock() - first_at >= config.max_age_s or attempt + 1 >= config.max_attempts
-            outcome: Literal["acknowledged", "retry", "dropped"] = (
-                "acknowledged" if done else "dropped" if expired else "retry"
-            )
+            return self._clock() - first_at < config.max_age_s and attempt + 1 < config.max_attempts
+
+        def record(attempt: int, status: int | None, error: str | None, outcome: Outcome) -> None:
+            at_ms = int(self._clock() * 1000)
             self.attempts.append(
-                OutboundAttempt(
-                    message_id,
-                    attempt,
-                    [n.id for n in notes],
-                    status,
-                    error,
-                    int(self._clock() * 1000),
-                    outcome,
-                )
+                OutboundAttempt(message_id, attempt, ids, status, error, at_ms, names[outcome])
             )
-            metrics.WEBHOOK_ATTEMPTS.labels(outcome).inc()
-            if done:
-                self.stats["messages_acknowledged"] += 1
-                return
-            if expired:
-                self.stats["messages_dropped"] += 1
+            metrics.WEBHOOK_ATTEMPTS.labels(names[outcome]).inc()
+            if outcome == "gave_up":
                 log.warning(
                     "outbound_message_dropped", message_id=message_id, attempts=attempt + 1, status=status
                 )
-                return
-            await asyncio.sleep(retry_delay_s(attempt, config.retry_initial_ms, config.retry_max_ms))
-            attempt += 1
+
+        acknowledged_ = await self._until_accepted(
+            attempt_once,
+            may_retry=may_retry,
+            pace_ms=lambda: (self.config.retry_initial_ms, self.config.retry_max_ms),
+            record=record,
+        )
+        self.stats["messages_acknowledged" if acknowledged_ else "messages_dropped"] += 1
 
     async def _attempt(
         self, config: OutboundMessageSettings, notes: list[Notification]
@@ -216,14 +168,7 @@ class OutboundMessenger:
             partner_url=f"{config.instance_url}/services/Soap/u/62.0/{self.organization_id[:15]}",
         )
         headers = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""', "User-Agent": "Axis/1.4"}
-        try:
-            response = await self._client.post(
-                config.url, content=body, headers=headers, timeout=config.timeout_ms / 1000
-            )
-        except httpx.TimeoutException:
-            return None, "timeout"
-        except httpx.HTTPError as exc:
-            return None, f"{type(exc).__name__}: {exc}"
-        if not acknowledged(response.status_code, response.content):
-            return response.status_code, "no <Ack>true</Ack> in the answer"
-        return response.status_code, None
+        status, answer, error = await self._post(config.url, body, headers, config.timeout_ms / 1000)
+        if error is None and not acknowledged(status, answer):
+            error = "no <Ack>true</Ack> in the answer"
+        return status, error

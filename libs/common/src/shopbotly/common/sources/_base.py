@@ -8,7 +8,7 @@ a kind's name. Pure: no I/O, the clock is an argument.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 __all__ = [
     "MAX_JSON_DEPTH",
     "Answer",
+    "BodySignature",
     "ExtractionDefaults",
     "FieldError",
     "InboundRequest",
@@ -248,3 +249,22 @@ class WebhookSource:
     def acknowledge(self, event_ids: Sequence[str], *, duplicate: bool) -> Answer | None:
         """The body the sender needs to stop re-sending; None: ShopBotly's JSON answer."""
         return None
+
+
+class BodySignature(WebhookSource):
+    """A kind whose one header holds a signature over the body alone (no timestamp): Shopify, GitHub,
+    Intercom. Subclasses name the header and the scheme's functions from `shopbotly.common.signatures`."""
+
+    header: ClassVar[str]
+    verify_body: ClassVar[Callable[..., None]]
+    sign_body: ClassVar[Callable[[str, bytes], str]]
+
+    def verify(self, keys: SourceKeys, request: InboundRequest, *, now: float) -> None:
+        type(self).verify_body(
+            keys.secrets, signature=request.headers.get(self.header.lower()), body=request.body
+        )
+
+    def sign(
+        self, secret: str, body: bytes, *, now: float, msg_id: str, url: str, options: Any = None
+    ) -> dict[str, str]:
+        return {self.header: type(self).sign_body(secret, body)}

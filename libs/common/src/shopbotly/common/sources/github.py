@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from shopbotly.common import signatures as sig
-from shopbotly.common.sources._base import ExtractionDefaults, InboundRequest, SourceKeys, WebhookSource
+from shopbotly.common.sources._base import BodySignature, ExtractionDefaults
 
 __all__ = ["SOURCES"]
 
 
-class GitHub(WebhookSource):
+class GitHub(BodySignature):
     kind = "github"
     defaults = ExtractionDefaults(
         'headers."x-github-delivery"',
@@ -18,16 +16,9 @@ class GitHub(WebhookSource):
         "body.pusher.email || body.sender.email",
         "body.sender.login",
     )
-
-    def verify(self, keys: SourceKeys, request: InboundRequest, *, now: float) -> None:
-        sig.verify_github(
-            keys.secrets, signature=request.headers.get("x-hub-signature-256"), body=request.body
-        )
-
-    def sign(
-        self, secret: str, body: bytes, *, now: float, msg_id: str, url: str, options: Any = None
-    ) -> dict[str, str]:
-        return {"X-Hub-Signature-256": sig.sign_github(secret, body)}
+    header = "X-Hub-Signature-256"
+    verify_body = sig.verify_github
+    sign_body = sig.sign_github
 
 
 SOURCES = (GitHub(),)

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from shopbotly.common import signatures as sig
-from shopbotly.common.sources._base import ExtractionDefaults, InboundRequest, SourceKeys, WebhookSource
+from shopbotly.common.sources._base import BodySignature, ExtractionDefaults
 
 __all__ = ["SOURCES"]
 
 
-class Intercom(WebhookSource):
+class Intercom(BodySignature):
     kind = "intercom"
     preset = "intercom"
     defaults = ExtractionDefaults(
@@ -20,14 +18,9 @@ class Intercom(WebhookSource):
         " || body.data.item.contacts.contacts[0].email",
         "body.data.item.contacts.contacts[0].id || body.data.item.user.id || body.data.item.id",
     )
-
-    def verify(self, keys: SourceKeys, request: InboundRequest, *, now: float) -> None:
-        sig.verify_intercom(keys.secrets, signature=request.headers.get("x-hub-signature"), body=request.body)
-
-    def sign(
-        self, secret: str, body: bytes, *, now: float, msg_id: str, url: str, options: Any = None
-    ) -> dict[str, str]:
-        return {"X-Hub-Signature": sig.sign_intercom(secret, body)}
+    header = "X-Hub-Signature"
+    verify_body = sig.verify_intercom
+    sign_body = sig.sign_intercom
 
 
 SOURCES = (Intercom(),)

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from shopbotly.common import signatures as sig
-from shopbotly.common.sources._base import ExtractionDefaults, InboundRequest, SourceKeys, WebhookSource
+from shopbotly.common.sources._base import BodySignature, ExtractionDefaults
 
 __all__ = ["SOURCES"]
 
 
-class Shopify(WebhookSource):
+class Shopify(BodySignature):
     kind = "shopify"
     preset = "shopify"
     defaults = ExtractionDefaults(
@@ -19,16 +17,9 @@ class Shopify(WebhookSource):
         "body.email || body.contact_email || body.customer.email",
         "body.customer.id || body.id",
     )
-
-    def verify(self, keys: SourceKeys, request: InboundRequest, *, now: float) -> None:
-        sig.verify_shopify(
-            keys.secrets, signature=request.headers.get("x-shopify-hmac-sha256"), body=request.body
-        )
-
-    def sign(
-        self, secret: str, body: bytes, *, now: float, msg_id: str, url: str, options: Any = None
-    ) -> dict[str, str]:
-        return {"X-Shopify-Hmac-Sha256": sig.sign_shopify(secret, body)}
+    header = "X-Shopify-Hmac-Sha256"
+    verify_body = sig.verify_shopify
+    sign_body = sig.sign_shopify
 
 
 SOURCES = (Shopify(),)
