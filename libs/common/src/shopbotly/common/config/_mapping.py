@@ -65,10 +65,14 @@ def _one_of(known: tuple[str, ...], what: str) -> Any:
 
 
 PresetName = Annotated[
-    str, AfterValidator(_one_of(PRESET_NAMES, "preset")), WithJsonSchema({"enum": list(PRESET_NAMES)})
+    str,
+    AfterValidator(_one_of(PRESET_NAMES, "preset")),
+    WithJsonSchema({"type": "string", "enum": list(PRESET_NAMES)}),
 ]
 RuleKind = Annotated[
-    str, AfterValidator(_one_of(RULE_KINDS, "source kind")), WithJsonSchema({"enum": list(RULE_KINDS)})
+    str,
+    AfterValidator(_one_of(RULE_KINDS, "source kind")),
+    WithJsonSchema({"type": "string", "enum": list(RULE_KINDS)}),
 ]
 
 _FUNCTIONS = Functions().FUNCTION_TABLE

@@ -25,7 +25,9 @@ def _known_kind(value: str) -> str:
 
 
 # The registered kinds (shopbotly.common.sources); the JSON Schema lists them as an enum.
-SourceKind = Annotated[str, AfterValidator(_known_kind), WithJsonSchema({"enum": list(SOURCE_KINDS)})]
+SourceKind = Annotated[
+    str, AfterValidator(_known_kind), WithJsonSchema({"type": "string", "enum": list(SOURCE_KINDS)})
+]
 # Kind-specific fields of SourceConfig: only the kinds that name them in `WebhookSource.options` take them.
 _KIND_OPTIONS = ("generic", "signature_base_url", "organization_ids")
 _ORG_ID = r"^00D[A-Za-z0-9]{12}([A-Za-z0-9]{3})?$"
