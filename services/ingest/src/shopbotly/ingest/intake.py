@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -50,6 +51,7 @@ __all__ = [
     "Source",
     "WebhookRequest",
     "resolve_sources",
+    "verify_content",
     "verify_request",
 ]
 
@@ -125,17 +127,10 @@ class WebhookRequest:
     received_at: datetime
 
 
-def verify_request(source: Source, request: WebhookRequest, *, now: float, parsed: Any = None) -> None:
-    """Check what the sender attached (its signature; with `parsed`, what the body must hold, such as an
-    org id) with the source's kind and secrets; 401 when it fails."""
+@contextmanager
+def _as_rejection() -> Iterator[None]:
     try:
-        if parsed is None:
-            inbound = InboundRequest(
-                request.headers, request.body, request.method, request.url, request.path_qs
-            )
-            source.impl.verify(source.keys, inbound, now=now)
-        else:
-            source.impl.verify_content(source.keys, parsed)
+        yield
     except SignatureError as exc:
         # One answer for every failure, so the response does not help a forger; the reason is counted
         # (shopbotly_ingest_rejections_total) and logged, never sent.
@@ -146,6 +141,20 @@ def verify_request(source: Source, request: WebhookRequest, *, now: float, parse
             code="invalid_signature",
             note=exc.message,
         ) from None
+
+
+def verify_request(source: Source, request: WebhookRequest, *, now: float) -> None:
+    """Check what the sender attached (a signature, a token) with the source's kind and secrets; 401 when
+    it fails."""
+    inbound = InboundRequest(request.headers, request.body, request.method, request.url, request.path_qs)
+    with _as_rejection():
+        source.impl.verify(source.keys, inbound, now=now)
+
+
+def verify_content(source: Source, parsed: Any) -> None:
+    """Check what the parsed body must hold for the source's kind (Salesforce: a configured org id); 401."""
+    with _as_rejection():
+        source.impl.verify_content(source.keys, parsed)
 
 
 class _Flight:
@@ -198,7 +207,7 @@ class Intake:
         acknowledgement) where its kind defines one, else ShopBotly's JSON."""
         verify_request(source, request, now=self._clock())
         body = source.impl.parse(request.body)
-        verify_request(source, request, now=self._clock(), parsed=body)
+        verify_content(source, body)
         challenge = source.impl.challenge(body)
         if challenge is not None:
             return challenge.status, challenge
