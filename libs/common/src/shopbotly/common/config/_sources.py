@@ -29,7 +29,7 @@ SourceKind = Annotated[
     str, AfterValidator(_known_kind), WithJsonSchema({"type": "string", "enum": list(SOURCE_KINDS)})
 ]
 # Kind-specific fields of SourceConfig: only the kinds that name them in `WebhookSource.options` take them.
-_KIND_OPTIONS = ("generic", "signature_base_url", "organization_ids")
+_KIND_OPTIONS = tuple(sorted({option for source in SOURCES.values() for option in source.options}))
 _ORG_ID = r"^00D[A-Za-z0-9]{12}([A-Za-z0-9]{3})?$"
 
 # The body becomes one Kafka record; brokers refuse records above ~1 MiB by default (message.max.bytes).
