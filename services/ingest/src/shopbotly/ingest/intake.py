@@ -11,8 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -127,34 +126,34 @@ class WebhookRequest:
     received_at: datetime
 
 
-@contextmanager
-def _as_rejection() -> Iterator[None]:
-    try:
-        yield
-    except SignatureError as exc:
-        # One answer for every failure, so the response does not help a forger; the reason is counted
-        # (shopbotly_ingest_rejections_total) and logged, never sent.
-        raise Rejection(
-            401,
-            f"signature_{exc.reason}",
-            "missing or invalid signature, or a timestamp outside the allowed window",
-            code="invalid_signature",
-            note=exc.message,
-        ) from None
+def _refused(exc: SignatureError) -> Rejection:
+    # One answer for every failure, so the response does not help a forger; the reason is counted
+    # (shopbotly_ingest_rejections_total) and logged, never sent.
+    return Rejection(
+        401,
+        f"signature_{exc.reason}",
+        "missing or invalid signature, or a timestamp outside the allowed window",
+        code="invalid_signature",
+        note=exc.message,
+    )
 
 
 def verify_request(source: Source, request: WebhookRequest, *, now: float) -> None:
     """Check what the sender attached (a signature, a token) with the source's kind and secrets; 401 when
     it fails."""
     inbound = InboundRequest(request.headers, request.body, request.method, request.url, request.path_qs)
-    with _as_rejection():
+    try:
         source.impl.verify(source.keys, inbound, now=now)
+    except SignatureError as exc:
+        raise _refused(exc) from None
 
 
 def verify_content(source: Source, parsed: Any) -> None:
     """Check what the parsed body must hold for the source's kind (Salesforce: a configured org id); 401."""
-    with _as_rejection():
+    try:
         source.impl.verify_content(source.keys, parsed)
+    except SignatureError as exc:
+        raise _refused(exc) from None
 
 
 class _Flight:

@@ -139,7 +139,7 @@ class ExtractionDefaults:
     subject_fallback: str | None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # built per request: not frozen, which costs a setattr call per field
 class InboundRequest:
     """A delivery as the sender made it. `headers` has lowercase names; `url` is the full public URL."""
 
@@ -160,7 +160,7 @@ class SourceKeys:
     options: Any = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # built per request: not frozen, which costs a setattr call per field
 class Item:
     """One event of a delivery: its data, the bytes its content id is hashed from, where it was."""
 
