@@ -35,6 +35,7 @@ from aiokafka import TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from shopbotly.common.kafka import KafkaSettings, make_admin, make_consumer
+from shopbotly.crm_emulator.domain import SALESFORCE_ORG_ID
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -481,6 +482,8 @@ class StackSecrets:
     hubspot_app: str = field(default_factory=lambda: secrets.token_hex(20))  # HubSpot app client secret
     hubspot_token: str = field(default_factory=lambda: "pat-e2e-" + secrets.token_hex(16))
     bot_notify: str = field(default_factory=_whsec)  # signs ShopBotly's notifications to the bot
+    # The token in the Salesforce outbound messages' endpoint URL (`?token=`).
+    salesforce_url_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     api_keys: dict[str, str] = field(
         default_factory=lambda: {t: f"sbk_{t}_{secrets.token_urlsafe(24)}" for t in ("alpha", "beta")}
     )
@@ -492,6 +495,7 @@ class StackSecrets:
             "E2E_HUBSPOT_APP_SECRET": self.hubspot_app,
             "E2E_HUBSPOT_TOKEN": self.hubspot_token,
             "E2E_BOT_NOTIFY_SECRET": self.bot_notify,
+            "E2E_SALESFORCE_URL_TOKEN": self.salesforce_url_token,
             # The emulator plays HubSpot: it accepts the token crm-writer sends.
             "SHOPBOTLY_EMULATOR_HUBSPOT_TOKENS": json.dumps([self.hubspot_token]),
         }
@@ -500,8 +504,8 @@ class StackSecrets:
 def tenants_yaml(
     secrets_: StackSecrets, *, emulator_port: int, bot_url: str | None, bot_attempts: int = 3
 ) -> str:
-    """Two tenants: `alpha` (bot, Shopify and HubSpot sources; the emulator as its HubSpot; optionally a bot
-    webhook) and `beta` (an API key only, for isolation checks)."""
+    """Two tenants: `alpha` (bot, Shopify, HubSpot and Salesforce sources; the emulator as its HubSpot and its
+    Salesforce org; optionally a bot webhook) and `beta` (an API key only, for isolation checks)."""
     keys = {t: hashlib.sha256(k.encode()).hexdigest() for t, k in secrets_.api_keys.items()}
     alpha: dict[str, Any] = {
         "display_name": "E2E shop",
@@ -510,6 +514,12 @@ def tenants_yaml(
             "bot": {"kind": "shopbotly", "secrets": [{"env": "E2E_BOT_SECRET"}]},
             "shop": {"kind": "shopify", "secrets": [{"env": "E2E_SHOPIFY_SECRET"}]},
             "hubspot": {"kind": "hubspot", "secrets": [{"env": "E2E_HUBSPOT_APP_SECRET"}]},
+            # The emulator's org sends its outbound messages here (e2e conftest).
+            "salesforce": {
+                "kind": "salesforce",
+                "organization_ids": [SALESFORCE_ORG_ID],
+                "secrets": [{"env": "E2E_SALESFORCE_URL_TOKEN"}],
+            },
         },
         "connections": {
             "hubspot": {
@@ -523,7 +533,7 @@ def tenants_yaml(
         "mapping": {
             "version": "e2e",
             "default_connection": "hubspot",
-            "presets": ["shopbotly", "shopify", "hubspot", "api"],
+            "presets": ["shopbotly", "shopify", "hubspot", "salesforce", "api"],
         },
     }
     if bot_url is not None:

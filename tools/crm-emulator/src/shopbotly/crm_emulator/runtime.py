@@ -1,4 +1,5 @@
-"""The emulator's live state: store, tokens, limiters, faults, counters, webhooks — one per app.
+"""The emulator's live state: store, tokens, limiters, faults, counters, webhooks and Salesforce outbound
+messages — one per app.
 
 Everything but the store is touched only from the event loop's thread, so it needs no lock.
 """
@@ -14,10 +15,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shopbotly.common.health import Health
-from shopbotly.crm_emulator.domain import FaultPlan, RateLimiter, RateLimitPolicy, System, TokenRegistry
+from shopbotly.crm_emulator.domain import (
+    SALESFORCE_ORG_ID,
+    FaultPlan,
+    RateLimiter,
+    RateLimitPolicy,
+    System,
+    TokenRegistry,
+)
 from shopbotly.crm_emulator.hubspot_properties import PropertyRegistry
 from shopbotly.crm_emulator.hubspot_rules import CONTACT_PROPERTIES, PropertySchema
 from shopbotly.crm_emulator.salesforce_describe import CustomFieldRegistry, custom_field
+from shopbotly.crm_emulator.salesforce_outbound import OutboundMessenger
 from shopbotly.crm_emulator.settings import EmulatorSettings, reveal
 from shopbotly.crm_emulator.store import Store
 from shopbotly.crm_emulator.webhooks import WebhookDispatcher
@@ -89,6 +98,7 @@ class Runtime:
     settings: EmulatorSettings
     store: Store
     webhooks: WebhookDispatcher
+    outbound: OutboundMessenger
     health: Health
     clock: Callable[[], float]
     rng: random.Random
@@ -132,6 +142,7 @@ def build_runtime(settings: EmulatorSettings, clock: Callable[[], float] = time.
         settings=settings,
         store=store,
         webhooks=WebhookDispatcher(settings.webhooks, settings.hubspot_portal_id, store, clock),
+        outbound=OutboundMessenger(settings.salesforce_outbound, SALESFORCE_ORG_ID, store, clock),
         health=Health(),
         clock=clock,
         rng=random.Random(settings.seed),
