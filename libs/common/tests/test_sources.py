@@ -22,6 +22,7 @@ def test_every_registered_kind_has_all_its_parts(kind: str) -> None:
     source = SOURCES[kind]
     assert isinstance(source, WebhookSource) and source.kind == kind
     assert isinstance(source.defaults, ExtractionDefaults) and source.defaults.event_type
+    assert isinstance(getattr(source, "scheme", None), str) and source.scheme, f"{kind} lacks `scheme`"
     for part in _OWN:
         assert getattr(type(source), part) is not getattr(WebhookSource, part), f"{kind} lacks `{part}`"
     for part in ("check_config", "prepare", "check_secret", "parse", "verify_content", "challenge", "split"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import re
+from pathlib import Path
 
 import httpx
 import orjson
@@ -18,6 +19,8 @@ from shopbotly.console.testing import OPERATOR_KEYS, command, console_settings, 
 
 pytestmark = pytest.mark.component
 
+CONFIG = Path(__file__).parents[2] / "mapper" / "tests" / "golden" / "shopbotly.yaml"
+
 TRIES = {
     "tries": [
         {"n": 1, "at": "2026-12-07T10:00:00.000+00:00", "ms": 12.5, "outcome": "throttled", "status": 429,
@@ -30,11 +33,11 @@ TRIES = {
 }  # fmt: skip
 
 
-async def timeline(result_headers: list[tuple[str, bytes]]) -> str:
+async def timeline(result_headers: list[tuple[str, bytes]], source: str = "api") -> str:
     kafka = KafkaSettings()
     roles = {role: topic for topic, role in topic_roles(kafka).items()}
-    app = create_app(console_settings(kafka), consume=False)
-    event = raw_event("e1", "jane@example.com")
+    app = create_app(console_settings(kafka, config=CONFIG), consume=False)
+    event = raw_event("e1", "jane@example.com").model_copy(update={"sourcename": source})
     cmd = command(event)
     applied = result(cmd, CommandOutcome.APPLIED, crm_ids={"contact": "101"}, attempts=2000)
     app.state.model.apply(
@@ -82,3 +85,23 @@ async def test_each_try_shows_its_time_latency_outcome_status_and_the_crms_answe
 async def test_a_missing_or_unreadable_attempt_log_leaves_the_result_without_tries(header: bytes) -> None:
     text = await timeline([(ATTEMPTS_HEADER, header)])
     assert "applied after 2000 attempt(s)" in text and "Latency" not in text
+
+
+@pytest.mark.parametrize(
+    ("source", "verified"),
+    [
+        ("api", "Verified by the tenant's API key (Sync Lead API)"),
+        ("shopify", "Verified by shopify: X-Shopify-Hmac-Sha256: base64 HMAC-SHA256 of the body"),
+        ("stripe", "Verified by stripe: Stripe-Signature v1: HMAC-SHA256 of timestamp and body"),
+        ("gone", None),  # a source the config no longer names: no claim at all
+    ],
+)
+async def test_the_timeline_says_how_the_delivery_was_verified_and_which_rules_matched(
+    source: str, verified: str | None
+) -> None:
+    text = await timeline([], source=source)
+    if verified is None:
+        assert "Verified by" not in text
+    else:
+        assert verified in text
+    assert "Rules matched r0 (the rules its commands came from;" in text

@@ -20,9 +20,10 @@ from shopbotly.cli.dlq_cmd import Decision, Selection, run_redrive
 from shopbotly.cli.map_cmd import dry_run
 from shopbotly.cli.mapping_diff import render_text
 from shopbotly.cli.replay_diff import run_mapping_diff
-from shopbotly.common.config import load_config, parse_config_text
+from shopbotly.common.config import ShopbotlyConfig, load_config, parse_config_text
 from shopbotly.common.errors import ConfigError
 from shopbotly.common.logging import get_logger
+from shopbotly.common.sources import SOURCES
 from shopbotly.common.topics import Topic
 from shopbotly.console import metrics
 from shopbotly.console.auth import COOKIE, Operator, Sessions, admin_operator, current_operator
@@ -199,6 +200,8 @@ async def event_timeline(request: Request, operator: CurrentOperator, tenant: st
         request,
         "event.html",
         operator,
+        verified=_verified_by(request, event.tenant, event.source),
+        rules=sorted({c.rule_id for c in commands}),
         event=event,
         outcome=model.outcome(event),
         commands=commands,
@@ -206,6 +209,37 @@ async def event_timeline(request: Request, operator: CurrentOperator, tenant: st
         letter_state=model.letter_state,
         command_outcome=model.command_outcome,
     )
+
+
+LEAD_SOURCE = "api"  # ingest's source name for the Sync Lead API (shopbotly.ingest.intake)
+
+
+def _verified_by(request: Request, tenant: str, source: str) -> str:
+    """How ingest authenticated the event's delivery: its source kind's scheme, from the console's config
+    (ingest publishes only what passed it). Empty when the config does not name the source (any more)."""
+    if source == LEAD_SOURCE:
+        return "the tenant's API key (Sync Lead API)"
+    config = _config(request)
+    tenant_config = config.tenants.get(tenant) if config is not None else None
+    found = tenant_config.sources.get(source) if tenant_config is not None else None
+    if found is None:
+        return ""
+    return f"{found.kind}: {SOURCES[found.kind].scheme}" if found.kind in SOURCES else found.kind
+
+
+def _config(request: Request) -> ShopbotlyConfig | None:
+    """The console's config file, read once (None when it cannot be: the timeline then says nothing)."""
+    state = request.app.state
+    if not hasattr(state, "config_once"):
+        try:
+            state.config_once = load_config(state.settings.config)
+        except (ConfigError, ValueError) as exc:
+            _log.warning(
+                "the config cannot be loaded; the timeline shows no verification scheme", error=str(exc)
+            )
+            state.config_once = None
+    config: ShopbotlyConfig | None = state.config_once
+    return config
 
 
 # --- dead letters ---------------------------------------------------------------------------------------

@@ -184,6 +184,8 @@ class WebhookSource:
     """One webhook source kind. Subclasses set the class attributes and override what differs."""
 
     kind: ClassVar[str]
+    # How a delivery of this kind is authenticated, for people (the console's timeline, docs).
+    scheme: ClassVar[str]
     defaults: ClassVar[ExtractionDefaults]
     # Kind-specific SourceConfig fields this kind reads; config load refuses them on any other kind.
     options: ClassVar[frozenset[str]] = frozenset()

@@ -16,6 +16,9 @@ __all__ = ["SOURCES"]
 
 class GenericHmac(WebhookSource):
     kind = "generic_hmac"
+    scheme = (
+        "an HMAC of the request in the configured header (algorithm, encoding and signed payload per source)"
+    )
     options = frozenset({"generic"})
     defaults = ExtractionDefaults(
         "body.id || body.event_id",

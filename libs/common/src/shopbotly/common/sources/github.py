@@ -10,6 +10,7 @@ __all__ = ["SOURCES"]
 
 class GitHub(BodySignature):
     kind = "github"
+    scheme = "X-Hub-Signature-256: HMAC-SHA256 of the body"
     defaults = ExtractionDefaults(
         'headers."x-github-delivery"',
         'headers."x-github-event"',

@@ -76,6 +76,7 @@ def hubspot_elements(body: Any) -> list[dict[str, Any]]:
 
 class HubSpot(WebhookSource):
     kind = "hubspot"
+    scheme = "X-HubSpot-Signature-v3: HMAC-SHA256 of method, URL, body and timestamp, within the tolerance"
     preset = "hubspot"
     options = frozenset({"signature_base_url"})
     # HubSpot elements carry no e-mail: the subject is "{objectType}:{objectId}" (derived_subject), so

@@ -10,6 +10,7 @@ __all__ = ["SOURCES"]
 
 class Intercom(BodySignature):
     kind = "intercom"
+    scheme = "X-Hub-Signature: HMAC-SHA1 of the body with the app's client secret"
     preset = "intercom"
     defaults = ExtractionDefaults(
         "body.id",

@@ -253,6 +253,7 @@ def parse_outbound_message(body: bytes) -> OutboundMessage:
 
 class Salesforce(WebhookSource):
     kind = "salesforce"
+    scheme = "the organization id in the message (and the URL token, where configured)"
     preset = "salesforce"
     options = frozenset({"organization_ids"})
     needs_secret = False

@@ -10,6 +10,7 @@ __all__ = ["SOURCES"]
 
 class Shopify(BodySignature):
     kind = "shopify"
+    scheme = "X-Shopify-Hmac-Sha256: base64 HMAC-SHA256 of the body"
     preset = "shopify"
     defaults = ExtractionDefaults(
         'headers."x-shopify-webhook-id" || headers."x-shopify-event-id"',

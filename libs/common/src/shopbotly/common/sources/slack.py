@@ -22,6 +22,7 @@ __all__ = ["SOURCES"]
 
 class Slack(WebhookSource):
     kind = "slack"
+    scheme = "X-Slack-Signature v0: HMAC-SHA256 of timestamp and body, within the tolerance"
     defaults = ExtractionDefaults(
         "body.event_id",
         "body.type",

@@ -21,6 +21,10 @@ _ID = (
 
 class StandardWebhooks(WebhookSource):
     kind = "standard_webhooks"
+    scheme = (
+        "Standard Webhooks (webhook-* or svix-* headers): HMAC-SHA256 of id, timestamp and body, within the "
+        "tolerance"
+    )
     # svix-id first, as the signature check reads it (Svix senders name the headers svix-*).
     defaults = ExtractionDefaults('headers."svix-id" || headers."webhook-id"', "body.type", _EMAIL, _ID)
 

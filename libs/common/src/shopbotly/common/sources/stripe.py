@@ -12,6 +12,7 @@ __all__ = ["SOURCES"]
 
 class Stripe(WebhookSource):
     kind = "stripe"
+    scheme = "Stripe-Signature v1: HMAC-SHA256 of timestamp and body, within the tolerance"
     preset = "stripe"
     defaults = ExtractionDefaults(
         "body.id",
