@@ -34,6 +34,9 @@ class Topic(StrEnum):
     CRM_LEDGER = "crm-ledger.v1"
     RAW_EVENTS_DLQ = "raw-events.dlq.v1"
     CRM_COMMANDS_DLQ = "crm-commands.dlq.v1"
+    # The mapper's repartition topic: the raw events and crm-results that change an order or a ticket,
+    # keyed by that order or ticket, so that one mapper (the partition's owner) merges each.
+    STATE_PATCHES = "state-patches.v1"
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,12 @@ def registry(
         (Topic.CRM_LEDGER, "command_id", "LedgerEntry", _compact(30)),
         (Topic.RAW_EVENTS_DLQ, "original key", "original value + error headers", _delete(30)),
         (Topic.CRM_COMMANDS_DLQ, "original key", "original value + error headers", _delete(30)),
+        (
+            Topic.STATE_PATCHES,
+            "{tenant}:{order_id} or {tenant}:{ticket_id}",
+            "copy of the raw event or crm-result + patch headers",
+            _delete(7),
+        ),
     ]
     specs: dict[Topic, TopicSpec] = {}
     for logical, key, value, configs in rows:
