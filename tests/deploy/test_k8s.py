@@ -196,6 +196,26 @@ def test_kafka_users_may_use_the_consumer_groups_the_services_join(
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
+def test_mapper_kafkauser_reads_and_writes_every_topic_the_worker_uses(
+    rendered: dict[str, Rendered], overlay: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its two agents (raw-events + crm-results, state-patches) and its state feed (orders, tickets) read;
+    its outputs (commands, state, patches, dead letters) are written."""
+    r = rendered[overlay]
+    kafka = _settings(r, "mapper", monkeypatch).kafka
+    acls = r.one("KafkaUser", "shopbotly-mapper")["spec"]["authorization"]["acls"]
+    reads = [Topic.RAW_EVENTS, Topic.CRM_RESULTS, Topic.STATE_PATCHES, Topic.ORDERS, Topic.TICKETS]
+    writes = [Topic.CRM_COMMANDS, Topic.ORDERS, Topic.TICKETS, Topic.STATE_PATCHES, Topic.RAW_EVENTS_DLQ]
+    for operation, topics in (("Read", reads), ("Write", writes)):
+        for topic in topics:
+            name = kafka.topic(topic)
+            assert any(_acl_covers(a, "topic", name) and operation in a["operations"] for a in acls), (
+                operation,
+                name,
+            )
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
 def test_console_kafkauser_reads_its_model_and_writes_only_where_redrive_sends(
     rendered: dict[str, Rendered], overlay: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
