@@ -123,6 +123,8 @@ SERVICES: dict[str, str] = {
     "crm-writer": "shopbotly-crm-writer",
     "order-reader": "shopbotly-order-reader",
 }
+# Started only when a stack names them (Stack.create(names=...)).
+OPTIONAL_SERVICES: dict[str, str] = {"console": "shopbotly-console"}
 
 
 @dataclass
@@ -231,7 +233,7 @@ class Stack:
             port = (ports or {}).get(name) or free_port()
             stack.services[name] = Service(
                 name=name,
-                script=SERVICES[name],
+                script=SERVICES.get(name) or OPTIONAL_SERVICES[name],
                 port=port,
                 data_dir=root / "data" / name,
                 log_path=root / f"{name}.log",

@@ -15,7 +15,7 @@ from shopbotly.common.topics import Topic, registry
 from shopbotly.console.materializer import topic_roles
 from shopbotly.mapper.domain import compile_tenant
 
-from .conftest import K8S, OVERLAYS, SERVICES, UNSCRAPED, Rendered, declared_env, service_settings
+from .conftest import K8S, OVERLAYS, SERVICES, Rendered, declared_env, service_settings
 
 pytestmark = pytest.mark.unit
 
@@ -370,7 +370,7 @@ def test_prometheus_rule_matches_the_compose_scrape_labels(rendered: dict[str, R
     exprs = [r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]]
     assert exprs and all(f'job="{job["job_name"]}"' in e for e in exprs)
     compose_services = {t["labels"]["service"] for t in job["static_configs"]}
-    assert compose_services == set(SERVICES) - UNSCRAPED
+    assert compose_services == set(SERVICES)
     scraped = {
         s["metadata"]["labels"]["app.kubernetes.io/name"]
         for s in rendered["prod"].of_kind("Service")
