@@ -219,6 +219,8 @@ class Stack:
     root: Path
     env: Mapping[str, str]
     services: dict[str, Service] = field(default_factory=dict)
+    # What `shopbotly connections setup --apply` printed at start (empty without the emulator).
+    setup: str = ""
 
     @classmethod
     def create(
@@ -245,6 +247,8 @@ class Stack:
         return self.services[name]
 
     def start(self, timeout: float = 120.0) -> None:
+        """Start every service and wait for each /readyz. With the CRM emulator in the stack (a fresh portal),
+        then run `shopbotly connections setup --apply` as `make up` does, before any traffic."""
         for svc in self.services.values():
             svc.start()
         for svc in self.services.values():
@@ -252,6 +256,8 @@ class Stack:
                 svc.wait_ready(timeout)
             except AssertionError as exc:
                 raise AssertionError(f"{exc}\n\n{self.logs()}") from None
+        if "crm-emulator" in self.services and "SHOPBOTLY_CONFIG" in self.env:
+            self.setup = run_cli("connections", "setup", "--apply", env=self.env).stdout
 
     def restart(self, name: str, timeout: float = 120.0) -> None:
         """Start a stopped or killed service again and wait for its /readyz."""

@@ -34,6 +34,7 @@ class Topic(StrEnum):
     CRM_LEDGER = "crm-ledger.v1"
     RAW_EVENTS_DLQ = "raw-events.dlq.v1"
     CRM_COMMANDS_DLQ = "crm-commands.dlq.v1"
+    LEAD_IDEMPOTENCY = "lead-idempotency.v1"
     # The mapper's repartition topic: the raw events and crm-results that change an order or a ticket,
     # keyed by that order or ticket, so that one mapper (the partition's owner) merges each.
     STATE_PATCHES = "state-patches.v1"
@@ -80,6 +81,14 @@ def registry(
         (Topic.CRM_LEDGER, "command_id", "LedgerEntry", _compact(30)),
         (Topic.RAW_EVENTS_DLQ, "original key", "original value + error headers", _delete(30)),
         (Topic.CRM_COMMANDS_DLQ, "original key", "original value + error headers", _delete(30)),
+        # Not compacted: the first record of a key decides (ingest's idempotency.py), and compaction keeps the
+        # last. Retention bounds SHOPBOTLY_IDEMPOTENCY_TTL_S (at most 7 d).
+        (
+            Topic.LEAD_IDEMPOTENCY,
+            "{tenant}:{idempotency key}",
+            "IdempotencyRecord (fingerprint, event id, first seen, stored)",
+            _delete(7),
+        ),
         (
             Topic.STATE_PATCHES,
             "{tenant}:{order_id} or {tenant}:{ticket_id}",
