@@ -196,23 +196,6 @@ def test_kafka_users_may_use_the_consumer_groups_the_services_join(
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_mapper_kafkauser_writes_every_topic_the_worker_produces(
-    rendered: dict[str, Rendered], overlay: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Commands, merged state, state patches (stage 1 to stage 2) and dead letters (reads: READS below)."""
-    r = rendered[overlay]
-    kafka = _settings(r, "mapper", monkeypatch).kafka
-    acls = r.one("KafkaUser", "shopbotly-mapper")["spec"]["authorization"]["acls"]
-    writes = [Topic.CRM_COMMANDS, Topic.ORDERS, Topic.TICKETS, Topic.STATE_PATCHES, Topic.RAW_EVENTS_DLQ]
-    unwritable = [
-        kafka.topic(t)
-        for t in writes
-        if not any(_acl_covers(a, "topic", kafka.topic(t)) and "Write" in a["operations"] for a in acls)
-    ]
-    assert unwritable == [], f"the mapper's KafkaUser may not write {unwritable}"
-
-
-@pytest.mark.parametrize("overlay", OVERLAYS)
 def test_console_kafkauser_reads_its_model_and_writes_only_where_redrive_sends(
     rendered: dict[str, Rendered], overlay: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -279,22 +262,32 @@ READS: dict[str, tuple[Topic, ...]] = {
     "crm-writer": (Topic.CRM_COMMANDS, Topic.CRM_LEDGER),
     "order-reader": (Topic.ORDERS, Topic.TICKETS),
 }
+# And every topic the mapper writes (pipeline.py): commands, merged state, state patches (stage 1 to stage 2)
+# and dead letters.
+WRITES: dict[str, tuple[Topic, ...]] = {
+    "mapper": (Topic.CRM_COMMANDS, Topic.ORDERS, Topic.TICKETS, Topic.STATE_PATCHES, Topic.RAW_EVENTS_DLQ),
+}
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize(("operation", "uses"), [("Read", READS), ("Write", WRITES)])
 def test_kafka_users_may_read_every_topic_their_service_reads(
-    rendered: dict[str, Rendered], overlay: str, monkeypatch: pytest.MonkeyPatch
+    rendered: dict[str, Rendered],
+    overlay: str,
+    operation: str,
+    uses: dict[str, tuple[Topic, ...]],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     r = rendered[overlay]
-    for name, topics in READS.items():
+    for name, topics in uses.items():
         kafka = _settings(r, name, monkeypatch).kafka
         acls = r.one("KafkaUser", f"shopbotly-{name}")["spec"]["authorization"]["acls"]
-        unreadable = [
+        refused = [
             kafka.topic(t)
             for t in topics
-            if not any(_acl_covers(a, "topic", kafka.topic(t)) and "Read" in a["operations"] for a in acls)
+            if not any(_acl_covers(a, "topic", kafka.topic(t)) and operation in a["operations"] for a in acls)
         ]
-        assert unreadable == [], f"{name}: its KafkaUser may not read {unreadable}"
+        assert refused == [], f"{name}: its KafkaUser may not {operation.lower()} {refused}"
 
 
 def _autoscalers(r: Rendered) -> list[tuple[str, str, int, list[str]]]:
