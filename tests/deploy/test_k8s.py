@@ -271,7 +271,7 @@ WRITES: dict[str, tuple[Topic, ...]] = {
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 @pytest.mark.parametrize(("operation", "uses"), [("Read", READS), ("Write", WRITES)])
-def test_kafka_users_may_read_every_topic_their_service_reads(
+def test_kafka_users_may_read_and_write_every_topic_their_service_uses(
     rendered: dict[str, Rendered],
     overlay: str,
     operation: str,
