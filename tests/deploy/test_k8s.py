@@ -253,30 +253,41 @@ def test_keda_scales_on_the_consumer_group_and_topic_each_service_uses(
         assert "replicas" not in target["spec"]
 
 
-# Every topic each service reads, from its code: mapper (app.py: its faust agent's group over raw-events and
-# crm-results; statefeed.py: orders and tickets, every partition), crm-writer (engine: crm-commands in its
-# group; ledger.py: crm-ledger, every partition), order-reader (materializer.py: orders and tickets).
+# Every topic each service reads, from its code: mapper (app.py: its faust agents' group over raw-events and
+# crm-results, and over state-patches; statefeed.py: orders and tickets, every partition), crm-writer
+# (engine: crm-commands in its group; ledger.py: crm-ledger, every partition), order-reader
+# (materializer.py: orders and tickets).
 READS: dict[str, tuple[Topic, ...]] = {
-    "mapper": (Topic.RAW_EVENTS, Topic.CRM_RESULTS, Topic.ORDERS, Topic.TICKETS),
+    "mapper": (Topic.RAW_EVENTS, Topic.CRM_RESULTS, Topic.STATE_PATCHES, Topic.ORDERS, Topic.TICKETS),
     "crm-writer": (Topic.CRM_COMMANDS, Topic.CRM_LEDGER),
     "order-reader": (Topic.ORDERS, Topic.TICKETS),
+}
+# And every topic the mapper writes (pipeline.py): commands, merged state, state patches (stage 1 to stage 2)
+# and dead letters.
+WRITES: dict[str, tuple[Topic, ...]] = {
+    "mapper": (Topic.CRM_COMMANDS, Topic.ORDERS, Topic.TICKETS, Topic.STATE_PATCHES, Topic.RAW_EVENTS_DLQ),
 }
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_kafka_users_may_read_every_topic_their_service_reads(
-    rendered: dict[str, Rendered], overlay: str, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(("operation", "uses"), [("Read", READS), ("Write", WRITES)])
+def test_kafka_users_may_read_and_write_every_topic_their_service_uses(
+    rendered: dict[str, Rendered],
+    overlay: str,
+    operation: str,
+    uses: dict[str, tuple[Topic, ...]],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     r = rendered[overlay]
-    for name, topics in READS.items():
+    for name, topics in uses.items():
         kafka = _settings(r, name, monkeypatch).kafka
         acls = r.one("KafkaUser", f"shopbotly-{name}")["spec"]["authorization"]["acls"]
-        unreadable = [
+        refused = [
             kafka.topic(t)
             for t in topics
-            if not any(_acl_covers(a, "topic", kafka.topic(t)) and "Read" in a["operations"] for a in acls)
+            if not any(_acl_covers(a, "topic", kafka.topic(t)) and operation in a["operations"] for a in acls)
         ]
-        assert unreadable == [], f"{name}: its KafkaUser may not read {unreadable}"
+        assert refused == [], f"{name}: its KafkaUser may not {operation.lower()} {refused}"
 
 
 def _autoscalers(r: Rendered) -> list[tuple[str, str, int, list[str]]]:

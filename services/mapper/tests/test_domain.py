@@ -12,7 +12,17 @@ import yaml
 from shopbotly.common.config import parse_config
 from shopbotly.common.events import CommandOp, CommandOutcome, CommandResult, Order
 from shopbotly.common.ids import command_id
-from shopbotly.mapper.domain import Mappings, Status, map_event, merge_order, ticket_from_result
+from shopbotly.mapper.domain import (
+    Mappings,
+    Outcome,
+    Status,
+    map_event,
+    merge_event,
+    merge_order,
+    route_event,
+    seeded_ticket_id,
+    ticket_from_result,
+)
 from shopbotly.mapper.presets import sample_events
 from shopbotly.mapper.state import StateKind, StateStore
 
@@ -365,3 +375,111 @@ def test_without_a_bot_webhook_there_are_no_notifications_but_tickets_still_upda
     assert stage.status == Status.MAPPED and stage.commands == [] and len(stage.tickets) == 1
     deal = map_event(hubspot_event("deal.propertyChange"), quiet, StateStore(), now=NOW)
     assert deal.status == Status.NO_RULE  # the deal rule only notified the bot: it is left out entirely
+
+
+# --- two stages: route per customer, merge per order/ticket ----------------------------------------------
+
+EVERY_PRESET = mappings_for({"presets": ["shopify", "hubspot"]}, bot_webhook=True)
+
+
+def in_two_stages(value: bytes, mappings: Mappings, store: StateStore) -> Outcome:
+    """What the worker makes of an event: stage 1, then stage 2 for each route against the owned state."""
+    routed = route_event(value, mappings, now=NOW)
+    assert routed.orders == [] and routed.tickets == []  # stage 1 merges nothing
+    for route in routed.routes:
+        merged = merge_event(value, mappings, route.rules, store, now=NOW)
+        routed.commands += merged.commands
+        routed.orders += merged.orders
+        routed.tickets += merged.tickets
+        routed.errors += merged.errors
+    return routed
+
+
+@pytest.mark.parametrize(
+    ("preset", "name"),
+    [(preset, name) for preset in ("shopify", "hubspot") for name in sample_events(preset)],
+)
+def test_the_two_stages_make_what_one_pass_makes(preset: str, name: str) -> None:
+    sample = sample_events(preset)[name]
+    source = {"shopify": "shop", "hubspot": "crm"}[preset]
+    value = orjson.dumps(
+        {**sample, "tenant": "acme", "sourcename": source, "source": f"/tenants/acme/sources/{source}"}
+    )
+    seeded = StateStore()  # a ticket known with its customer, as crm-results leave it
+    [ticket] = [t for t in [ticket_from_result(result(), seeded, event_id="r")] if t is not None]
+    seeded.put_ticket("acme:9876543", ticket)
+    one_pass = map_event(value, EVERY_PRESET, seeded, now=NOW)
+    two = in_two_stages(value, EVERY_PRESET, seeded)
+    assert one_pass.status != Status.DEAD_LETTERED and two.errors == []
+    assert sorted(c.command_id for c in two.commands) == sorted(c.command_id for c in one_pass.commands)
+    assert [c.to_json() for c in sorted(two.commands, key=lambda c: c.command_id)] == [
+        c.to_json() for c in sorted(one_pass.commands, key=lambda c: c.command_id)
+    ]
+    assert (two.orders, two.tickets) == (one_pass.orders, one_pass.tickets)
+    assert two.rule_hits == one_pass.rule_hits  # counted once, in stage 1
+
+
+def test_stage_one_routes_state_rules_by_order_and_keeps_the_others() -> None:
+    created = sample_events("shopify")["orders.create"]
+    value = orjson.dumps(
+        {**created, "tenant": "acme", "sourcename": "shop", "source": "/tenants/acme/sources/shop"}
+    )
+    routed = route_event(value, SHOPIFY, now=NOW)
+    # upsert_contact needs no state: stage 1 makes it. attach_order is built from the merged order: the
+    # order's owner makes it.
+    assert [c.op for c in routed.commands] == [CommandOp.UPSERT_CONTACT]
+    [route] = routed.routes
+    assert (route.kind, route.key, route.rules) == (
+        StateKind.ORDER,
+        "acme:820982911946154508",
+        ("shopify-order-state",),
+    )
+    merged = merge_event(value, SHOPIFY, route.rules, StateStore(), now=NOW)
+    assert [c.op for c in merged.commands] == [CommandOp.ATTACH_ORDER]
+    assert [o.order_id for o in merged.orders] == ["820982911946154508"]
+
+
+def test_one_owner_merges_an_orders_events_from_different_customers_into_one_state() -> None:
+    """Two customers' events of one order, each with fields the other lacks: merged one after the other by
+    the owner, the state has both; merged each onto the state both saw (two replicas), one is lost."""
+    paid = event("orders/updated", {"id": 7, "email": "a@example.com", "financial_status": "paid"})
+    shipped = event(
+        "orders/updated",
+        {"id": 7, "fulfillments": [{"tracking_numbers": ["1Z"], "tracking_url": "https://t/1Z"}]},
+        event_id="e2",
+    )
+    owner = StateStore()
+    for value in (paid, shipped):
+        [route] = route_event(value, SHOPIFY, now=NOW).routes
+        [order] = merge_event(value, SHOPIFY, route.rules, owner, now=NOW).orders
+        owner.put_order(route.key, order)
+    final = owner.order("acme:7")
+    assert final is not None
+    assert (final.financial_status, final.tracking_numbers, final.last_event_id) == ("paid", ["1Z"], "e2")
+    # The old flow: each replica merged onto the state it had seen, and the later write won.
+    [lost] = map_event(shipped, SHOPIFY, StateStore(), now=NOW).orders
+    assert lost.financial_status is None
+
+
+def test_a_crm_result_routes_to_the_ticket_it_created() -> None:
+    assert seeded_ticket_id(result()) == "9876543"
+    assert seeded_ticket_id(result(op=CommandOp.ADD_NOTE)) is None
+    assert seeded_ticket_id(result(crm_ids={"ticket": " "})) is None
+
+
+def test_a_routed_rule_gone_from_the_mapping_dead_letters_the_event() -> None:
+    value = event("orders/updated", {"id": 7, "financial_status": "paid"})
+    outcome = merge_event(value, SHOPIFY, ("renamed-rule",), StateStore(), now=NOW)
+    assert outcome.status == Status.DEAD_LETTERED and outcome.orders == []
+    assert outcome.reason.startswith("rule renamed-rule: not in mapping ")
+
+
+def test_a_rule_may_not_set_both_an_order_and_a_ticket() -> None:
+    rule = {
+        "id": "both",
+        "types": ["x"],
+        "order": {"order_id": "data.id"},
+        "ticket": {"ticket_id": "data.id"},
+    }
+    with pytest.raises(ValueError, match="rule both: sets both an order and a ticket; split it"):
+        mappings_for({"rules": [rule]})

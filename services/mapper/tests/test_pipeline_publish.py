@@ -48,6 +48,7 @@ class ScriptedProducer:
     script: list[str]
     sent: list[tuple[str, bytes | None]] = field(default_factory=list)
     offsets: dict[str, int] = field(default_factory=dict)
+    acknowledged: list[Message] = field(default_factory=list)
 
     async def send(self, topic: str, value: bytes | None, **kwargs: Any) -> asyncio.Future[Any]:
         step = self.script.pop(0) if self.script else "ok"
@@ -60,7 +61,22 @@ class ScriptedProducer:
         else:
             offset = self.offsets[topic] = self.offsets.get(topic, -1) + 1
             future.set_result(RecordMetadata(topic, 0, None, offset, -1, -1, -1))
+            stamp = kwargs.get("timestamp_ms")
+            self.acknowledged.append(
+                Message(
+                    value or b"",
+                    offset,
+                    topic=topic,
+                    key=kwargs.get("key"),
+                    headers=kwargs.get("headers") or (),
+                    timestamp=stamp / 1000 if stamp else 0.0,
+                )
+            )
         return future
+
+    def patches(self) -> list[Message]:
+        """What stage 1 sent to the state-patches topic: stage 2's input."""
+        return [m for m in self.acknowledged if m.topic == KAFKA.topic(Topic.STATE_PATCHES)]
 
 
 def pipeline(producer: ScriptedProducer, mappings: Mappings, store: StateStore) -> Pipeline:
@@ -75,49 +91,83 @@ def pipeline(producer: ScriptedProducer, mappings: Mappings, store: StateStore) 
 
 
 def batch() -> list[Message]:
+    order = sample_events("shopify")["orders.create"]  # upsert_contact + a patch (attach_order + order)
     contact = sample_events("shopbotly")["conversation.started"]  # 1 command
-    order = sample_events("shopify")["orders.create"]  # 2 commands + 1 order
-    return [Message(orjson.dumps(contact), 10), Message(orjson.dumps(order), 11)]
+    return [Message(orjson.dumps(order), 10), Message(orjson.dumps(contact), 11)]
+
+
+async def patches_of(messages: list[Message], mappings: Mappings) -> list[Message]:
+    """Stage 1 of `messages`, published without failures."""
+    producer = ScriptedProducer([])
+    await pipeline(producer, mappings, StateStore()).handle(messages)
+    return producer.patches()
+
+
+async def test_stage_one_publishes_patches_after_its_other_outputs_are_acknowledged(
+    mappings: Mappings,
+) -> None:
+    producer = ScriptedProducer(["timeout", "ok", "ok"])
+    await pipeline(producer, mappings, StateStore()).handle(batch())
+    commands, patches = "unit.crm-commands.v1", "unit.state-patches.v1"
+    assert producer.sent == [
+        (commands, b"demo:hubspot:jane.doe@example.com"),  # event 10's upsert_contact: timed out ...
+        (commands, b"demo:hubspot:jane.doe@example.com"),  # event 11's contact
+        (commands, b"demo:hubspot:jane.doe@example.com"),  # ... so it and everything after it go again
+        (commands, b"demo:hubspot:jane.doe@example.com"),
+        (patches, b"demo:820982911946154508"),  # the order's patch: only once both are acknowledged
+    ]
+    [patch] = producer.patches()
+    assert patch.value == batch()[0].value  # a copy of the raw event
+    headers = decode_headers(patch.headers)
+    assert (headers["patch.kind"], headers["patch.rules"]) == ("order", '["shopify-order-state"]')
+    assert (headers["patch.origin.offset"], headers["patch.origin.key"]) == (
+        "10",
+        "demo:jane.doe@example.com",
+    )
 
 
 async def test_a_failed_produce_resends_everything_after_it_in_order(mappings: Mappings) -> None:
-    producer = ScriptedProducer(["ok", "timeout", "ok", "ok"])
+    producer = ScriptedProducer(["timeout", "ok"])
     store = StateStore()
-    await pipeline(producer, mappings, store).handle(batch())
+    await pipeline(producer, mappings, store).handle(await patches_of(batch(), mappings))
     commands, orders = "unit.crm-commands.v1", "unit.orders.v1"
     assert [topic for topic, _ in producer.sent] == [
-        commands,  # contact of event 10: acknowledged
-        commands,  # event 11's upsert_contact: timed out ...
-        commands,
+        commands,  # the owner's attach_order: timed out ...
         orders,
         commands,  # ... so it and everything after it go again, in the same order
-        commands,
         orders,
     ]
     # The order's state is settled with the offset of its last, acknowledged write.
     assert store.order("demo:820982911946154508") is not None
     entry = store._orders.entries["demo:820982911946154508"]
-    assert (entry.pending, entry.offset) == (0, 1)
+    assert (entry.pending, entry.offset) == (0, 1)  # offset 0 was the first, resent write
 
 
 async def test_a_record_the_broker_cannot_take_dead_letters_its_event(mappings: Mappings) -> None:
-    # Event 10's command ok; event 11: upsert_contact ok, attach_order ok, order state too large.
-    producer = ScriptedProducer(["ok", "ok", "ok", "too_large"])
+    # Stage 2 of event 10: attach_order ok, the order's state too large.
+    producer = ScriptedProducer(["ok", "too_large"])
     messages = batch()
-    await pipeline(producer, mappings, StateStore()).handle(messages)
-    dlq = [(topic, key) for topic, key in producer.sent if topic == KAFKA.topic(Topic.RAW_EVENTS_DLQ)]
-    assert dlq == [("unit.raw-events.dlq.v1", messages[1].key)]
-    assert len(producer.sent) == 4  # nothing was resent: the failure was not transient
+    await pipeline(producer, mappings, StateStore()).handle(await patches_of(messages, mappings))
+    dlq = [m for m in producer.acknowledged if m.topic == KAFKA.topic(Topic.RAW_EVENTS_DLQ)]
+    assert len(producer.sent) == 2  # nothing was resent: the failure was not transient
+    # The dead letter is the raw event's carbon copy, from its place in raw-events: not the patch's.
+    [letter] = dlq
+    assert (letter.key, letter.value, letter.timestamp) == (messages[0].key, messages[0].value, 1772446530.0)
+    headers = decode_headers(letter.headers)
+    assert not [k for k in headers if k.startswith("patch.")]
+    assert (headers["origin.topic"], headers["origin.offset"]) == ("unit.raw-events.v1", "10")
+    assert headers["error.message"].startswith("cannot publish to orders.v1")
 
 
 async def test_stopping_abandons_a_batch_that_cannot_be_published(mappings: Mappings) -> None:
+    patches = await patches_of(batch(), mappings)
     producer = ScriptedProducer(["timeout"] * 1000)
     store = StateStore()
     worker = pipeline(producer, mappings, store)
     worker.grace_s = 0.0
     worker.stopping_since = 0.0  # long ago
     with pytest.raises(BatchAbandoned):
-        await worker.handle(batch())
+        await worker.handle(patches)
     entry = store._orders.entries["demo:820982911946154508"]
     assert entry.pending == 0  # the abandoned write no longer holds the key against the feed
 

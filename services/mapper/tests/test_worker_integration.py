@@ -7,8 +7,10 @@ lines to arrive, bounded by a timeout; nothing sleeps for a fixed time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
+from shopbotly.common.config import ShopbotlyConfig
 from shopbotly.common.events import (
     CommandOp,
     CommandOutcome,
@@ -30,13 +33,16 @@ from shopbotly.common.events import (
 )
 from shopbotly.common.kafka import KafkaSettings, make_admin, make_consumer, make_producer
 from shopbotly.common.topics import Topic
+from shopbotly.mapper.domain import Mappings, map_event, ticket_from_result
 from shopbotly.mapper.presets import sample_events
 from shopbotly.mapper.process import MapperProcess
+from shopbotly.mapper.state import StateStore
 
 pytestmark = pytest.mark.integration
 
 CONFIG = Path(__file__).parent / "golden" / "shopbotly.yaml"
 KEY = b"demo:jane.doe@example.com"
+NOW = datetime(2026, 3, 2, 10, 15, 31, tzinfo=UTC)
 Records = dict[Topic, list[ConsumerRecord[bytes, bytes]]]
 
 
@@ -172,15 +178,18 @@ async def test_events_map_through_kafka_and_a_poison_event_is_dead_lettered(
             )
         )
 
-    # The neighbours of the poison event are all mapped, in order per identity.
+    # The neighbours of the poison event are all mapped, in order per identity. attach_order is built from
+    # the merged order by the order's owner (stage 2): after its event's own commands, never before them.
     commands = [CrmCommand.model_validate(v) for v in values(seen[Topic.CRM_COMMANDS])]
-    assert [(c.causation_event_id, c.op) for c in commands] == [
+    made = [(c.causation_event_id, c.op) for c in commands]
+    attach = ("shopify:orders/create:6f9c2b4e-1f3a-4a8e-9d1c-2b7e5f0a9c31", CommandOp.ATTACH_ORDER)
+    assert [m for m in made if m != attach] == [
         ("msg_2a8CwT0mWu4dVnKx", CommandOp.UPSERT_CONTACT),
         ("shopify:orders/create:6f9c2b4e-1f3a-4a8e-9d1c-2b7e5f0a9c31", CommandOp.UPSERT_CONTACT),
-        ("shopify:orders/create:6f9c2b4e-1f3a-4a8e-9d1c-2b7e5f0a9c31", CommandOp.ATTACH_ORDER),
         ("msg_2a8CwX1bR7tPzQm4", CommandOp.UPSERT_LEAD),
         ("msg_2a8CwX1bR7tPzQm4", CommandOp.ADD_TAGS),
     ]
+    assert made.index(attach) > made.index((attach[0], CommandOp.UPSERT_CONTACT))
     for record, command in zip(seen[Topic.CRM_COMMANDS], commands, strict=True):
         assert record.key == command.key() == b"demo:hubspot:jane.doe@example.com"
         headers = decode_headers(record.headers)
@@ -397,6 +406,232 @@ async def test_a_killed_worker_loses_nothing(
         value = orjson.loads(record.value or b"")
         ids_by_cause.setdefault(value["causation_event_id"], set()).add(value["command_id"])
     assert all(len(ids) == 1 for ids in ids_by_cause.values())
+
+
+# --- two mappers in one group: one owner per order and per ticket ------------------------------------------
+
+T0 = 1772450000000  # ms
+
+
+async def wait_for_members(settings: KafkaSettings, count: int, timeout: float = 60.0) -> None:
+    """Until the mapper group is stable with `count` members (each then owns some partitions)."""
+    admin = make_admin(settings, client_role="test")
+    await admin.start()
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                [response] = await admin.describe_consumer_groups([f"{settings.topic_prefix}mapper"])
+                _, _, state, _, _, members, *_ = response.groups[0]
+                if state == "Stable" and len(members) == count:
+                    return
+                await asyncio.sleep(0.2)
+    finally:
+        await admin.close()
+
+
+async def produce_at(
+    settings: KafkaSettings, messages: list[tuple[Topic, int, bytes, bytes, list[tuple[str, bytes]]]]
+) -> None:
+    """Send each (topic, partition, key, value, headers) in this order, to the partition given."""
+    producer = make_producer(settings, client_role="test")
+    await producer.start()
+    try:
+        futures = [
+            await producer.send(settings.topic(topic), value, key=key, headers=headers, partition=partition)
+            for topic, partition, key, value, headers in messages
+        ]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+def metric_sum(text: str, name: str, **labels: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def order_events(n: int) -> list[dict[str, Any]]:
+    """Three events of order n, each under another customer, each with fields the others lack or a later
+    `updated_at`: their merge does not depend on the order they arrive in (a late update only fills fields
+    the known state lacks, so overlapping fields would make the expected state depend on arrival)."""
+    created = sample_events("shopify")["orders.create"]
+    order_id = 5000 + n
+    stamps = [f"2026-03-0{2 + k}T10:00:00Z" for k in range(3)]
+    data: list[dict[str, Any]] = [
+        {
+            **created["data"],
+            "id": order_id,
+            "name": f"#{order_id}",
+            "email": f"buyer{n}@example.com",
+            "financial_status": None,
+            "created_at": stamps[0],
+            "updated_at": stamps[0],
+        },
+        {
+            "id": order_id,
+            "email": f"payer{n}@example.com",
+            "financial_status": "paid",
+            "updated_at": stamps[1],
+        },
+        {
+            "id": order_id,
+            "email": f"giftee{n}@example.com",
+            "fulfillment_status": "fulfilled",
+            "fulfillments": [{"tracking_numbers": [f"1Z{n}"], "tracking_url": f"https://t.example/1Z{n}"}],
+            "updated_at": stamps[2],
+        },
+    ]
+    types = ["orders/create", "orders/updated", "orders/updated"]
+    return [
+        {**created, "id": f"order-{n}-{k}", "type": types[k], "subject": d["email"], "data": d}
+        for k, d in enumerate(data)
+    ]
+
+
+def ticket_events(n: int) -> tuple[CommandResult, list[dict[str, Any]]]:
+    """Ticket n: crm-writer's result that created it (its customer), and four HubSpot changes."""
+    hubspot = sample_events("hubspot")
+    ticket_id = 7000 + n
+    result = CommandResult(
+        command_id=f"cmd-ticket-{n}",
+        tenant="demo",
+        connection="hubspot",
+        identity=f"asker{n}@example.com",
+        op=CommandOp.CREATE_TICKET,
+        outcome=CommandOutcome.APPLIED,
+        crm_ids={"ticket": str(ticket_id)},
+    )
+    changes = [
+        ("ticket.creation", {}),
+        ("ticket.propertyChange.stage", {"propertyValue": "3"}),
+        ("ticket.propertyChange.priority", {"propertyValue": "HIGH"}),
+        ("ticket.propertyChange.reply", {"propertyValue": f"Reply {n}"}),
+    ]
+    events = []
+    for k, (name, data) in enumerate(changes):
+        sample = hubspot[name]
+        events.append(
+            {
+                **sample,
+                "id": f"ticket-{n}-{k}",
+                "subject": str(ticket_id),
+                "data": {
+                    **sample["data"],
+                    **data,
+                    "objectId": ticket_id,
+                    "eventId": n * 10 + k,
+                    "occurredAt": T0 + k * 1000,
+                },
+            }
+        )
+    return result, events
+
+
+def expected_orders(orders: int, mappings: Mappings) -> dict[bytes, Order]:
+    """Each order merged from all its events by one merger: what the orders topic must end with."""
+    store = StateStore()
+    for n in range(orders):
+        for event in order_events(n):
+            for order in map_event(orjson.dumps(event), mappings, store, now=NOW).orders:
+                store.put_order(f"demo:{order.order_id}", order)
+    return {f"demo:{5000 + n}".encode(): store.order(f"demo:{5000 + n}") for n in range(orders)}  # type: ignore[misc]
+
+
+def expected_tickets(tickets: int, mappings: Mappings) -> dict[bytes, Ticket]:
+    store = StateStore()
+    for n in range(tickets):
+        result, events = ticket_events(n)
+        seeded = ticket_from_result(result, store, event_id=result.command_id)
+        assert seeded is not None
+        store.put_ticket(f"demo:{seeded.ticket_id}", seeded)
+        for event in events:
+            for ticket in map_event(orjson.dumps(event), mappings, store, now=NOW).tickets:
+                store.put_ticket(f"demo:{ticket.ticket_id}", ticket)
+    return {f"demo:{7000 + n}".encode(): store.ticket(f"demo:{7000 + n}") for n in range(tickets)}  # type: ignore[misc]
+
+
+def without_last_event(ticket: Ticket) -> Ticket:
+    # Tickets merge in arrival order (CRM changes carry no whole-record version), so the last event id
+    # depends on which copy arrived last; every field is set by one change only and is order-free.
+    return ticket.model_copy(update={"last_event_id": ""})
+
+
+async def test_two_mappers_merge_each_order_and_ticket_once_whatever_customer_its_events_come_under(
+    kafka_settings: KafkaSettings, mappers: Callable[[], MapperProcess], golden_config: ShopbotlyConfig
+) -> None:
+    """Two members of one group. Each order's events come under three customers and each ticket's under its
+    own id and its customer (crm-results), spread over every partition and interleaved: two replicas see
+    one order's events. The final state of each == the merge of all its events by one merger."""
+    orders, tickets = 20, 15
+    first, second = await start(mappers()), await start(mappers())
+    await wait_for_members(kafka_settings, 2)
+    parts = kafka_settings.partitions
+    rounds: list[list[tuple[Topic, int, bytes, bytes, list[tuple[str, bytes]]]]] = [[] for _ in range(5)]
+    for n in range(orders):
+        for k, event in enumerate(order_events(n)):
+            _, value, headers = raw(event)
+            rounds[k].append(
+                (Topic.RAW_EVENTS, (n + k) % parts, f"demo:{event['subject']}".encode(), value, headers)
+            )
+    for n in range(tickets):
+        result, events = ticket_events(n)
+        headers = message_headers(
+            event_id=f"handoff-{n}", tenant="demo", trace_id=None, schema=CommandResult.SCHEMA
+        )
+        key = f"demo:hubspot:{result.identity}".encode()
+        rounds[0].append((Topic.CRM_RESULTS, n % parts, key, result.to_json(), headers))
+        for k, event in enumerate(events):
+            _, value, headers = raw(event)
+            rounds[k + 1].append(
+                (Topic.RAW_EVENTS, (n + k + 1) % parts, f"demo:{event['subject']}".encode(), value, headers)
+            )
+    await produce_at(kafka_settings, [m for round_ in rounds for m in round_])
+
+    mappings = Mappings.from_config(golden_config)
+    want_orders, want_tickets = expected_orders(orders, mappings), expected_tickets(tickets, mappings)
+    final_orders: dict[bytes, Order] = {}
+    final_tickets: dict[bytes, Ticket] = {}
+
+    def converged(seen: Records) -> bool:
+        final_orders.update(
+            {r.key: Order.from_json(r.value) for r in seen[Topic.ORDERS] if r.key and r.value}
+        )
+        final_tickets.update(
+            {
+                r.key: without_last_event(Ticket.from_json(r.value))
+                for r in seen[Topic.TICKETS]
+                if r.key and r.value
+            }
+        )
+        seen[Topic.ORDERS].clear()
+        seen[Topic.TICKETS].clear()
+        return final_orders == want_orders and final_tickets == {
+            k: without_last_event(v) for k, v in want_tickets.items()
+        }
+
+    async with Outputs(kafka_settings, Topic.ORDERS, Topic.TICKETS) as out:
+        with contextlib.suppress(TimeoutError):
+            await out.until(converged, timeout=90)
+    lost = {k: (final_orders.get(k), v) for k, v in want_orders.items() if final_orders.get(k) != v}
+    assert not lost, (
+        f"{len(lost)} of {orders} orders differ from the merge of their events: {next(iter(lost.values()))}"
+    )
+    want = {k: without_last_event(v) for k, v in want_tickets.items()}
+    lost_tickets = {k: (final_tickets.get(k), v) for k, v in want.items() if final_tickets.get(k) != v}
+    assert not lost_tickets, (
+        f"{len(lost_tickets)} of {tickets} tickets differ, e.g. {next(iter(lost_tickets.values()))}"
+    )
+
+    # Both members took part: each mapped raw events (stage 1) and merged (stage 2).
+    for proc in (first, second):
+        async with httpx.AsyncClient(base_url=proc.url) as http:
+            text = (await http.get("/metrics")).text
+        assert metric_sum(text, "shopbotly_mapper_events_total", outcome="mapped") > 0
+        assert metric_sum(text, "shopbotly_mapper_state_patches_total", outcome="merged") > 0
+    assert first.stop() == 0 and second.stop() == 0
 
 
 def customer_message(

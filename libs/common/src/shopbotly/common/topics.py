@@ -35,6 +35,9 @@ class Topic(StrEnum):
     RAW_EVENTS_DLQ = "raw-events.dlq.v1"
     CRM_COMMANDS_DLQ = "crm-commands.dlq.v1"
     LEAD_IDEMPOTENCY = "lead-idempotency.v1"
+    # The mapper's repartition topic: the raw events and crm-results that change an order or a ticket,
+    # keyed by that order or ticket, so that one mapper (the partition's owner) merges each.
+    STATE_PATCHES = "state-patches.v1"
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,12 @@ def registry(
             Topic.LEAD_IDEMPOTENCY,
             "{tenant}:{idempotency key}",
             "IdempotencyRecord (fingerprint, event id, first seen, stored)",
+            _delete(7),
+        ),
+        (
+            Topic.STATE_PATCHES,
+            "{tenant}:{order_id} or {tenant}:{ticket_id}",
+            "copy of the raw event or crm-result + patch headers",
             _delete(7),
         ),
     ]

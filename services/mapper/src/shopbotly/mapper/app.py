@@ -1,6 +1,15 @@
-"""The faust worker: one agent over raw-events and crm-results, built by `create_app` (no work at import).
+"""The faust worker, built by `create_app` (no work at import): two agents in one consumer group.
 
-How delivery is kept (faust-streaming 0.15, read from its source):
+- `shopbotly.mapper.map` over raw-events and crm-results (partitioned by customer): stage 1, the
+  commands of stateless rules, and a copy of each event that changes an order or ticket on the
+  state-patches topic, keyed by that order or ticket;
+- `shopbotly.mapper.merge` over state-patches (partitioned by order/ticket): stage 2, the one merge of
+  each order and ticket, its state and the commands built from it. Before its first batch of a partition
+  it did not just process (a new assignment, or a gap: another replica had it), it waits until the state
+  feed has caught up with the orders/tickets topics, so it merges onto everything the previous owner
+  published.
+
+How delivery is kept (faust-streaming 0.15, read from its source), for both agents:
 - The agent takes batches with `stream.noack_take()`, which never acknowledges by itself. Only after
   `Pipeline.handle` has the broker's acknowledgement of every output of the batch does the agent call
   `stream.ack(event)` for each event, in offset order, and report the batch finished to the consumer.
@@ -19,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import faust
@@ -51,7 +61,8 @@ class MapperRuntime:
         self.store = StateStore()
         self.producer: ResilientProducer | None = None
         self.feed: StateFeed | None = None
-        self.pipeline: Pipeline | None = None
+        self.pipeline: Pipeline | None = None  # stage 1
+        self.merger: Pipeline | None = None  # stage 2
         self._probes: tuple[Any, asyncio.Task[None]] | None = None
         self._next_offset: dict[TP, int] = {}
 
@@ -71,6 +82,7 @@ class MapperRuntime:
                     Topic.ORDERS,
                     Topic.TICKETS,
                     Topic.RAW_EVENTS_DLQ,
+                    Topic.STATE_PATCHES,
                 )
             ]
             missing = [t for t in needed if t not in existing]
@@ -100,10 +112,11 @@ class MapperRuntime:
         self.health.set_ready("state", False, "loading orders and tickets")
         await self.feed.start(partitions)
         self.health.set_ready("state", True)
-        self.pipeline = Pipeline(
-            kafka=s.kafka, mappings=self.mappings, store=self.store, producer=self.producer, log=log
+        self.pipeline, self.merger = (
+            Pipeline(kafka=s.kafka, mappings=self.mappings, store=self.store, producer=self.producer, log=log)
+            for _ in range(2)
         )
-        self.pipeline.grace_s = s.shutdown_grace_s
+        self.pipeline.grace_s = self.merger.grace_s = s.shutdown_grace_s
 
     def started(self) -> None:
         self.health.set_ready("worker", True)
@@ -116,14 +129,16 @@ class MapperRuntime:
         )
 
     async def drain(self) -> None:
-        """Stop taking batches and give the one in flight the grace period to finish."""
+        """Stop taking batches and give the ones in flight the grace period to finish."""
         self.health.draining = True
-        pipeline = self.pipeline
-        if pipeline is None:
-            return
-        pipeline.stopping_since = time.monotonic()
-        deadline = pipeline.stopping_since + self.settings.shutdown_grace_s
-        while pipeline.batch_started is not None and time.monotonic() < deadline:  # noqa: ASYNC110
+        pipelines = [p for p in (self.pipeline, self.merger) if p is not None]
+        since = time.monotonic()
+        for pipeline in pipelines:
+            pipeline.stopping_since = since
+        deadline = since + self.settings.shutdown_grace_s
+        while (  # noqa: ASYNC110
+            any(p.batch_started is not None for p in pipelines) and time.monotonic() < deadline
+        ):
             await asyncio.sleep(0.05)
 
     async def stop(self) -> None:
@@ -137,16 +152,49 @@ class MapperRuntime:
             await task
 
     async def process(self, stream: faust.StreamT[Any]) -> None:
-        """The agent: map a batch, publish it, then acknowledge its events in offset order."""
+        """Stage 1 agent (raw-events, crm-results)."""
+        await self._consume(stream, lambda: self.pipeline, owner=False)
+
+    async def merge(self, stream: faust.StreamT[Any]) -> None:
+        """Stage 2 agent (state-patches): the owner of each order's and ticket's merge."""
+        await self._consume(stream, lambda: self.merger, owner=True)
+
+    async def _take_over(self, events: Sequence[Any]) -> None:
+        """Before merging a partition this worker did not just process, catch up with the state topics.
+
+        Offsets that continue where this worker left off mean nobody else merged in between (what another
+        replica merged without committing is merged again here: merges are idempotent in order)."""
+        first: dict[TP, int] = {}
+        for event in events:
+            first.setdefault(event.message.tp, event.message.offset)
+        if all(self._next_offset.get(tp) == offset for tp, offset in first.items()):
+            return
+        assert self.feed is not None
+        attempt = 0
+        while True:
+            try:
+                await self.feed.catch_up()
+                return
+            except Exception as exc:  # nothing escapes an agent; the batch waits (unacknowledged)
+                attempt += 1
+                log.warning("state.catch_up_failed", attempt=attempt, error=f"{type(exc).__name__}: {exc}")
+                await asyncio.sleep(min(5.0, 0.2 * 2**attempt))
+
+    async def _consume(
+        self, stream: faust.StreamT[Any], pipeline_of: Callable[[], Pipeline | None], *, owner: bool
+    ) -> None:
+        """Map a batch, publish it, then acknowledge its events in offset order."""
         s = self.settings
         batches = cast(faust.Stream[Any], stream).noack_take(
             s.mapper_batch_max, within=s.mapper_batch_within_ms / 1000
         )
         async for events in batches:
-            pipeline = self.pipeline
+            pipeline = pipeline_of()
             if pipeline is None or pipeline.stopping_since is not None:
                 continue  # stopping: leave them unacknowledged, they are redelivered after restart
             try:
+                if owner:
+                    await self._take_over(events)
                 await pipeline.handle([event.message for event in events])
             except BatchAbandoned:
                 continue
@@ -158,8 +206,8 @@ class MapperRuntime:
 
     async def tick(self, app: faust.App) -> None:
         """Every few seconds: liveness while idle, consumer lag, state size."""
-        pipeline = self.pipeline
-        if pipeline is not None and pipeline.batch_started is None:
+        pipelines = (self.pipeline, self.merger)
+        if all(p is not None and p.batch_started is None for p in pipelines):
             self.health.beat("pipeline", self.settings.mapper_stuck_after_s)
         try:
             assigned = list(app.consumer.assignment())
@@ -237,5 +285,9 @@ def create_app(settings: Settings, mappings: Mappings) -> MapperApp:
         value_serializer="raw",
     )
     app.agent(source, name="shopbotly.mapper.map", concurrency=1)(runtime.process)
+    patches = app.topic(
+        settings.kafka.topic(Topic.STATE_PATCHES), key_serializer="raw", value_serializer="raw"
+    )
+    app.agent(patches, name="shopbotly.mapper.merge", concurrency=1)(runtime.merge)
     app.timer(5.0)(runtime.tick)
     return app

@@ -1,6 +1,14 @@
 """The mapping itself, with no I/O: a raw event in, CRM commands and merged order/ticket state out.
 
-`map_event` never raises for bad input: an event that cannot be mapped comes back as a dead-letter outcome
+The worker maps in two stages, so that each order and each ticket has exactly one merger
+(docs/architecture.md, "One owner per order and ticket"):
+- `route_event` (stage 1, per customer): the rules that touch no order or ticket, and for the others only
+  which order/ticket they change (`StateRoute`); the event goes to the state-patches topic under that key.
+- `merge_event` (stage 2, per order/ticket): those rules, with the merged state of the one key they change
+  (commands built from merged state, such as bot notifications, come from here).
+`map_event` does both in one go (the CLI, replay diffs, golden tests).
+
+None of them raises for bad input: an event that cannot be mapped comes back as a dead-letter outcome
 with the reason, and a failing rule does not stop the other rules of the same event (the event is
 dead-lettered with the failed rules named; replaying it is safe because command ids are deterministic).
 """
@@ -8,10 +16,11 @@ dead-lettered with the failed rules named; replaying it is safe because command 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from functools import cached_property
 from typing import Any, Protocol
 
 import orjson
@@ -37,6 +46,7 @@ from shopbotly.mapper.rules import (
     compile_rule,
     is_empty,
 )
+from shopbotly.mapper.state import StateKind
 from shopbotly.mapper.transforms import FieldError, to_text
 
 __all__ = [
@@ -44,12 +54,16 @@ __all__ = [
     "FIELD_LIMITS",
     "Mappings",
     "Outcome",
+    "StateRoute",
     "StateView",
     "Status",
     "TenantMapping",
     "map_event",
+    "merge_event",
     "merge_order",
     "merge_ticket",
+    "route_event",
+    "seeded_ticket_id",
     "ticket_from_result",
 ]
 
@@ -93,6 +107,15 @@ class Status(StrEnum):
     DEAD_LETTERED = "dead_lettered"
 
 
+@dataclass(frozen=True)
+class StateRoute:
+    """The rules of one event that change one order or ticket, in rule order: merged by that key's owner."""
+
+    kind: StateKind
+    key: str  # `tenant:id`, the key of the state-patches record (and of the orders/tickets record)
+    rules: tuple[str, ...]
+
+
 @dataclass
 class Outcome:
     """What one raw event became. Outputs may be present even when dead-lettered (the rules that worked)."""
@@ -102,6 +125,7 @@ class Outcome:
     commands: list[CrmCommand] = field(default_factory=list)
     orders: list[Order] = field(default_factory=list)
     tickets: list[Ticket] = field(default_factory=list)
+    routes: list[StateRoute] = field(default_factory=list)
     rule_hits: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     error_class: ErrorClass = ErrorClass.PERMANENT
@@ -246,12 +270,8 @@ def merge_ticket(
     return current.model_copy(update={**present, "last_event_id": event_id})
 
 
-def ticket_from_result(result: CommandResult, state: StateView, *, event_id: str) -> Ticket | None:
-    """A ticket seeded from crm-writer's result of a create_ticket command: ticket id and customer e-mail.
-
-    HubSpot's ticket webhooks carry neither the customer nor the conversation; the create_ticket command's
-    identity is the customer's e-mail, and its result the CRM's ticket id.
-    """
+def seeded_ticket_id(result: CommandResult) -> str | None:
+    """The CRM's ticket id when `result` is a created ticket that seeds ticket state, else None."""
     if result.op != CommandOp.CREATE_TICKET or result.outcome not in (
         CommandOutcome.APPLIED,
         CommandOutcome.DUPLICATE,
@@ -259,6 +279,18 @@ def ticket_from_result(result: CommandResult, state: StateView, *, event_id: str
         return None
     ticket_id = result.crm_ids.get("ticket", "").strip()
     if not ticket_id or len(ticket_id) > 128:
+        return None
+    return ticket_id
+
+
+def ticket_from_result(result: CommandResult, state: StateView, *, event_id: str) -> Ticket | None:
+    """A ticket seeded from crm-writer's result of a create_ticket command: ticket id and customer e-mail.
+
+    HubSpot's ticket webhooks carry neither the customer nor the conversation; the create_ticket command's
+    identity is the customer's e-mail, and its result the CRM's ticket id.
+    """
+    ticket_id = seeded_ticket_id(result)
+    if ticket_id is None:
         return None
     email = normalize_email(result.identity) if "@" in result.identity else None
     current = state.ticket(ticket_key(result.tenant, ticket_id).decode())
@@ -309,18 +341,15 @@ class TenantMapping:
             return "api"
         return kind
 
-    def map(
-        self, event: RawEvent, context: dict[str, Any], kind: str, state: StateView, *, now: datetime
-    ) -> Outcome:
-        info = EventInfo(
-            id=event.id,
-            tenant=event.tenant,
-            type=event.type,
-            trace_id=event.traceid,
-            received_at=event.receivedat,
-        )
-        overlay = _Overlay(state, {}, {})
-        outcome = Outcome(Status.NO_RULE, event=event)
+    @cached_property
+    def _by_id(self) -> dict[str, CompiledRule]:
+        return {rule.id: rule for rule in self.rules}
+
+    def _hits(
+        self, event: RawEvent, context: dict[str, Any], kind: str, outcome: Outcome
+    ) -> Iterator[CompiledRule]:
+        """The rules the event triggers, in order; counted in `outcome.rule_hits` (a failing `when` is an
+        error of the outcome)."""
         for rule in self.rules:
             if not rule.prefilter(kind, event.sourcename, event.type):
                 continue
@@ -331,17 +360,71 @@ class TenantMapping:
                 outcome.errors.append(f"rule {rule.id}: when: {exc}")
                 continue
             outcome.rule_hits.append(rule.id)
+            yield rule
+
+    def map(
+        self, event: RawEvent, context: dict[str, Any], kind: str, state: StateView, *, now: datetime
+    ) -> Outcome:
+        """Every rule at once against `state`: what stage 1 and stage 2 together make of the event."""
+        info = _info(event)
+        overlay = _Overlay(state, {}, {})
+        outcome = Outcome(Status.NO_RULE, event=event)
+        for rule in self._hits(event, context, kind, outcome):
             try:
                 self._apply_rule(rule, context, info, overlay, outcome, now=now)
             except FieldError as exc:
                 outcome.errors.append(f"rule {rule.id}: {exc}")
-        outcome.orders = list(overlay.orders.values())
-        outcome.tickets = list(overlay.tickets.values())
-        if outcome.errors:
-            outcome.status = Status.DEAD_LETTERED
-        elif outcome.rule_hits:
-            outcome.status = Status.MAPPED
-        return outcome
+        return _finish(outcome, overlay)
+
+    def route(self, event: RawEvent, context: dict[str, Any], kind: str, *, now: datetime) -> Outcome:
+        """Stage 1: the commands of rules that touch no order or ticket, and a `StateRoute` per order or
+        ticket the other rules change (their order/ticket fields are evaluated here too, so a rule that
+        fails on them is dead-lettered at once, as in `map`)."""
+        info = _info(event)
+        overlay = _Overlay(_NO_STATE, {}, {})
+        outcome = Outcome(Status.NO_RULE, event=event)
+        routes: dict[tuple[StateKind, str], list[str]] = {}
+        for rule in self._hits(event, context, kind, outcome):
+            try:
+                if rule.order is not None:
+                    order_id, _ = rule.order.evaluate(context)
+                    route = (StateKind.ORDER, order_key(info.tenant, order_id).decode())
+                elif rule.ticket is not None:
+                    ticket_id, _ = rule.ticket.evaluate(context)
+                    route = (StateKind.TICKET, ticket_key(info.tenant, ticket_id).decode())
+                else:
+                    self._apply_rule(rule, context, info, overlay, outcome, now=now)
+                    continue
+                routes.setdefault(route, []).append(rule.id)
+            except FieldError as exc:
+                outcome.errors.append(f"rule {rule.id}: {exc}")
+        outcome.routes = [StateRoute(k, key, tuple(rules)) for (k, key), rules in routes.items()]
+        return _finish(outcome, overlay)
+
+    def merge(
+        self,
+        event: RawEvent,
+        context: dict[str, Any],
+        rule_ids: Sequence[str],
+        state: StateView,
+        *,
+        now: datetime,
+    ) -> Outcome:
+        """Stage 2: the rules of one `StateRoute` (they triggered in stage 1), merged into `state`."""
+        info = _info(event)
+        overlay = _Overlay(state, {}, {})
+        outcome = Outcome(Status.NO_RULE, event=event)
+        for rule_id in rule_ids:
+            rule = self._by_id.get(rule_id)
+            if rule is None:
+                outcome.errors.append(f"rule {rule_id}: not in mapping {self.version} any more")
+                continue
+            outcome.rule_hits.append(rule.id)
+            try:
+                self._apply_rule(rule, context, info, overlay, outcome, now=now)
+            except FieldError as exc:
+                outcome.errors.append(f"rule {rule.id}: {exc}")
+        return _finish(outcome, overlay)
 
     def _apply_rule(
         self,
@@ -383,6 +466,39 @@ class TenantMapping:
         if new_ticket is not None:
             overlay.tickets[new_ticket[0]] = new_ticket[1]
         outcome.commands.extend(commands)
+
+
+class _NoState:
+    """Stage 1 holds no order or ticket state: its rules do not read any."""
+
+    def order(self, key: str) -> Order | None:
+        return None
+
+    def ticket(self, key: str) -> Ticket | None:
+        return None
+
+
+_NO_STATE = _NoState()
+
+
+def _info(event: RawEvent) -> EventInfo:
+    return EventInfo(
+        id=event.id,
+        tenant=event.tenant,
+        type=event.type,
+        trace_id=event.traceid,
+        received_at=event.receivedat,
+    )
+
+
+def _finish(outcome: Outcome, overlay: _Overlay) -> Outcome:
+    outcome.orders = list(overlay.orders.values())
+    outcome.tickets = list(overlay.tickets.values())
+    if outcome.errors:
+        outcome.status = Status.DEAD_LETTERED
+    elif outcome.rule_hits:
+        outcome.status = Status.MAPPED
+    return outcome
 
 
 def _limits(tenant: TenantConfig) -> dict[str, FieldLimits]:
@@ -454,8 +570,10 @@ class Mappings:
         return cls({name: compile_tenant(name, tenant) for name, tenant in config.tenants.items()})
 
 
-def map_event(value: bytes | None, mappings: Mappings, state: StateView, *, now: datetime) -> Outcome:
-    """Map one raw-events message value. Bad input is a dead-letter outcome, never an exception."""
+def _parse(
+    value: bytes | None, mappings: Mappings
+) -> tuple[RawEvent, TenantMapping, str, dict[str, Any]] | Outcome:
+    """The envelope, its tenant's mapping, the source kind and the expression context; or why not."""
     if not value:
         return Outcome.rejected("schema: empty message value (expected a CloudEvents JSON envelope)")
     try:
@@ -482,4 +600,34 @@ def map_event(value: bytes | None, mappings: Mappings, state: StateView, *, now:
         )
     # The expressions see the envelope as JSON, plus the source kind.
     document["kind"] = kind
+    return event, tenant, kind, document
+
+
+def map_event(value: bytes | None, mappings: Mappings, state: StateView, *, now: datetime) -> Outcome:
+    """Map one raw-events message value, both stages at once against `state`. Bad input is a dead-letter
+    outcome, never an exception."""
+    parsed = _parse(value, mappings)
+    if isinstance(parsed, Outcome):
+        return parsed
+    event, tenant, kind, document = parsed
     return tenant.map(event, document, kind, state, now=now)
+
+
+def route_event(value: bytes | None, mappings: Mappings, *, now: datetime) -> Outcome:
+    """Stage 1 of one raw-events message value (see the module docstring)."""
+    parsed = _parse(value, mappings)
+    if isinstance(parsed, Outcome):
+        return parsed
+    event, tenant, kind, document = parsed
+    return tenant.route(event, document, kind, now=now)
+
+
+def merge_event(
+    value: bytes | None, mappings: Mappings, rule_ids: Sequence[str], state: StateView, *, now: datetime
+) -> Outcome:
+    """Stage 2: the rules `rule_ids` of a routed raw event, merged into `state`."""
+    parsed = _parse(value, mappings)
+    if isinstance(parsed, Outcome):
+        return parsed
+    event, tenant, _, document = parsed
+    return tenant.merge(event, document, rule_ids, state, now=now)

@@ -12,6 +12,7 @@ __all__ = [
     "CONSUMER_LAG",
     "EVENTS",
     "MAPPING_SECONDS",
+    "PATCHES",
     "PRODUCED",
     "PRODUCER_REPLACED",
     "PRODUCE_RETRIES",
@@ -60,6 +61,12 @@ RESULTS = Counter(
     "shopbotly_mapper_crm_results_total",
     "crm-results messages read: ticket_seeded, ignored, invalid.",
     ["outcome"],
+)
+PATCHES = Counter(
+    "shopbotly_mapper_state_patches_total",
+    "State patches by kind (order, ticket) and outcome: routed (stage 1 sent one), merged, dead_lettered "
+    "(stage 2), invalid (unreadable, skipped).",
+    ["kind", "outcome"],
 )
 STATE_ENTRIES = Gauge("shopbotly_mapper_state_entries", "Orders and tickets held in memory.", ["kind"])
 STATE_INVALID = Counter(

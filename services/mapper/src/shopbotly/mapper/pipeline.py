@@ -1,10 +1,19 @@
 """The Kafka edge of the mapper: a batch of consumed messages in, acknowledged produces out.
 
-`handle()` returns only when every output of the batch (commands, order and ticket state, dead letters) is
-acknowledged by the broker; only then does the agent acknowledge the batch's messages to faust, so a
-committed offset never runs ahead of its effects (at-least-once). It never raises for a message: bad input
-is dead-lettered, a produce failure is retried. It raises only when the worker is stopping
-(`BatchAbandoned`, the messages stay unacknowledged and are redelivered) or is cancelled.
+One class for both stages (docs/architecture.md, "One owner per order and ticket"), told apart by the
+topic a message comes from:
+- raw-events and crm-results (stage 1, partitioned by customer): commands of the rules that touch no
+  state, and a copy of the event on the state-patches topic per order or ticket it changes;
+- state-patches (stage 2, partitioned by order/ticket, so each has one owner): the merge, the merged
+  Order/Ticket and the commands built from merged state.
+
+`handle()` returns only when every output of the batch is acknowledged by the broker; only then does the
+agent acknowledge the batch's messages to faust, so a committed offset never runs ahead of its effects
+(at-least-once). Stage 1 publishes its patches only after its other outputs are acknowledged, so what the
+owner builds from an event is never on crm-commands ahead of the event's own stage-1 commands. It never
+raises for a message: bad input is dead-lettered, a produce failure is retried. It raises only when the
+worker is stopping (`BatchAbandoned`, the messages stay unacknowledged and are redelivered) or is
+cancelled.
 """
 
 from __future__ import annotations
@@ -43,7 +52,16 @@ from shopbotly.common.kafka import KafkaSettings, ResilientProducer
 from shopbotly.common.logging import bound
 from shopbotly.common.topics import Topic
 from shopbotly.mapper import metrics
-from shopbotly.mapper.domain import Mappings, Outcome, Status, map_event, ticket_from_result
+from shopbotly.mapper.domain import (
+    Mappings,
+    Outcome,
+    Status,
+    merge_event,
+    route_event,
+    seeded_ticket_id,
+    ticket_from_result,
+)
+from shopbotly.mapper.patches import PatchOrigin, patch_headers, read_patch
 from shopbotly.mapper.state import StateKind, StateStore
 
 __all__ = ["BatchAbandoned", "Incoming", "Pipeline"]
@@ -95,6 +113,11 @@ class _Output:
     settled: bool = False  # its state write was settled with the store (once, whatever happens after)
 
 
+def _timestamp_ms(message: Incoming) -> int | None:
+    # faust gives seconds as a float: round, or 1 ms can be lost to the float's representation.
+    return round(message.timestamp * 1000) if message.timestamp else None
+
+
 def _headers_list(headers: Any) -> Headers:
     if headers is None:
         return []
@@ -124,6 +147,7 @@ class Pipeline:
         self._topics = {logical: kafka.topic(logical) for logical in Topic}
         self.raw_topic = self._topics[Topic.RAW_EVENTS]
         self.results_topic = self._topics[Topic.CRM_RESULTS]
+        self.patches_topic = self._topics[Topic.STATE_PATCHES]
         self.stopping_since: float | None = None
         self.grace_s = 20.0
         self.batch_started: float | None = None
@@ -141,30 +165,55 @@ class Pipeline:
         child.inc()
 
     def _dead_letter(self, index: int, message: Incoming, reason: str, error_class: ErrorClass) -> _Output:
+        """The carbon copy of the source record: for a state patch, of the raw event it copies."""
+        origin = PatchOrigin(message.topic, message.partition, message.offset, message.key)
+        headers = _headers_list(message.headers)
+        if message.topic == self.patches_topic:
+            try:
+                patch = read_patch(headers)
+                origin, headers = patch.origin, patch.headers
+            except ValueError:
+                pass  # an unreadable patch is never dead-lettered (_merge_patch); keep it as it is
         letter = DeadLetter(
             error_class=error_class,
             error_message=reason,
             attempts=1,
-            origin_topic=message.topic,
-            origin_partition=message.partition,
-            origin_offset=message.offset,
+            origin_topic=origin.topic,
+            origin_partition=origin.partition,
+            origin_offset=origin.offset,
             origin_service=SERVICE,
         )
         return _Output(
             index,
             Topic.RAW_EVENTS_DLQ,
             self._topics[Topic.RAW_EVENTS_DLQ],
-            message.key,
+            origin.key,
             message.value,
-            dead_letter_headers(_headers_list(message.headers), letter),
-            # faust gives seconds as a float: round, or 1 ms can be lost to the float's representation.
-            timestamp_ms=round(message.timestamp * 1000) if message.timestamp else None,
+            dead_letter_headers(headers, letter),
+            timestamp_ms=_timestamp_ms(message),
         )
 
-    def _map_raw(self, index: int, message: Incoming, now: datetime) -> list[_Output]:
+    def _patch(
+        self, index: int, message: Incoming, kind: StateKind, key: str, rules: Sequence[str]
+    ) -> _Output:
+        """A copy of `message` for the owner of the order or ticket `key` (stage 2)."""
+        self._count(metrics.PATCHES, kind.value, "routed")
+        origin = PatchOrigin(message.topic, message.partition, message.offset, message.key)
+        return _Output(
+            index,
+            Topic.STATE_PATCHES,
+            self.patches_topic,
+            key.encode(),
+            message.value,
+            patch_headers(_headers_list(message.headers), kind=kind, rules=rules, origin=origin),
+            timestamp_ms=_timestamp_ms(message),
+        )
+
+    def _route_raw(self, index: int, message: Incoming, now: datetime) -> list[_Output]:
+        """Stage 1 of a raw event."""
         started = time.perf_counter()
         try:
-            outcome = map_event(message.value, self.mappings, self.store, now=now)
+            outcome = route_event(message.value, self.mappings, now=now)
         except Exception as exc:  # a bug, not bad input: keep the event (DLQ) and the worker alive
             self._log.exception("event.mapping_crashed", partition=message.partition, offset=message.offset)
             outcome = Outcome.rejected(f"internal error: {type(exc).__name__}: {exc}")
@@ -174,6 +223,38 @@ class Pipeline:
         self._count(metrics.EVENTS, tenant, outcome.status.value)
         for rule in outcome.rule_hits:
             self._count(metrics.RULE_HITS, tenant, rule)
+        outputs = self._outputs(index, message, outcome)
+        outputs += [self._patch(index, message, r.kind, r.key, r.rules) for r in outcome.routes]
+        return outputs
+
+    def _merge_patch(self, index: int, message: Incoming, now: datetime) -> list[_Output]:
+        """Stage 2: merge a routed raw event or crm-result into the state this worker owns."""
+        try:
+            patch = read_patch(_headers_list(message.headers))
+        except ValueError as exc:
+            # Only stage 1 writes this topic (its ACL says so): the record stays there (7 days) to inspect.
+            self._count(metrics.PATCHES, "unknown", "invalid")
+            self._log.error(
+                "state_patch.invalid", reason=str(exc), partition=message.partition, offset=message.offset
+            )
+            return []
+        if patch.origin.topic == self.results_topic:
+            return self._seed_ticket(index, message)
+        try:
+            outcome = merge_event(message.value, self.mappings, patch.rules, self.store, now=now)
+        except Exception as exc:  # a bug, not bad input: keep the event (DLQ) and the worker alive
+            self._log.exception("event.merge_crashed", partition=message.partition, offset=message.offset)
+            outcome = Outcome.rejected(f"internal error: {type(exc).__name__}: {exc}")
+        self._count(
+            metrics.PATCHES,
+            patch.kind.value,
+            "dead_lettered" if outcome.status == Status.DEAD_LETTERED else "merged",
+        )
+        return self._outputs(index, message, outcome)
+
+    def _outputs(self, index: int, message: Incoming, outcome: Outcome) -> list[_Output]:
+        """Commands, merged state and the dead letter of one event's outcome (either stage)."""
+        event = outcome.event
         outputs: list[_Output] = []
         if event is not None:
             trace = event.traceid
@@ -239,14 +320,31 @@ class Pipeline:
             state=(StateKind.TICKET, key.decode()),
         )
 
-    def _map_result(self, index: int, message: Incoming) -> list[_Output]:
-        """crm-results: a created ticket's id and customer e-mail seed the ticket's state."""
+    def _read_result(self, message: Incoming) -> CommandResult | None:
         try:
-            result = CommandResult.from_json(message.value or b"")
+            return CommandResult.from_json(message.value or b"")
         except ValueError:
             # crm-results is crm-writer's output, kept 30 days: the record stays there for inspection.
             metrics.RESULTS.labels("invalid").inc()
             self._log.error("crm_result.invalid", partition=message.partition, offset=message.offset)
+            return None
+
+    def _route_result(self, index: int, message: Incoming) -> list[_Output]:
+        """crm-results, stage 1: a created ticket goes to the ticket's owner, which seeds its state."""
+        result = self._read_result(message)
+        if result is None:
+            return []
+        ticket_id = seeded_ticket_id(result)
+        if ticket_id is None:
+            metrics.RESULTS.labels("ignored").inc()
+            return []
+        key = ticket_key(result.tenant, ticket_id).decode()
+        return [self._patch(index, message, StateKind.TICKET, key, ())]
+
+    def _seed_ticket(self, index: int, message: Incoming) -> list[_Output]:
+        """crm-results, stage 2: the created ticket's id and customer e-mail seed the ticket's state."""
+        result = self._read_result(message)
+        if result is None:
             return []
         headers = decode_headers(_headers_list(message.headers))
         event_id = headers.get("event_id") or result.command_id
@@ -268,10 +366,12 @@ class Pipeline:
         now = self._clock()
         outputs: list[_Output] = []
         for index, message in enumerate(messages):
-            if message.topic == self.results_topic:
-                outputs += self._map_result(index, message)
+            if message.topic == self.patches_topic:
+                outputs += self._merge_patch(index, message, now)
+            elif message.topic == self.results_topic:
+                outputs += self._route_result(index, message)
             else:
-                outputs += self._map_raw(index, message, now)
+                outputs += self._route_raw(index, message, now)
         return outputs
 
     # --- publishing ------------------------------------------------------------------------------------
@@ -372,7 +472,10 @@ class Pipeline:
                 outputs: list[_Output] = []
                 try:
                     outputs = self.map_batch(messages)
-                    await self.publish(outputs, messages)
+                    patches = [o for o in outputs if o.logical == Topic.STATE_PATCHES]
+                    await self.publish([o for o in outputs if o.logical != Topic.STATE_PATCHES], messages)
+                    if patches:
+                        await self.publish(patches, messages)
                     return
                 except (BatchAbandoned, asyncio.CancelledError):
                     for output in outputs:

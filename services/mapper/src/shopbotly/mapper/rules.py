@@ -410,6 +410,10 @@ def compile_rule(
         )
     if not commands and rule.order is None and rule.ticket is None:
         return None
+    if rule.order is not None and rule.ticket is not None:
+        # An order's merge and a ticket's merge have different owners (partitions of the state-patches
+        # topic, docs/architecture.md): one rule cannot see both merged states.
+        raise ValueError(f"rule {rule.id}: sets both an order and a ticket; split it into two rules")
     return CompiledRule(
         id=rule.id,
         kinds=frozenset(rule.kinds) or None,

@@ -1,7 +1,9 @@
 """Reads the compacted orders and tickets topics into the StateStore: in full at start, then as they grow.
 
 An unassigned consumer (no group) over every partition: each mapper replica holds all state, so a
-rebalance moves no state and a read never misses because a key lives in a partition owned elsewhere.
+rebalance moves no state. The merge of a key is done by one replica at a time (the owner of its
+state-patches partition); a replica that takes a partition over first waits for `catch_up`, so it merges
+onto everything the previous owner published.
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ class StateFeed:
         }
         self._kafka = kafka
         self._consumer: AIOKafkaConsumer | None = None
+        self._partitions: list[TopicPartition] = []
         self._task: asyncio.Task[None] | None = None
+        self._polled = asyncio.Event()  # set after each poll of the follow loop has been applied
         self.loaded = asyncio.Event()
 
     def _invalid(self, what: str) -> None:
@@ -65,6 +69,7 @@ class StateFeed:
         )
         await consumer.start()
         partitions = [TopicPartition(topic, p) for topic in self._kinds for p in range(partitions_of[topic])]
+        self._partitions = partitions
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         end = await consumer.end_offsets(partitions)
@@ -87,12 +92,28 @@ class StateFeed:
         assert consumer is not None
         while True:
             try:
-                self._apply(await consumer.getmany(timeout_ms=1000, max_records=5000))
+                # A short poll: `catch_up` waits for one to end.
+                self._apply(await consumer.getmany(timeout_ms=250, max_records=5000))
+                self._polled.set()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the feed must outlive a broker hiccup; the consumer reconnects
                 self._log.warning("state.follow_failed", error=f"{type(exc).__name__}: {exc}")
                 await asyncio.sleep(1.0)
+
+    async def catch_up(self) -> None:
+        """Return once every orders/tickets record written before the call is applied to the store.
+
+        The consumer's position moves only when getmany hands records out (aiokafka's fetcher drains
+        and returns without awaiting in between), and the follow loop applies them before its next
+        await: a position at or past the end offset means everything before it is in the store.
+        """
+        consumer = self._consumer
+        assert consumer is not None, "catch_up() before start()"
+        end = await consumer.end_offsets(self._partitions)
+        while not all([await consumer.position(tp) >= offset for tp, offset in end.items()]):
+            self._polled.clear()
+            await self._polled.wait()
 
     async def stop(self) -> None:
         if self._task is not None:
