@@ -342,7 +342,7 @@ class Writer:
             if cmd.command_id in seen:
                 later.append(env)  # the same command twice in one take: judge the repeat after the first
                 continue
-            prior = ledger.get(cmd.command_id)
+            prior = await ledger.get(cmd.command_id)
             if prior is not None:
                 await self._out().duplicate(env, cmd, prior)
                 finish(env)
