@@ -127,7 +127,10 @@ class Writer:
         self._outcomes: Outcomes | None = None
         self._partitions: dict[TopicPartition, _Partition] = {}
         self._held_labels: set[str] = set()  # connections with a held gauge reported
-        self._share = 1.0
+        # No partitions, no share, until the first assignment: a route built before it must not take a whole
+        # limit next to the replicas that own the partitions.
+        self._share = 0.0
+        self._router.set_share(0.0)
         self._owned: set[int] = set()
         self._total_partitions = 0
         self._stopping = asyncio.Event()
