@@ -80,9 +80,9 @@ class Ledger:
             if removed is not None and removed[0] == partition and removed[1] > offset:
                 continue  # a record from before the id's tombstone
             self.reads += 1
-            entry = await self._reader.read(TopicPartition(self.topic, partition), offset)
-            if entry is not None and entry.command_id == command_id:
-                return dict(entry.crm_ids)
+            marker = await self._reader.read(TopicPartition(self.topic, partition), offset)
+            if marker is not None and marker[0] == command_id:
+                return dict(marker[1])
         return None
 
     def _remember(self, command_id: str, crm_ids: dict[str, str]) -> None:
@@ -206,15 +206,17 @@ class _RecordReader:
         self._retry_cap_s = retry_cap_s
         self._consumer: AIOKafkaConsumer | None = None
         self._lock = asyncio.Lock()
-        self._cache: OrderedDict[tuple[int, int], LedgerEntry | None] = OrderedDict()
+        # (partition, offset) -> (command id, CRM ids), or None where there is no applied marker.
+        self._cache: OrderedDict[tuple[int, int], tuple[str, dict[str, str]] | None] = OrderedDict()
 
     async def stop(self) -> None:
         if self._consumer is not None:
             await self._consumer.stop()
             self._consumer = None
 
-    async def read(self, tp: TopicPartition, offset: int) -> LedgerEntry | None:
-        """The entry at `offset`, or None if there is none there (compacted away, a tombstone, unreadable).
+    async def read(self, tp: TopicPartition, offset: int) -> tuple[str, dict[str, str]] | None:
+        """The command id and CRM ids of the marker at `offset`, or None if there is none there (compacted
+        away, a tombstone, unreadable).
 
         A broker failure is retried until it answers (the command waits, as its outcome's publish would).
         """
@@ -231,7 +233,7 @@ class _RecordReader:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, self._retry_cap_s)
 
-    async def _fetch(self, tp: TopicPartition, offset: int) -> LedgerEntry | None:
+    async def _fetch(self, tp: TopicPartition, offset: int) -> tuple[str, dict[str, str]] | None:
         consumer = self._consumer
         if consumer is None:
             consumer = make_consumer(self._kafka, group_id=None, client_role="crm-writer-ledger-reader")
@@ -248,19 +250,18 @@ class _RecordReader:
             end = (await consumer.end_offsets([tp]))[tp]
             if offset >= end:
                 return None
-        found: LedgerEntry | None = None
+        found: tuple[str, dict[str, str]] | None = None
         for r in records:
-            entry: LedgerEntry | None = None
+            marker: tuple[str, dict[str, str]] | None = None
             if r.value is not None and r.key is not None:
                 try:
-                    entry = LedgerEntry.from_json(r.value)
+                    marker = (r.key.decode(), dict(LedgerEntry.from_json(r.value).crm_ids))
                 except ValueError:
-                    entry = None
-                if entry is not None and entry.command_id != r.key.decode():
-                    entry = entry.model_copy(update={"command_id": r.key.decode()})
-            self._cache[(tp.partition, r.offset)] = entry
+                    marker = None
+            self._cache[(tp.partition, r.offset)] = marker
             if r.offset == offset:
-                found = entry
+                found = marker
+        self._cache[(tp.partition, offset)] = found  # also when the record there was compacted away
         while len(self._cache) > self._keep:
             self._cache.popitem(last=False)
         return found
