@@ -169,7 +169,7 @@ class Writer:
         self._router.client = self._client
         self._producer = producer = _make_producer(s)
         await producer.start()
-        self._ledger = Ledger(s.kafka, producer)
+        self._ledger = Ledger(s.kafka, producer, recent=s.ledger_recent_ids)
         self._outcomes = Outcomes(
             producer, self._ledger, results_topic=self.results_topic, dlq_topic=self.dlq_topic
         )

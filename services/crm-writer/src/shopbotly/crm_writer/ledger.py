@@ -237,7 +237,11 @@ class _RecordReader:
         consumer = self._consumer
         if consumer is None:
             consumer = make_consumer(self._kafka, group_id=None, client_role="crm-writer-ledger-reader")
-            await consumer.start()
+            try:
+                await consumer.start()
+            except BaseException:
+                await consumer.stop()
+                raise
             self._consumer = consumer
         if consumer.assignment() != {tp}:
             consumer.assign([tp])
