@@ -7,7 +7,7 @@ starts on newly assigned partitions). A tombstone (null value) removes an id: th
 lets a command be applied again.
 
 What stays in memory is bounded per id (docs/architecture.md): the position of each id's record on the
-topic (`AppliedIndex`, 8 bytes an id), the CRM ids of the most recent `recent` ids, and the ids this
+topic (`AppliedIndex`, about 17 bytes an id), the CRM ids of the most recent `recent` ids, and the ids this
 process recorded that the tail has not read back yet. A lookup of an older id reads its record back from
 the topic (by offset) to confirm the key and return its CRM ids.
 """
@@ -30,7 +30,7 @@ __all__ = ["RECENT_IDS", "Ledger"]
 
 log = get_logger(__name__)
 
-# The CRM ids of this many of the newest applied ids stay in memory (about 0.5 KiB each): a command repeated
+# The CRM ids of this many of the newest applied ids stay in memory (about 0.7 KiB each): a command repeated
 # soon after it was applied (a restart's replay) is answered without reading the topic.
 RECENT_IDS = 8192
 
