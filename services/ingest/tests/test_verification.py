@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from shopbotly.common.config import ConfigError, parse_config
-from shopbotly.common.signatures import sign_webhook
+from shopbotly.common.sources import sign_webhook
 from shopbotly.ingest.domain import Rejection
 from shopbotly.ingest.intake import Source, WebhookRequest, resolve_sources, verify_request
 from shopbotly.ingest.lead_routes import validate_lead
@@ -54,7 +54,7 @@ def _request(
         now=now,
         msg_id="msg_1",
         url=url,
-        generic=GENERIC_SCHEME if kind == "generic_hmac" else None,
+        options=GENERIC_SCHEME if kind == "generic_hmac" else None,
     )
     return WebhookRequest(
         headers={k.lower(): v for k, v in headers.items()},
@@ -222,7 +222,10 @@ def test_a_valid_lead_keeps_its_fields() -> None:
     assert lead_fingerprint(data) == lead_fingerprint(dict(reversed(list(data.items()))))
 
 
-def test_lead_event_id_is_derived_from_tenant_and_idempotency_key() -> None:
-    assert lead_event_id("acme", "k1") == lead_event_id("acme", "k1")
-    assert lead_event_id("acme", "k1") != lead_event_id("other", "k1")
-    assert lead_event_id("acme", None) != lead_event_id("acme", None)
+def test_lead_event_id_is_derived_from_tenant_idempotency_key_and_body() -> None:
+    fp, other_fp = lead_fingerprint({"email": "a@b.co"}), lead_fingerprint({"email": "c@d.co"})
+    assert lead_event_id("acme", "k1", fp) == lead_event_id("acme", "k1", fp)
+    assert lead_event_id("acme", "k1", fp) != lead_event_id("other", "k1", fp)
+    # Another body under the same key never shares the id, so downstream cannot take it for a repeat.
+    assert lead_event_id("acme", "k1", fp) != lead_event_id("acme", "k1", other_fp)
+    assert lead_event_id("acme", None, fp) != lead_event_id("acme", None, fp)

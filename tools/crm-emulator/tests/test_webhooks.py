@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from shopbotly.common.signatures import verify_webhook
+from shopbotly.common.sources import verify_webhook
 from shopbotly.crm_emulator import EmulatorSettings, create_app, runtime_of
 from shopbotly.crm_emulator.signatures import hubspot_signature_v1
 from shopbotly.crm_emulator.testing import HUBSPOT, Clock, Emulator, Received, Receiver
@@ -289,6 +289,7 @@ async def test_event_ids_go_on_after_an_admin_reset_and_a_restart(receiver: Rece
 async def test_ticket_upserts_send_a_creation_then_nothing_for_a_same_content_repeat(
     emulator: Emulator, receiver: Receiver
 ) -> None:
+    await emulator.provision_hubspot()
     await configure(emulator, receiver)
     ticket = {
         "idProperty": "shopbotly_command_id",

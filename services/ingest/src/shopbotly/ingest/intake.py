@@ -1,9 +1,9 @@
 """The intake of one request, after the body is read: verify, parse, identify, dedup, publish.
 
-HTTP-free so the HTTP edge stays thin; the Kafka edge is the publisher. Dedup and Idempotency-Key
-records live in this replica's memory and are written only after the broker acknowledged the event, so a
-record never claims an event that is not stored. Concurrent identical deliveries wait for the first one
-instead of publishing twice.
+HTTP-free so the HTTP edge stays thin; the Kafka edge is the publisher. Webhook dedup records live in this
+replica's memory and are written only after the broker acknowledged the event, so a record never claims an
+event that is not stored. Idempotency-Key records of the lead API are shared by every replica
+(idempotency.py). Concurrent identical requests wait for the first one instead of publishing twice.
 """
 
 from __future__ import annotations
@@ -16,13 +16,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-import orjson
-
-from shopbotly.common.config import ConfigError, ShopbotlyConfig, SourceConfig
+from shopbotly.common.config import ConfigError, ShopbotlyConfig
 from shopbotly.common.events import RawEvent
 from shopbotly.common.ids import normalize_email
 from shopbotly.common.logging import bound, get_logger
-from shopbotly.common.signatures import HmacScheme, SignatureError, check_secret, verify_webhook
+from shopbotly.common.signatures import SignatureError
+from shopbotly.common.sources import Answer, InboundRequest, SourceKeys, WebhookSource, source_kind
 from shopbotly.ingest import metrics
 from shopbotly.ingest.domain import (
     EventFields,
@@ -32,14 +31,13 @@ from shopbotly.ingest.domain import (
     TtlLru,
     build_raw_event,
     extract_event,
-    hubspot_elements,
-    parse_json,
     source_uri,
 )
+from shopbotly.ingest.idempotency import LeadIdempotency
+from shopbotly.ingest.publisher import PublishFailed
 from shopbotly.ingest.schemas import (
     EventAccepted,
     Lead,
-    SlackChallenge,
     WebhookAccepted,
     lead_event_id,
     lead_fingerprint,
@@ -54,6 +52,7 @@ __all__ = [
     "Source",
     "WebhookRequest",
     "resolve_sources",
+    "verify_content",
     "verify_request",
 ]
 
@@ -73,34 +72,15 @@ class Publisher(Protocol):
 
 @dataclass(frozen=True)
 class Source:
-    """A configured source with its secrets resolved and its expressions compiled."""
+    """A configured source with its kind looked up, its secrets resolved and its expressions compiled."""
 
     tenant: str
     name: str
     kind: str
-    secrets: tuple[str, ...]
-    tolerance_s: int
+    impl: WebhookSource
+    keys: SourceKeys
     max_body_bytes: int
     rules: ExtractionRules
-    scheme: HmacScheme | None
-    signature_base_url: str | None
-
-
-def _scheme(config: SourceConfig) -> HmacScheme | None:
-    if config.kind != "generic_hmac":
-        return None
-    g = config.generic
-    if g is None:
-        return HmacScheme()
-    return HmacScheme(
-        header=g.header,
-        encoding=g.encoding,
-        prefix=g.prefix,
-        algorithm=g.algorithm,
-        timestamp_header=g.timestamp_header,
-        timestamp_unit=g.timestamp_unit,
-        signed_payload=g.signed_payload,
-    )
 
 
 def resolve_sources(
@@ -112,12 +92,13 @@ def resolve_sources(
     sources: dict[tuple[str, str], Source] = {}
     for tenant, tenant_config in config.tenants.items():
         for name, src in tenant_config.sources.items():
+            impl = source_kind(src.kind)
             resolved: list[str] = []
             for i, ref in enumerate(src.secrets):
                 path = f"tenants.{tenant}.sources.{name}.secrets.{i}"
                 try:
                     secret = ref.resolve()
-                    check_secret(src.kind, secret)
+                    impl.check_secret(secret)
                 except (LookupError, ValueError) as exc:
                     problems.append(f"{origin}: {path}: {exc} ({ref.describe()})")
                     continue
@@ -126,12 +107,10 @@ def resolve_sources(
                 tenant=tenant,
                 name=name,
                 kind=src.kind,
-                secrets=tuple(resolved),
-                tolerance_s=src.tolerance_s,
+                impl=impl,
+                keys=SourceKeys(tuple(resolved), src.tolerance_s, impl.prepare(src)),
                 max_body_bytes=src.max_body_bytes or settings.max_body_bytes,
                 rules=ExtractionRules.for_source(src),
-                scheme=_scheme(src),
-                signature_base_url=src.signature_base_url,
             )
     if problems:
         raise ConfigError("\n".join(problems))
@@ -149,33 +128,38 @@ class WebhookRequest:
     received_at: datetime
 
 
+def _refused(exc: SignatureError) -> Rejection:
+    # One answer for every failure, so the response does not help a forger; the reason is counted
+    # (shopbotly_ingest_rejections_total) and logged, never sent.
+    return Rejection(
+        401,
+        f"signature_{exc.reason}",
+        "missing or invalid signature, or a timestamp outside the allowed window",
+        code="invalid_signature",
+        note=exc.message,
+    )
+
+
 def verify_request(source: Source, request: WebhookRequest, *, now: float) -> None:
-    """Check the request's signature with the source's scheme and secrets; 401 when it fails."""
-    url = request.url
-    if source.signature_base_url is not None:
-        url = source.signature_base_url + request.path_qs
+    """Check what the sender attached (a signature, a token) with the source's kind and secrets; 401 when
+    it fails."""
+    inbound = InboundRequest(request.headers, request.body, request.method, request.url, request.path_qs)
     try:
-        verify_webhook(
-            source.kind,
-            source.secrets,
-            request.headers,
-            request.body,
-            now=now,
-            tolerance_s=source.tolerance_s,
-            method=request.method,
-            url=url,
-            generic=source.scheme,
-        )
+        source.impl.verify(source.keys, inbound, now=now)
     except SignatureError as exc:
-        # One answer for every failure, so the response does not help a forger; the reason is counted
-        # (shopbotly_ingest_rejections_total) and logged, never sent.
-        raise Rejection(
-            401,
-            f"signature_{exc.reason}",
-            "missing or invalid signature, or a timestamp outside the allowed window",
-            code="invalid_signature",
-            note=exc.message,
-        ) from None
+        raise _refused(exc) from None
+
+
+def verify_content(source: Source, parsed: Any) -> None:
+    """Check what the parsed body must hold for the source's kind (Salesforce: a configured org id); 401."""
+    try:
+        source.impl.verify_content(source.keys, parsed)
+    except SignatureError as exc:
+        raise _refused(exc) from None
+
+
+def _no_record(event: RawEvent) -> None:
+    """Leads are not in the webhook dedup memory (their Idempotency-Key records are shared instead)."""
 
 
 class _Flight:
@@ -194,6 +178,7 @@ class Intake:
         publisher: Publisher,
         settings: Settings,
         *,
+        idempotency: LeadIdempotency,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -205,9 +190,7 @@ class Intake:
         self._seen: TtlLru[tuple[str, str, str], bool] = TtlLru(
             settings.dedup_max_entries, settings.dedup_ttl_s
         )
-        self._leads: TtlLru[tuple[str, str], tuple[str, str]] = TtlLru(
-            settings.idempotency_max_entries, settings.dedup_ttl_s
-        )
+        self.idempotency = idempotency
         self._flights: dict[tuple[str, ...], _Flight] = {}
 
     def source(self, tenant: str, name: str) -> Source:
@@ -223,38 +206,26 @@ class Intake:
 
     # --- webhooks --------------------------------------------------------------------------------
 
-    async def webhook(
-        self, source: Source, request: WebhookRequest
-    ) -> tuple[int, WebhookAccepted | SlackChallenge]:
+    async def webhook(self, source: Source, request: WebhookRequest) -> tuple[int, WebhookAccepted | Answer]:
+        """Verify, parse and publish a delivery; the answer is the sender's own (a challenge, an
+        acknowledgement) where its kind defines one, else ShopBotly's JSON."""
         verify_request(source, request, now=self._clock())
-        body = parse_json(request.body)
-        if source.kind == "slack" and isinstance(body, dict) and body.get("type") == "url_verification":
-            # Slack's endpoint check: answer the challenge, publish nothing.
-            challenge = body.get("challenge")
-            if not isinstance(challenge, str):
-                raise Rejection(
-                    422,
-                    "invalid_event",
-                    "url_verification needs a string challenge",
-                    errors=[FieldError("body.challenge", "expected a string", "type")],
-                )
-            return 200, SlackChallenge(challenge=challenge)
+        body = source.impl.parse(request.body)
+        verify_content(source, body)
+        challenge = source.impl.challenge(body)
+        if challenge is not None:
+            return challenge.status, challenge
         events = self._events(source, request, body)
-        return await self._publish_once(source, events)
+        status, accepted = await self._publish_once(source, events)
+        ack = source.impl.acknowledge(accepted.event_ids, duplicate=accepted.duplicate)
+        return (ack.status, ack) if ack is not None else (status, accepted)
 
     def _events(self, source: Source, request: WebhookRequest, body: Any) -> list[RawEvent]:
         hash_source = source_uri(source.tenant, source.name)
-        items: list[tuple[Any, bytes, str]]
-        if source.kind == "hubspot":
-            items = [
-                (e, orjson.dumps(e, option=orjson.OPT_SORT_KEYS), f"body[{i}]")
-                for i, e in enumerate(hubspot_elements(body))
-            ]
-        else:
-            items = [(body, request.body, "body")]
         events: list[RawEvent] = []
         errors: list[FieldError] = []
-        for data, raw, loc in items:
+        for item in source.impl.split(body, request.body):
+            data, raw, loc = item.data, item.raw, item.loc
             try:
                 fields = extract_event(
                     source.rules, data, request.headers, hash_source=hash_source, raw=raw, loc=loc
@@ -372,40 +343,62 @@ class Intake:
             )
         data = lead.event_data()
         fingerprint = lead_fingerprint(data)
-        event_id = lead_event_id(tenant, idempotency_key)
-        if idempotency_key is not None:
-            key = (tenant, idempotency_key)
-            flight = self._flights.get(("lead", *key))
-            if flight is not None:
-                await flight.done
-            previous = self._leads.get(key, self._monotonic())
-            if previous is not None:
-                if previous[0] != fingerprint:
-                    raise Rejection(
-                        422,
-                        "idempotency_conflict",
-                        "this Idempotency-Key was used with a different body; use a new key for a new lead",
-                    )
-                return 202, EventAccepted(event_id=previous[1]), True
         event = build_raw_event(
             tenant=tenant,
             source=LEAD_SOURCE,
-            fields=EventFields(event_id, LEAD_EVENT_TYPE, normalize_email(lead.email)),
+            fields=EventFields(
+                lead_event_id(tenant, idempotency_key, fingerprint),
+                LEAD_EVENT_TYPE,
+                normalize_email(lead.email),
+            ),
             data=data,
             trace_id=trace_id,
             received_at=received_at,
         )
+        if idempotency_key is None:
+            if not await self._publish(
+                [event], lambda e: ("lead", e.id), tenant, LEAD_SOURCE, on_stored=_no_record
+            ):
+                raise self.unavailable()
+            return 202, EventAccepted(event_id=event.id), False
+        # One request per key at a time in this replica; the others wait for it, then find its record.
+        flight_key = ("lead-key", tenant, idempotency_key)
+        while (flight := self._flights.get(flight_key)) is not None:
+            await asyncio.wait([flight.done])  # not `await`: a waiter's cancellation must not cancel it
+        own = self._flights[flight_key] = _Flight()
+        try:
+            return await self._keyed_lead(tenant, idempotency_key, fingerprint, event)
+        finally:
+            self._flights.pop(flight_key, None)
+            own.done.set_result(True)
 
-        def remember(e: RawEvent) -> None:
-            if idempotency_key is not None:
-                self._leads.put((tenant, idempotency_key), (fingerprint, e.id), self._monotonic())
-                metrics.IDEMPOTENCY_ENTRIES.set(len(self._leads))
-
-        key_of: Callable[[RawEvent], tuple[str, ...]] = (
-            (lambda e: ("lead", tenant, idempotency_key))
-            if idempotency_key is not None
-            else (lambda e: ("lead", e.id))
+    async def _keyed_lead(
+        self, tenant: str, idempotency_key: str, fingerprint: str, event: RawEvent
+    ) -> tuple[int, EventAccepted, bool]:
+        store = self.idempotency
+        if not store.ready:
+            raise self.unavailable("Idempotency-Key records are still being read; retry later")
+        binding = store.binding(tenant, idempotency_key)
+        if binding is None:
+            try:
+                binding = await store.claim(tenant, idempotency_key, fingerprint, event.id, event.traceid)
+            except PublishFailed as exc:
+                with bound(event_id=event.id, tenant=tenant, trace_id=event.traceid):
+                    log.warning("idempotency claim failed", reason=exc.reason, error=str(exc))
+                raise self.unavailable() from None
+        if binding.fingerprint != fingerprint:
+            raise Rejection(
+                422,
+                "idempotency_conflict",
+                "this Idempotency-Key was used with a different body; use a new key for a new lead",
+            )
+        if binding.stored:
+            return 202, EventAccepted(event_id=binding.event_id), True
+        stored = await self._publish(
+            [event], lambda e: ("lead", e.id), tenant, LEAD_SOURCE, on_stored=_no_record
         )
-        if not await self._publish([event], key_of, tenant, LEAD_SOURCE, on_stored=remember):
+        if not stored:
+            # The key stays bound to this body: the client's retry (same body) publishes it.
             raise self.unavailable()
+        await store.stored(tenant, idempotency_key, binding, event.traceid)
         return 202, EventAccepted(event_id=event.id), False
