@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 import orjson
@@ -504,3 +506,36 @@ async def test_after_a_long_outage_writes_resume_within_5_s_and_probes_stay_spar
     print(f"\n25 s outage: {probes} probes; all written {resumed_after:.1f} s after the CRM came back")
     assert 3 <= probes <= 25 / defaults.circuit_max_open_s + 3
     assert resumed_after <= 5.0
+
+
+async def test_a_replay_after_a_restart_applies_nothing_twice_and_reports_the_first_crm_ids(
+    kafka_settings: KafkaSettings,
+) -> None:
+    """Commands applied by one writer are replayed (the same records again) to a new writer that rebuilt
+    its ledger from the topic and keeps the CRM ids of only one id in memory: every repeat is a `duplicate`
+    with the CRM ids of its first write (read back from the topic), and the CRM sees no request."""
+    commands = mixed_commands(300, 30, seed=21)
+    fake = FakeHubSpot(limit=None)
+    transport = RoutingTransport({"hubspot.test": fake.transport})
+    settings = settings_for(kafka_settings, ledger_recent_ids=1)
+
+    def results_at_least(n: int) -> Callable[[list[Any]], bool]:
+        return lambda records: len(records) >= n
+
+    async with TopicReader(kafka_settings, kafka_settings.topic(Topic.CRM_RESULTS)) as results:
+        await produce(kafka_settings, [command_record(c) for c in commands])
+        async with running(Writer(settings, config(), transport=transport)):
+            await results.wait_for(results_at_least(len(commands)), timeout_s=120)
+        first = {r.command_id: r for r in map(CommandResult.from_json, (x.value for x in results.records))}
+        assert {r.outcome.value for r in first.values()} == {"applied"}
+        requests = fake.requests
+
+        await produce(kafka_settings, [command_record(c) for c in commands])  # the replay
+        replayed = Writer(settings, config(), transport=transport)
+        async with running(replayed):
+            await results.wait_for(results_at_least(2 * len(commands)), timeout_s=120)
+        again = [CommandResult.from_json(x.value) for x in results.records[len(commands) :]]
+    assert fake.requests == requests  # nothing written twice
+    assert {r.outcome.value for r in again} == {"duplicate"}
+    assert {r.command_id: r.crm_ids for r in again} == {c: r.crm_ids for c, r in first.items()}
+    assert replayed._ledger is not None and replayed._ledger.reads > 0  # read back, not remembered

@@ -129,7 +129,10 @@ class Writer:
         # Unexpected (non-CRM) failures per record, for MAX_UNEXPECTED_FAILURES (oldest dropped first).
         self._strikes: dict[tuple[TopicPartition, int], int] = {}
         self._held_labels: set[str] = set()  # connections with a held gauge reported
-        self._share = 1.0
+        # No partitions, no share, until the first assignment: a route built before it must not take a whole
+        # limit next to the replicas that own the partitions.
+        self._share = 0.0
+        self._router.set_share(0.0)
         self._owned: set[int] = set()
         self._total_partitions = 0
         self._stopping = asyncio.Event()
@@ -168,7 +171,7 @@ class Writer:
         self._router.client = self._client
         self._producer = producer = _make_producer(s)
         await producer.start()
-        self._ledger = Ledger(s.kafka, producer)
+        self._ledger = Ledger(s.kafka, producer, recent=s.ledger_recent_ids)
         self._outcomes = Outcomes(
             producer, self._ledger, results_topic=self.results_topic, dlq_topic=self.dlq_topic
         )
@@ -346,7 +349,7 @@ class Writer:
             if cmd.command_id in seen:
                 later.append(env)  # the same command twice in one take: judge the repeat after the first
                 continue
-            prior = ledger.get(cmd.command_id)
+            prior = await ledger.get(cmd.command_id)
             if prior is not None:
                 await self._out().duplicate(env, cmd, prior)
                 finish(env)

@@ -6,6 +6,17 @@ small margin, so jitter between sending and the CRM's clock does not push a wind
 the bucket at its share of the partitions (the commands of a connection spread over all partitions by
 key), so the replicas together stay within L. The CRM's own quota headers can only lower the limit;
 a throttling answer blocks the bucket until the CRM's Retry-After (capped) has passed.
+
+A bucket starts empty: the replica that owned these partitions a moment ago (or this replica before a
+restart) may have used the current window already, so a new bucket's burst would come on top of what was
+spent (up to B over L in that window, issue 20). Shares are disjoint (a partition joins its new owner's share
+only after its old owner released it), so the replicas' refill rates add up to at most (L - B) / W.
+
+Partition shares cannot hold a limit below one request per window for a replica: a replica owning k of P
+partitions gets L * k / P requests a window, and a bucket needs one whole token to send at all, so when
+L * k / P < 1 every such replica may send one request a window and together they can exceed L.
+`below_one_request` says when that is so (the writer logs it); the remedy is a limit of at least P requests
+a window (P = the crm-commands partitions, 6 by default) or fewer partitions.
 """
 
 from __future__ import annotations
@@ -29,6 +40,10 @@ class TokenBucket:
     @classmethod
     def full(cls, rate: float, capacity: float, now: float) -> TokenBucket:
         return cls(rate=rate, capacity=capacity, tokens=capacity, updated=now)
+
+    @classmethod
+    def empty(cls, rate: float, capacity: float, now: float) -> TokenBucket:
+        return cls(rate=rate, capacity=capacity, tokens=0.0, updated=now)
 
     def _refill(self, now: float) -> None:
         if now > self.updated:
@@ -95,7 +110,7 @@ class AdaptiveRateLimit:
         self._burst = burst
         self._share = share
         rate, capacity = self._params()
-        self.bucket = TokenBucket.full(rate, capacity, now)
+        self.bucket = TokenBucket.empty(rate, capacity, now)  # see the module docstring
 
     def _limit(self) -> tuple[int, float]:
         req, per = self._configured
@@ -120,6 +135,12 @@ class AdaptiveRateLimit:
     @property
     def share(self) -> float:
         return self._share
+
+    @property
+    def below_one_request(self) -> bool:
+        """True when this replica's share of the limit is less than one request a window: the replicas
+        together may then exceed the limit (see the module docstring)."""
+        return self._limit()[0] * self._share < 1.0
 
     @property
     def requests_per_second(self) -> float:

@@ -14,11 +14,14 @@ from shopbotly.common.config import BotWebhookConfig, ConnectionConfig, RateLimi
 from shopbotly.common.config._connections import RESERVED_BOT_CONNECTION
 from shopbotly.common.errors import PermanentError
 from shopbotly.common.events import CrmCommand
+from shopbotly.common.logging import get_logger
 from shopbotly.crm_writer.circuit import CircuitState
 from shopbotly.crm_writer.connectors import Connector, make_connector
 from shopbotly.crm_writer.runtime import BreakerSettings, ConnectionRuntime
 
 __all__ = ["BOT_DEFAULT_LIMIT", "Route", "Router"]
+
+log = get_logger(__name__)
 
 # An undeclared `bot` connection: 100 notifications per second per tenant (a bot endpoint is not a CRM quota).
 BOT_DEFAULT_LIMIT = RateLimitConfig(requests=100, per_seconds=1.0)
@@ -49,6 +52,7 @@ class Router:
         self._on_circuit_change = on_circuit_change
         self._share = 1.0
         self._routes: dict[str, Route] = {}
+        self._warned: set[str] = set()  # connections whose limit was reported as too low to share
 
     def get(self, label: str) -> Route | None:
         return self._routes.get(label)
@@ -86,6 +90,7 @@ class Router:
         except Exception as exc:  # a connection that cannot be built is a configuration error, not an outage
             raise PermanentError(f"connection {label!r} cannot be used: {type(exc).__name__}: {exc}") from exc
         route = self._routes[label] = Route(runtime, connector)
+        self._check_share(label, route)
         return route
 
     def _connection(self, cmd: CrmCommand) -> tuple[ConnectionConfig, BotWebhookConfig | None]:
@@ -113,8 +118,24 @@ class Router:
     def set_share(self, share: float) -> None:
         """This replica's share of every connection's rate limit, for the routes it has and will build."""
         self._share = share
-        for route in self._routes.values():
+        for label, route in self._routes.items():
             route.runtime.set_share(max(share, _MIN_SHARE))
+            self._check_share(label, route)
+
+    def _check_share(self, label: str, route: Route) -> None:
+        """Say once per connection when its limit is too low to be shared by partitions (ratelimit.py)."""
+        limit = route.runtime.limit
+        if self._share > 0 and limit.below_one_request and label not in self._warned:
+            self._warned.add(label)
+            rl = route.runtime.config.rate_limit
+            log.warning(
+                "rate limit below one request a window for this replica's share: replicas together may "
+                "exceed it; configure at least as many requests a window as crm-commands has partitions",
+                connection=label,
+                requests=rl.requests,
+                per_seconds=rl.per_seconds,
+                share=round(self._share, 3),
+            )
 
     def forget_partitions(self, partitions: set[int]) -> None:
         for route in self._routes.values():

@@ -43,6 +43,8 @@ class Settings(ServiceSettings):
     # 0: derived, `revoke_grace_s` + 20 s (the commit's bound and the join's round trips).
     rebalance_timeout_ms: Annotated[int, Field(ge=0)] = 0
     ledger_restore_timeout_s: Annotated[float, Field(gt=0)] = 300.0
+    # Applied ids whose CRM ids stay in memory (the newest); an older one is read back from the ledger topic.
+    ledger_recent_ids: Annotated[int, Field(ge=1)] = 8192
     # Circuit breaker, per connection.
     circuit_failure_threshold: Annotated[int, Field(ge=1)] = 5
     # Open for 1 s, then 2, then at most 4 s between single probes: a CRM that is back is found within a

@@ -50,6 +50,7 @@ SUITES: dict[str, list[str]] = {
     "crm": [],
     "lookups": [],
     "replay": [],
+    "ledger": [],
 }
 SUITE_TIMEOUT_S = 3600.0
 

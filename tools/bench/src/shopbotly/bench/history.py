@@ -46,6 +46,8 @@ EXTRA_FIGURES: tuple[tuple[str, str, tuple[str, ...], str, str], ...] = (
     ("ingest", "bare_per_s", ("bare", "accepted_per_s_median"), "/s", "bare FastAPI 202 accepted/s (median)"),
     ("mapper", "ratio_to_bare_copy", ("kafka", "ratio_to_baseline"), "", "mapper ÷ bare aiokafka copy"),
     ("replay", "ratio_vs_baseline", ("ratio_vs_baseline",), "", "replay ÷ bare aiokafka copy"),
+    ("ledger", "miss_lookup_ratio_vs_set", ("miss_lookup_ratio_vs_set",), "", "ledger new-id lookups ÷ set"),
+    ("ledger", "memory_ratio_vs_dict", ("memory_ratio_vs_dict",), "", "ledger RSS ÷ the old dict's"),
 )
 
 

@@ -14,7 +14,7 @@ from shopbotly.bench.targets import figure_text
 __all__ = ["SUITE_ORDER", "failures", "render", "target_rows"]
 
 # The order benchmarks appear in; anything else found in the results comes after, in its own order.
-SUITE_ORDER = ("ingest", "mapper", "crm", "lookups", "replay", "e2e", "e2e_one_connection_down")
+SUITE_ORDER = ("ingest", "mapper", "crm", "lookups", "replay", "ledger", "e2e", "e2e_one_connection_down")
 
 
 def _suites(results: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -135,6 +135,19 @@ def _replay(r: dict[str, Any]) -> str:
     )
 
 
+def _ledger(r: dict[str, Any]) -> str:
+    ledger, old, plain = r.get("ledger", {}), r.get("dict", {}), r.get("set", {})
+    return (
+        f"ledger: {_n(ledger.get('rss_mb_per_million'), 'MB')} RSS per million applied ids vs "
+        f"{_n(old.get('rss_mb_per_million'), 'MB')} for the old dict "
+        f"(ratio {_n(r.get('memory_ratio_vs_dict'))}) "
+        f"and {_n(plain.get('rss_mb_per_million'), 'MB')} for a bare set of the ids; lookups of new ids "
+        f"{_n(ledger.get('miss_lookups_per_s'))}/s vs a set's {_n(plain.get('miss_lookups_per_s'))}/s "
+        f"(ratio {_n(r.get('miss_lookup_ratio_vs_set'))}); {_n(ledger.get('false_negatives'))} applied ids "
+        f"missed of {_n(r.get('lookups'))} looked up; {_n(r.get('ids'))} ids"
+    )
+
+
 def _e2e(r: dict[str, Any]) -> str:
     line = (
         f"end to end at {_n(r.get('achieved_rate_per_s'))}/s for {_n(r.get('seconds'))} s "
@@ -161,6 +174,7 @@ _HEADLINES: dict[str, Callable[[dict[str, Any]], str]] = {
     "crm": _crm,
     "lookups": _lookups,
     "replay": _replay,
+    "ledger": _ledger,
     "e2e": _e2e,
     "e2e_one_connection_down": _one_down,
 }
