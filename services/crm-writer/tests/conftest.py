@@ -17,7 +17,7 @@ import pytest
 import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 
-from shopbotly.common.config import ConnectionConfig
+from shopbotly.common.config import ConnectionConfig, parse_connection
 from shopbotly.crm_writer.runtime import BreakerSettings, ConnectionRuntime
 
 RuntimeFactory = Callable[..., ConnectionRuntime]
@@ -36,7 +36,7 @@ async def make_runtime() -> AsyncIterator[RuntimeFactory]:
         breaker: BreakerSettings | None = None,
         share: float = 1.0,
     ) -> ConnectionRuntime:
-        cfg = config if isinstance(config, ConnectionConfig) else ConnectionConfig.model_validate(config)
+        cfg = config if isinstance(config, ConnectionConfig) else parse_connection(config)
         client = httpx.AsyncClient(transport=transport)
         clients.append(client)
         return ConnectionRuntime(

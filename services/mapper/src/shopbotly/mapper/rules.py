@@ -16,6 +16,7 @@ from jmespath.exceptions import JMESPathError, JMESPathTypeError
 
 from shopbotly.common.config import (
     CommandTemplate,
+    FieldLimits,
     FieldSpec,
     OrderTemplate,
     RuleConfig,
@@ -137,18 +138,6 @@ class CompiledField:
                 raise FieldError(f"{self.label}: required but empty")
             return None
         return value
-
-
-@dataclass(frozen=True)
-class FieldLimits:
-    """Text length limits of a CRM kind: per canonical field, a default, and the note/ticket body."""
-
-    per_field: Mapping[str, int]
-    default: int | None
-    body: int | None
-
-    def for_field(self, name: str) -> int | None:
-        return self.per_field.get(name, self.default)
 
 
 _TRUNCATED = "\n…[truncated]"

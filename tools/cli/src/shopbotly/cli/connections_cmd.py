@@ -19,6 +19,8 @@ from rich.table import Table
 
 from shopbotly.cli._common import console, err_console, run
 from shopbotly.common.config import ConnectionConfig, FieldSpec, ShopbotlyConfig, load_config
+from shopbotly.common.config.crm_kinds.hubspot import HubSpotOptions
+from shopbotly.common.config.crm_kinds.salesforce import SalesforceOptions
 from shopbotly.common.errors import ConfigError, ShopbotlyError
 from shopbotly.crm_writer.schema import (
     CommandShape,
@@ -195,7 +197,7 @@ async def _read_schema(
     except ShopbotlyError as exc:
         return FetchedSchema(errors={t: f"authentication failed: {exc}" for t in object_types})
     base = None
-    if plan.config.kind == "salesforce" and plan.config.salesforce_options().use_instance_url:
+    if isinstance(plan.config.options, SalesforceOptions) and plan.config.options.use_instance_url:
         base = tokens.instance_url
     return await fetch_schema(plan.config, client, headers, object_types, base_url=base)
 
@@ -251,7 +253,7 @@ def check_rows(plan: ConnectionPlan, schema: FetchedSchema) -> list[Row]:
                 "(extra_fields)",
                 "unchecked",
                 "property names come from each event; ones the CRM lacks are dropped at run time "
-                f"(unknown_properties: {plan.config.options.get('unknown_properties', 'drop')})",
+                f"(unknown_properties: {getattr(plan.config.options, 'unknown_properties', 'drop')})",
                 rule,
             )
         )
@@ -260,9 +262,11 @@ def check_rows(plan: ConnectionPlan, schema: FetchedSchema) -> list[Row]:
 
 def _owned(plan: ConnectionPlan) -> list[OwnedProperty]:
     sent = [key for key, w in plan.written.items() if w.target.not_sent is None]
-    if plan.config.kind == "salesforce":
-        return owned_salesforce_fields(plan.config.salesforce_options(), sent)
-    return owned_hubspot_properties(plan.config.hubspot_options(), sent)
+    options = plan.config.options
+    if isinstance(options, SalesforceOptions):
+        return owned_salesforce_fields(options, sent)
+    assert isinstance(options, HubSpotOptions), plan.config.kind  # plans are of _CHECKED_KINDS only
+    return owned_hubspot_properties(options, sent)
 
 
 def _owned_names(plan: ConnectionPlan) -> set[tuple[str, str]]:
