@@ -375,7 +375,7 @@ def compile_tenant(name: str, tenant: TenantConfig) -> TenantMapping:
     disabled that does not exist, or a rule id that collides with a preset's)."""
     mapping = tenant.mapping
     limits = _limits(tenant)
-    # A rule's connection that is not configured (reported as such) is limited like a generic CRM.
+    # Only a fallback: loading the config already refuses a rule whose connection is not defined.
     default_limits = crm_kind("generic").field_limits
     include_bot = tenant.bot_webhook is not None
     compiled: list[CompiledRule] = []
