@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from shopbotly.common.config import SourceConfig
 from shopbotly.common.events import RawEvent
+from shopbotly.common.expressions import compile_expression
 from shopbotly.common.ids import content_event_id
 from shopbotly.ingest.domain import (
     KIND_DEFAULTS,
@@ -22,7 +23,6 @@ from shopbotly.ingest.domain import (
     Rejection,
     TtlLru,
     build_raw_event,
-    compile_expression,
     extract_event,
     hubspot_elements,
     hubspot_subject,
