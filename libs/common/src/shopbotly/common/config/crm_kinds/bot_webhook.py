@@ -24,6 +24,8 @@ class BotWebhookOptions(StrictModel):
 
 
 class BotWebhookConnection(ConnectionConfig):
+    """Limits of the reserved `bot` connection (no `base_url`: the tenant's `bot_webhook.url`)."""
+
     kind: Literal["bot_webhook"]
     options: BotWebhookOptions = Field(default_factory=BotWebhookOptions)
 

@@ -168,6 +168,8 @@ class GenericOptions(StrictModel):
 
 
 class GenericConnection(ConnectionConfig):
+    """A REST CRM described by its `options.operations` (docs/configuration.md has recipes)."""
+
     kind: Literal["generic"]
     options: GenericOptions = Field(default_factory=GenericOptions)
 

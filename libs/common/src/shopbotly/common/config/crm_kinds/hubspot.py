@@ -64,6 +64,8 @@ class HubSpotOptions(StrictModel):
 
 
 class HubSpotConnection(ConnectionConfig):
+    """A HubSpot portal (`batch_size` at most 100)."""
+
     kind: Literal["hubspot"]
     options: HubSpotOptions = Field(default_factory=HubSpotOptions)
 

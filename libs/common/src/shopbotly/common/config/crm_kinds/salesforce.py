@@ -58,6 +58,8 @@ class SalesforceOptions(StrictModel):
 
 
 class SalesforceConnection(ConnectionConfig):
+    """A Salesforce org (`batch_size` at most 200)."""
+
     kind: Literal["salesforce"]
     options: SalesforceOptions = Field(default_factory=SalesforceOptions)
 
