@@ -123,6 +123,8 @@ SERVICES: dict[str, str] = {
     "crm-writer": "shopbotly-crm-writer",
     "order-reader": "shopbotly-order-reader",
 }
+# Started only when a stack names them (Stack.create(names=...)).
+OPTIONAL_SERVICES: dict[str, str] = {"console": "shopbotly-console"}
 
 
 @dataclass
@@ -217,6 +219,8 @@ class Stack:
     root: Path
     env: Mapping[str, str]
     services: dict[str, Service] = field(default_factory=dict)
+    # What `shopbotly connections setup --apply` printed at start (empty without the emulator).
+    setup: str = ""
 
     @classmethod
     def create(
@@ -231,7 +235,7 @@ class Stack:
             port = (ports or {}).get(name) or free_port()
             stack.services[name] = Service(
                 name=name,
-                script=SERVICES[name],
+                script=SERVICES.get(name) or OPTIONAL_SERVICES[name],
                 port=port,
                 data_dir=root / "data" / name,
                 log_path=root / f"{name}.log",
@@ -243,6 +247,8 @@ class Stack:
         return self.services[name]
 
     def start(self, timeout: float = 120.0) -> None:
+        """Start every service and wait for each /readyz. With the CRM emulator in the stack (a fresh portal),
+        then run `shopbotly connections setup --apply` as `make up` does, before any traffic."""
         for svc in self.services.values():
             svc.start()
         for svc in self.services.values():
@@ -250,6 +256,8 @@ class Stack:
                 svc.wait_ready(timeout)
             except AssertionError as exc:
                 raise AssertionError(f"{exc}\n\n{self.logs()}") from None
+        if "crm-emulator" in self.services and "SHOPBOTLY_CONFIG" in self.env:
+            self.setup = run_cli("connections", "setup", "--apply", env=self.env).stdout
 
     def restart(self, name: str, timeout: float = 120.0) -> None:
         """Start a stopped or killed service again and wait for its /readyz."""

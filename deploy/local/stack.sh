@@ -6,7 +6,9 @@
 #   deploy/local/stack.sh up|down|ps|logs
 # Environment: SHOPBOTLY_CONFIG (config/shopbotly.yaml), SHOPBOTLY_ENV_FILE (config/demo.env),
 #              STACK_READY_TIMEOUT (120 s), STACK_START_RESTARTS (3: `up` gives up on a service that exits
-#              this often before it is ready), STACK_PORT_<SERVICE> (e.g. STACK_PORT_CRM_WRITER=9102).
+#              this often before it is ready), STACK_PORT_<SERVICE> (e.g. STACK_PORT_CRM_WRITER=9102),
+#              STACK_SETUP_WAIT (60 s: how long crm-writer's init step, `shopbotly connections setup --apply`,
+#              waits for the CRM emulator to answer).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -18,6 +20,7 @@ CONFIG="${SHOPBOTLY_CONFIG:-$ROOT/config/shopbotly.yaml}"
 ENV_FILE="${SHOPBOTLY_ENV_FILE:-$ROOT/config/demo.env}"
 READY_TIMEOUT="${STACK_READY_TIMEOUT:-120}"
 START_RESTARTS="${STACK_START_RESTARTS:-3}"
+SETUP_WAIT="${STACK_SETUP_WAIT:-60}"
 PIDFILE="$RUN/supervisor.pid"
 SUPERVISE=("$VENV/python" "$HERE/supervise.py")
 
@@ -58,8 +61,15 @@ write_procfile() {
     [[ -x "$VENV/$cmd" ]] || die "$VENV/$cmd is missing; run make install"
     local data="$RUN/data/$name"
     mkdir -p "$data"
-    printf '%s: exec env SHOPBOTLY_PORT=%s SHOPBOTLY_EMULATOR_PORT=%s SHOPBOTLY_DATA_DIR=%s %s\n' \
-      "$name" "$port" "$port" "$data" "$VENV/$cmd" >>"$RUN/Procfile"
+    local start="exec $VENV/$cmd"
+    if [[ $name == crm-writer ]]; then
+      # Its init step, as a Kubernetes init container would be: the custom properties the mapping writes
+      # exist in each CRM (the emulator starts as a fresh portal) before the first command is applied.
+      # Idempotent, so a restart runs it again harmlessly.
+      start="$VENV/shopbotly connections setup --apply --wait $SETUP_WAIT && $start"
+    fi
+    printf "%s: exec env SHOPBOTLY_PORT=%s SHOPBOTLY_EMULATOR_PORT=%s SHOPBOTLY_DATA_DIR=%s sh -c '%s'\n" \
+      "$name" "$port" "$port" "$data" "$start" >>"$RUN/Procfile"
   done
 }
 
@@ -122,6 +132,8 @@ up() {
   cat <<MSG
 
 ShopBotly is up. Every /readyz is green. A service that exits is restarted (make ps counts it).
+The CRM emulator started as a fresh portal; crm-writer ran `shopbotly connections setup --apply` before its
+first write (output in its log), so the properties the mapping writes exist: `shopbotly connections check`.
   ingest        http://127.0.0.1:$ingest   (OpenAPI: http://127.0.0.1:$ingest/docs)
   order-reader  http://127.0.0.1:$order_reader   (OpenAPI: http://127.0.0.1:$order_reader/docs)
   console       http://127.0.0.1:$console   (operator key: DEMO_OPERATOR_KEY in config/demo.env; docs/console.md)

@@ -34,9 +34,6 @@ SERVICES: dict[str, tuple[int, str]] = {
     "crm-writer": (9102, "shopbotly.crm_writer"),
 }
 EMULATOR = (8090, "shopbotly.crm_emulator")
-# Not scraped by Prometheus (compose or the ServiceMonitor): the console exports no shopbotly_* series yet,
-# and its `up` would page through ShopbotlyServiceDown, whose runbook is about the event flow.
-UNSCRAPED = {"console"}
 
 
 @dataclass(frozen=True)

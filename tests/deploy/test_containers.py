@@ -14,7 +14,7 @@ import jsonschema  # type: ignore[import-untyped]
 import pytest
 import yaml
 
-from .conftest import EMULATOR, ROOT, SERVICES, UNSCRAPED, declared_env
+from .conftest import EMULATOR, ROOT, SERVICES, declared_env
 
 pytestmark = pytest.mark.unit
 
@@ -235,7 +235,7 @@ def test_prometheus_scrapes_every_service_and_grafana_is_provisioned(compose: di
         for target in t["targets"]
         if "labels" in t
     }
-    expected = {name: port for name, (port, _) in SERVICES.items() if name not in UNSCRAPED}
+    expected = {name: port for name, (port, _) in SERVICES.items()}
     expected["crm-emulator"] = EMULATOR[0]
     assert targets == {name: f"pod:{port}" for name, port in expected.items()}
     prometheus = compose["services"]["prometheus"]

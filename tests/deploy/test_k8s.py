@@ -15,7 +15,7 @@ from shopbotly.common.topics import Topic, registry
 from shopbotly.console.materializer import topic_roles
 from shopbotly.mapper.domain import compile_tenant
 
-from .conftest import K8S, OVERLAYS, SERVICES, UNSCRAPED, Rendered, declared_env, service_settings
+from .conftest import K8S, OVERLAYS, SERVICES, Rendered, declared_env, service_settings
 
 pytestmark = pytest.mark.unit
 
@@ -212,6 +212,22 @@ def test_console_kafkauser_reads_its_model_and_writes_only_where_redrive_sends(
     assert all(a["resource"]["type"] == "topic" for a in acls), "the console joins no consumer group"
 
 
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_ingest_kafkauser_writes_raw_events_and_reads_and_writes_its_idempotency_records(
+    rendered: dict[str, Rendered], overlay: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every ingest replica writes Idempotency-Key claims and follows all of them (no consumer group)."""
+    r = rendered[overlay]
+    kafka = _settings(r, "ingest", monkeypatch).kafka
+    acls = r.one("KafkaUser", "shopbotly-ingest")["spec"]["authorization"]["acls"]
+    records = kafka.topic(Topic.LEAD_IDEMPOTENCY)
+    for operation in ("Read", "Write", "Describe"):
+        assert any(_acl_covers(a, "topic", records) and operation in a["operations"] for a in acls), operation
+    writable = {a["resource"]["name"] for a in acls if "Write" in a["operations"]}
+    assert writable == {kafka.topic(Topic.RAW_EVENTS), records}
+    assert all(a["resource"]["type"] == "topic" for a in acls), "ingest joins no consumer group"
+
+
 def test_keda_scales_on_the_consumer_group_and_topic_each_service_uses(
     rendered: dict[str, Rendered], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -350,7 +366,7 @@ def test_prometheus_rule_matches_the_compose_scrape_labels(rendered: dict[str, R
     exprs = [r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]]
     assert exprs and all(f'job="{job["job_name"]}"' in e for e in exprs)
     compose_services = {t["labels"]["service"] for t in job["static_configs"]}
-    assert compose_services == set(SERVICES) - UNSCRAPED
+    assert compose_services == set(SERVICES)
     scraped = {
         s["metadata"]["labels"]["app.kubernetes.io/name"]
         for s in rendered["prod"].of_kind("Service")

@@ -204,14 +204,35 @@ def test_a_lead_through_the_lead_api_reaches_the_crm(e2e: E2EStack) -> None:
         "last_name": "Okafor",
         "phone": "+49 30 1234567",
         "tags": ["newsletter", "b2b"],
-        "custom_fields": {"shopbotly_plan": "pro", "ShopBotly_Seats": 5},
+        # Two the portal has (created below) and one it lacks: dropped, never costing the others.
+        "custom_fields": {"shopbotly_plan": "pro", "ShopBotly_Seats": 5, "favourite_colour": "teal"},
     }
+    # custom_fields name the portal's own properties: in a fresh portal they exist once someone created them.
+    for name in ("shopbotly_plan", "shopbotly_seats"):
+        created = e2e.emulator.post(
+            "/crm/v3/properties/contacts",
+            headers={"Authorization": f"Bearer {e2e.secrets.hubspot_token}"},
+            json={
+                "name": name,
+                "label": name,
+                "type": "string",
+                "fieldType": "text",
+                "groupName": "contactinformation",
+            },
+        )
+        assert created.status_code in (201, 409), created.text  # 409: the module's stack had it already
     assert e2e.ingest.post("/api/v1/leads", json=lead).status_code == 401
     assert (
         e2e.ingest.post("/api/v1/leads", json={"first_name": "x"}, headers=e2e.api_key()).status_code == 422
     )
-    response = e2e.ingest.post("/api/v1/leads", json=lead, headers=e2e.api_key())
+    keyed = {**e2e.api_key(), "Idempotency-Key": f"form-{email}"}
+    response = e2e.ingest.post("/api/v1/leads", json=lead, headers=keyed)
     assert response.status_code == 202, response.text
+    # The client's retry gets the same answer; the key with another body is refused (records on the topic).
+    again = e2e.ingest.post("/api/v1/leads", json=lead, headers=keyed)
+    assert (again.status_code, again.json()) == (202, response.json())
+    other = e2e.ingest.post("/api/v1/leads", json={**lead, "first_name": "Samuel"}, headers=keyed)
+    assert (other.status_code, other.json()["code"]) == (422, "idempotency_conflict")
 
     contact = e2e.wait_contact(
         email, lambda c: "b2b" in (c.get("tags") or []), f"API lead {email} in the CRM"
@@ -221,6 +242,7 @@ def test_a_lead_through_the_lead_api_reaches_the_crm(e2e: E2EStack) -> None:
     assert (props["firstname"], props["lastname"], props["phone"]) == ("Sam", "Okafor", "+49301234567")
     assert props["lifecyclestage"] == "lead"
     assert (props["shopbotly_plan"], props["shopbotly_seats"]) == ("pro", "5")
+    assert "favourite_colour" not in props
     assert sorted(contact["tags"]) == ["b2b", "newsletter"]
     assert contact["creates"] == 1
 

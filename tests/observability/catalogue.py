@@ -37,6 +37,7 @@ METRICS_MODULES: dict[str, str] = {
     "mapper": "shopbotly.mapper.metrics",
     "crm_writer": "shopbotly.crm_writer.metrics",
     "order_reader": "shopbotly.order_reader.metrics",
+    "console": "shopbotly.console.metrics",
     "crm_emulator": "shopbotly.crm_emulator.metrics",
 }
 # Source trees whose Prometheus instruments must all live in those modules (or in shopbotly.common.metrics).

@@ -22,7 +22,8 @@ import yaml
 
 from shopbotly.common.kafka import KafkaSettings, make_admin
 from shopbotly.common.topics import ensure_topics
-from tests.stack import Stack, free_port
+from shopbotly.console.testing import operators_json
+from tests.stack import OPTIONAL_SERVICES, SERVICES, Stack, free_port
 
 from .catalogue import PROMETHEUS_YML, RULES, load_yaml
 
@@ -107,7 +108,8 @@ async def _topics(settings: KafkaSettings, *, create: bool) -> None:
 
 @pytest.fixture(scope="module")
 def observed_stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ObservedStack]:
-    """ingest, mapper, crm-writer, order-reader and the CRM emulator on topics of their own, all ready."""
+    """ingest, mapper, crm-writer, order-reader, the console and the CRM emulator on topics of their own, all
+    ready."""
     root = tmp_path_factory.mktemp("stack")
     prefix = f"obs{uuid.uuid4().hex[:10]}."
     api_key = f"sbk_obs_{uuid.uuid4().hex}"
@@ -125,8 +127,9 @@ def observed_stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactor
         "SHOPBOTLY_CONSUMER_GROUP": f"{prefix}crm-writer",
         "OBS_BOT_WEBHOOK_SECRET": BOT_SECRET,
         "OBS_HUBSPOT_TOKEN": HUBSPOT_TOKEN,
+        "SHOPBOTLY_CONSOLE_OPERATORS": operators_json(),
     }
-    stack = Stack.create(root, env, ports={"crm-emulator": emulator_port})
+    stack = Stack.create(root, env, [*SERVICES, *OPTIONAL_SERVICES], ports={"crm-emulator": emulator_port})
     try:
         stack.start(timeout=60)
         yield ObservedStack(stack, api_key, prefix)

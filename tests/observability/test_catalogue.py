@@ -77,7 +77,7 @@ def test_catalogue_types_labels_and_buckets_match_the_code(code: dict[str, CodeM
 
 
 def test_each_metric_is_documented_under_its_service(code: dict[str, CodeMetric]) -> None:
-    sections = {"ingest", "mapper", "crm-writer", "order-reader", "CRM emulator"}
+    sections = {"ingest", "mapper", "crm-writer", "order-reader", "console", "CRM emulator"}
     for name, doc in parse_catalogue().metrics.items():
         assert doc.section in sections, f"{name} is listed under {doc.section!r}, not a service section"
         if name in code:
@@ -129,7 +129,7 @@ def test_every_service_module_defines_metrics_and_consumers_export_lag_per_parti
     }
     empty = [service for service, names in by_service.items() if not names]
     assert not empty, f"metrics modules that define nothing: {empty}"
-    for consumer in ("mapper", "crm_writer", "order_reader"):
+    for consumer in ("mapper", "crm_writer", "order_reader", "console"):
         lag = code.get(f"shopbotly_{consumer}_consumer_lag_messages")
         assert lag is not None and lag.type == "gauge", f"{consumer}: no consumer lag gauge"
         assert set(lag.labels) == {"topic", "partition"}, f"{consumer}: lag is not per partition"

@@ -20,14 +20,22 @@ from .promql import substitute_grafana_variables
 
 pytestmark = pytest.mark.e2e
 
-SERVICES = {"ingest", "mapper", "crm-writer", "order-reader", "crm-emulator"}
+SERVICES = {"ingest", "mapper", "crm-writer", "order-reader", "console", "crm-emulator"}
 T = TypeVar("T")
 
 # (PromQL, what it proves): each must return at least one sample.
 KEY_SERIES = [
     (
+        'shopbotly_console_read_model_entries{job="shopbotly", service="console", kind="events"} > 0',
+        "the console's read model holds the lead",
+    ),
+    (
+        'shopbotly_console_consumer_lag_messages{job="shopbotly", service="console"}',
+        "the console exports its lag per partition",
+    ),
+    (
         'up{job="shopbotly"} == 1',
-        "the four services answer their scrapes",
+        "the four services and the console answer their scrapes",
     ),
     (
         'up{job="crm-emulator"} == 1',
@@ -171,7 +179,7 @@ def test_prometheus_scrapes_the_stack_and_the_rules_and_dashboard_work(
         assert not missing, "no samples: " + "; ".join(missing)
 
     eventually(key_series, 45, "key series missing")
-    assert len(prometheus.query('up{job="shopbotly"} == 1')) == 4
+    assert len(prometheus.query('up{job="shopbotly"} == 1')) == 5  # the four services and the console
 
     # Every series the services export is in docs/metrics.md (the unit test checks the code; this, the wire).
     known = parse_catalogue().names()

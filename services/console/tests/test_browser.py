@@ -11,6 +11,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 from selenium import webdriver
 from selenium.common.exceptions import TimeoutException
@@ -21,7 +22,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
-from shopbotly.common.events import CommandOutcome
+from shopbotly.common.events import ATTEMPTS_HEADER, CommandOutcome
 from shopbotly.common.kafka import KafkaSettings
 from shopbotly.common.topics import Topic
 from shopbotly.console.testing import OPERATOR_KEYS, console_settings, result, serve_in_thread
@@ -105,7 +106,9 @@ async def test_an_operator_finds_a_customer_and_redrives_its_dead_letter(
         browser.find_element(By.LINK_TEXT, "Back to dead letters").click()
         see(browser, "redriven")
         applied = result(bob_cmd, CommandOutcome.APPLIED, crm_ids={"contact": "502"})
-        await publish(kafka_settings, [(Topic.CRM_RESULTS, bob_cmd.key(), applied.to_json(), [])])
+        tries = {"tries": [{"n": 1, "at": "2026-12-07T10:00:00.000+00:00", "ms": 87.5, "outcome": "applied"}]}
+        attempts = [(ATTEMPTS_HEADER, orjson.dumps(tries))]
+        await publish(kafka_settings, [(Topic.CRM_RESULTS, bob_cmd.key(), applied.to_json(), attempts)])
         WebDriverWait(browser, 15).until(
             lambda d: d.find_element(By.CSS_SELECTOR, "#live .badge").text == "applied"
         )
@@ -113,4 +116,8 @@ async def test_an_operator_finds_a_customer_and_redrives_its_dead_letter(
         browser.find_element(By.LINK_TEXT, bob_cmd.causation_event_id).click()
         see(browser, "contact 502")
         assert browser.find_element(By.ID, "outcome").text == "applied"
+        assert (
+            "#1 2026-12-07T10:00:00.000+00:00 87.5 ms applied"
+            in browser.find_element(By.CLASS_NAME, "tries").text
+        )
         shot(browser, "timeline-applied")

@@ -7,6 +7,7 @@ import pytest
 
 from shopbotly.common.kafka import KafkaSettings
 from shopbotly.console.app import create_app
+from shopbotly.console.replicas import resolve_host
 from shopbotly.console.testing import OPERATOR_KEYS, console_settings
 
 pytestmark = pytest.mark.component
@@ -52,3 +53,42 @@ async def test_connections_are_merged_over_replicas_and_scoped_to_the_operators_
     assert "acme:salesforce" in page
     scoped = await page_as("acme-only")
     assert "acme:salesforce" in scoped and "demo:hubspot" not in scoped
+
+
+async def test_a_dns_url_merges_every_replica_the_headless_service_resolves_to() -> None:
+    """`dns+http://crm-writer-replicas:9102` is looked up on each load: each address is one replica."""
+    answers = {"crm-writer-replicas": ["10.0.0.2", "10.0.0.1"], "gone": []}
+    asked: list[tuple[str, int]] = []
+
+    async def resolver(host: str, port: int) -> list[str]:
+        asked.append((host, port))
+        if host not in answers:
+            raise OSError(-2, "Name or service not known")
+        return sorted(answers[host])
+
+    def by_address(request: httpx.Request) -> httpx.Response:
+        rows = {"10.0.0.1": REPLICAS["w1"], "10.0.0.2": REPLICAS["w2"]}.get(request.url.host)
+        return httpx.Response(200, json={"connections": rows}) if rows else httpx.Response(503)
+
+    urls = ["dns+http://crm-writer-replicas:9102", "dns+http://gone:9102", "dns+http://nowhere:9102"]
+    app = create_app(
+        console_settings(KafkaSettings(), console_writer_urls=urls),
+        consume=False,
+        writer_transport=httpx.MockTransport(by_address),
+        resolver=resolver,
+    )
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://console", headers={"Accept": "text/html"}
+    ) as client:
+        await client.post("/login", data={"key": OPERATOR_KEYS["viewer"], "next": "/connections"})
+        page = (await client.get("/connections")).text
+    assert "2 of 2 crm-writer replica(s) answered" in page
+    row = page.split("<td>demo:hubspot</td>", 1)[1].split("</tr>", 1)[0]
+    assert "<td>5</td>" in row  # held: 2 on one replica + 3 on the other
+    assert "dns+http://gone:9102: gone has no address (no ready replica)" in page
+    assert "dns+http://nowhere:9102: cannot resolve nowhere (Name or service not known)" in page
+    assert ("crm-writer-replicas", 9102) in asked
+
+
+async def test_the_default_resolver_asks_the_systems_resolver() -> None:
+    assert "127.0.0.1" in await resolve_host("localhost", 9102)

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 
 from shopbotly.common.events import CommandOutcome, CrmCommand, RawEvent
 from shopbotly.common.kafka import KafkaSettings, make_producer
@@ -89,6 +90,11 @@ def signed_in(url: str, who: str) -> httpx.Client:
     return client
 
 
+def counted(name: str, **labels: str) -> float:
+    """A console metric's value in this process (its instruments are on the default registry)."""
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
 def eventually(check: Callable[[], bool], timeout_s: float = 15) -> None:
     deadline = time.monotonic() + timeout_s
     while not check():
@@ -104,7 +110,9 @@ async def test_pages_over_the_topics(kafka_settings: KafkaSettings) -> None:
         answer = anonymous.get("/events?email=jane")
         assert answer.status_code == 303 and answer.headers["location"].startswith("/login?next=")
         # No tenant's key (nor anything else) opens it; the problem format for programs, a page for people.
+        refused_before = counted("shopbotly_console_sign_ins_total", outcome="refused")
         assert anonymous.post("/login", data={"key": "sbk_demo_tenant_key"}).status_code == 401
+        assert counted("shopbotly_console_sign_ins_total", outcome="refused") == refused_before + 1
         assert (
             httpx.get(f"{console.url}/events/view?tenant=demo&id=x", follow_redirects=False).status_code
             == 303
@@ -138,8 +146,11 @@ async def test_pages_over_the_topics(kafka_settings: KafkaSettings) -> None:
         assert admin.post("/dead-letters/redrive", data={"csrf": "forged", "sel": sel}).status_code == 403
         confirm = admin.post("/dead-letters/redrive", data={"csrf": csrf[1], "sel": sel})
         assert confirm.status_code == 200 and "Yes, redrive" in confirm.text
+        redriven_before = counted("shopbotly_console_redrives_total", decision="redriven")
         done = admin.post("/dead-letters/redrive", data={"csrf": csrf[1], "sel": sel, "confirm": "yes"})
         assert "Redriven 1," in done.text, done.text
+        assert counted("shopbotly_console_redrives_total", decision="redriven") == redriven_before + 1
+        assert counted("shopbotly_console_read_model_entries", kind="dead_letters") >= 1
         eventually(lambda: console.model.letter_state(console.model.dead_letters[place]) == "redriven")
         again = admin.post("/dead-letters/redrive", data={"csrf": csrf[1], "sel": sel, "confirm": "yes"})
         assert "Redriven 0, skipped as applied 0, skipped as already redriven 1" in again.text
@@ -150,3 +161,46 @@ async def test_pages_over_the_topics(kafka_settings: KafkaSettings) -> None:
         await asyncio.sleep(0)
         eventually(lambda: 'id="outcome">applied' in admin.get("/events/view?tenant=demo&id=evt-bob").text)
         assert ">applied</span>" in admin.get("/dead-letters").text
+
+
+async def test_every_open_dead_letter_matching_the_filters_is_redriven_after_one_confirmation(
+    kafka_settings: KafkaSettings,
+) -> None:
+    """More than a page (200 rows): the filter chooses, not ticked rows; the confirmation fixes the set."""
+    commands, dlq = kafka_settings.topic(Topic.CRM_COMMANDS), kafka_settings.topic(Topic.CRM_COMMANDS_DLQ)
+
+    def letter(n: int) -> tuple[Topic, bytes, bytes, list[tuple[str, bytes]]]:
+        cmd = command(raw_event(f"evt-{n}", f"c{n}@example.com"))
+        return (Topic.CRM_COMMANDS_DLQ, cmd.key(), cmd.to_json(), dead_letter_headers_of(cmd, commands))
+
+    await publish(kafka_settings, [letter(n) for n in range(230)])
+    with serve_in_thread(console_settings(kafka_settings)) as console:
+        eventually(lambda: len(console.model.dead_letters) == 230)
+        admin = signed_in(console.url, "admin")
+        page = admin.get("/dead-letters", params={"topic": dlq}).text
+        assert "200 dead letter(s)" in page
+        assert "Redrive all 230 open dead letter(s) matching the filters" in page
+        assert "Redrive all" not in signed_in(console.url, "viewer").get("/dead-letters").text
+        csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', page)
+        assert csrf is not None
+        form = {"csrf": csrf[1], "filtered": "yes", "topic": dlq, "tenant": "", "error_class": ""}
+        confirm = admin.post("/dead-letters/redrive", data=form)
+        assert "Redrive 230 dead letter(s)?" in confirm.text and "and 130 more" in confirm.text
+        until = re.search(r'name="until_ms" value="(\d+)"', confirm.text)
+        assert until is not None
+
+        await asyncio.sleep(0.05)
+        await publish(kafka_settings, [letter(999)])  # arrives after the confirmation page: not in its set
+        eventually(lambda: len(console.model.dead_letters) == 231)
+        done = admin.post("/dead-letters/redrive", data={**form, "confirm": "yes", "until_ms": until[1]})
+        assert "Redriven 230," in done.text, done.text
+        eventually(
+            lambda: (
+                sum(console.model.letter_state(d) == "redriven" for d in console.model.dead_letters.values())
+                == 230
+            )
+        )
+        assert "Redrive all 1 open dead letter(s)" in admin.get("/dead-letters", params={"topic": dlq}).text
+        # Nothing left to match: a clear refusal, not an empty redrive.
+        none = admin.post("/dead-letters/redrive", data={**form, "topic": "no-such-topic"})
+        assert none.status_code == 422 and "a filter that matches some" in none.text

@@ -75,8 +75,24 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+async def _set_up(client: httpx.AsyncClient) -> None:
+    """What `shopbotly connections setup --apply` creates in the emulator's fresh portal for a HubSpot
+    connection with default options (the tags property, the unique command-id property, ...)."""
+    from shopbotly.common.config.crm_kinds.hubspot import HubSpotOptions
+    from shopbotly.crm_writer.schema import hubspot_definition, owned_hubspot_properties
+
+    for prop in owned_hubspot_properties(HubSpotOptions()):
+        response = await client.post(
+            f"/crm/v3/properties/{prop.object_type}",
+            json=hubspot_definition(prop),
+            headers={"Authorization": "Bearer emulator-hubspot-token"},
+        )
+        assert response.status_code == 201, response.text
+
+
 @pytest.fixture
 async def emulator() -> AsyncIterator[Emulator]:
+    """The emulator as a portal `connections setup` ran on (it starts as a fresh portal)."""
     from shopbotly.crm_emulator.app import create_app
     from shopbotly.crm_emulator.settings import EmulatorSettings
 
@@ -93,6 +109,7 @@ async def emulator() -> AsyncIterator[Emulator]:
             await asyncio.sleep(0.01)
     base = f"http://127.0.0.1:{port}"
     async with httpx.AsyncClient(base_url=base) as admin:
+        await _set_up(admin)
         yield Emulator(base, admin)
     server.should_exit = True
     await task

@@ -10,11 +10,12 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import yaml
 
 from shopbotly.common.config import ShopbotlyConfig, parse_config
-from shopbotly.common.events import CommandOp, CommandResult, CrmCommand
+from shopbotly.common.events import ATTEMPTS_HEADER, CommandOp, CommandResult, CrmCommand
 from shopbotly.common.kafka import KafkaSettings
 from shopbotly.common.topics import Topic
 from shopbotly.crm_writer.engine import Writer
@@ -174,6 +175,11 @@ async def test_retry_after_a_timed_out_create_converges_on_the_duplicate_answer(
     assert dlq.records == []
     result = results_of(results)["c1"]
     assert result.outcome.value == "applied" and result.attempts >= 2
+    # The result lists each try for the console: the timed-out create first, the applied one last.
+    tries = orjson.loads(header(results.records[0], ATTEMPTS_HEADER))["tries"]
+    assert tries[0]["n"] == 1 and tries[0]["outcome"] == "retryable" and tries[0]["answer"]
+    assert tries[-1]["n"] == result.attempts and tries[-1]["outcome"] == "applied"
+    assert tries[0]["ms"] >= 500  # the writer's timeout
     state = await emulator.state()
     record = state["records"]["generic"][eve]
     assert record["creates"] == 1 and record["properties"]["company"] == "Acme"

@@ -34,23 +34,39 @@ class Portal:
         return dict((await self.admin.get("/_emulator/state")).json())
 
 
-async def _portal(**overrides: Any) -> AsyncIterator[Portal]:
-    app = create_app(EmulatorSettings(**{"seed": 7, **overrides}))
+async def _portal(*, set_up: bool) -> AsyncIterator[Portal]:
+    """A fresh emulated portal; `set_up`: with the unique command-id property of notes and tickets created
+    through the Properties API, as `shopbotly connections setup --apply` does."""
+    app = create_app(EmulatorSettings(seed=7))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url=BASE) as admin:
+            for object_type in ("notes", "tickets") if set_up else ():
+                created = await admin.post(
+                    f"/crm/v3/properties/{object_type}",
+                    headers={"Authorization": "Bearer emulator-hubspot-token"},
+                    json={
+                        "name": "shopbotly_command_id",
+                        "label": "ShopBotly command id",
+                        "type": "string",
+                        "fieldType": "text",
+                        "groupName": "shopbotly",
+                        "hasUniqueValue": True,
+                    },
+                )
+                assert created.status_code == 201, created.text
             yield Portal(transport, admin)
 
 
 @pytest.fixture
 async def portal() -> AsyncIterator[Portal]:
-    async for p in _portal():
+    async for p in _portal(set_up=True):
         yield p
 
 
 @pytest.fixture
 async def bare_portal() -> AsyncIterator[Portal]:
-    async for p in _portal(hubspot_unique_properties={}):
+    async for p in _portal(set_up=False):
         yield p
 
 
@@ -146,7 +162,7 @@ async def test_a_ticket_refused_in_a_shared_upsert_fails_alone(make_runtime: Any
 @pytest.fixture
 async def fresh_portal() -> AsyncIterator[Portal]:
     """A fresh portal: standard properties only, no custom one created."""
-    async for p in _portal(hubspot_unique_properties={}, hubspot_custom_properties=[]):
+    async for p in _portal(set_up=False):
         yield p
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import random
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from shopbotly.common.config import parse_config
@@ -16,7 +18,7 @@ from shopbotly.common.events import CommandOp, CrmCommand
 from shopbotly.crm_writer import routing
 from shopbotly.crm_writer.circuit import CircuitState
 from shopbotly.crm_writer.connectors.base import Connector
-from shopbotly.crm_writer.delivery import Deliverer
+from shopbotly.crm_writer.delivery import AttemptLog, Deliverer
 from shopbotly.crm_writer.domain import Write, WriteKind
 from shopbotly.crm_writer.routing import BOT_DEFAULT_LIMIT, Route, Router
 from shopbotly.crm_writer.runtime import BreakerSettings
@@ -155,3 +157,30 @@ async def test_throttling_and_outages_spend_no_attempt(router: Router) -> None:
     d, scripted, route = await _deliver(router, script, attempts=1)
     assert (d.ok, d.crm_ids, scripted.calls) == (True, {"contact": "1"}, 4)
     assert route.runtime.circuit_state is not CircuitState.CLOSED  # the outage opened the circuit
+
+
+async def test_each_try_is_logged_with_its_outcome_status_and_the_crms_answer(router: Router) -> None:
+    script: list[ShopbotlyError | dict[str, str]] = [
+        ThrottledError("429: rate limited", retry_after=0.001),
+        RetryableError("502: bad gateway", status=502),
+        {"contact": "7"},
+    ]
+    d, _, _ = await _deliver(router, script, attempts=5)
+    tries = orjson.loads(d.log.to_header())
+    assert tries["omitted"] == 0
+    assert [(t["n"], t["outcome"], t.get("status"), t.get("answer")) for t in tries["tries"]] == [
+        (1, "throttled", 429, "429: rate limited"),
+        (2, "retryable", 502, "502: bad gateway"),
+        (3, "applied", None, None),
+    ]
+    assert all(t["ms"] >= 0 and t["at"].endswith("+00:00") for t in tries["tries"])
+
+
+def test_the_attempt_log_keeps_the_first_and_the_latest_tries_and_counts_the_rest() -> None:
+    log = AttemptLog(limit=5, keep_first=2, answer_chars=4)
+    now = datetime.now(UTC)
+    for n in range(1, 13):
+        log.add(n, now, 0.001, "throttled", status=429, answer="too many requests")
+    assert [e["n"] for e in log.entries] == [1, 2, 10, 11, 12]
+    assert log.omitted == 7
+    assert log.entries[0]["answer"] == "too "

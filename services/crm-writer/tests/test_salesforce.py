@@ -1,10 +1,13 @@
-"""Salesforce connector: sObject Collections upsert, OAuth, session expiry, limits (httpx.MockTransport)."""
+"""Salesforce connector: sObject Collections upsert, OAuth, session expiry, limits (httpx.MockTransport); and
+against the CRM emulator as a fresh org: a field the org lacks never costs the fields it has, a Lead without a
+company still lands."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
 import urllib.parse
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -13,9 +16,12 @@ import pytest
 
 from shopbotly.common.errors import OutageError, PermanentError
 from shopbotly.common.events import CommandOp, CrmCommand
+from shopbotly.crm_emulator import EmulatorSettings, create_app
+from shopbotly.crm_emulator.testing import Clock, Emulator
 from shopbotly.crm_writer.circuit import CircuitState
-from shopbotly.crm_writer.connectors.salesforce import SalesforceConnector
+from shopbotly.crm_writer.connectors.salesforce import PLACEHOLDER, SalesforceConnector
 from shopbotly.crm_writer.domain import Write, WriteKind
+from shopbotly.crm_writer.metrics import DROPPED_PROPERTIES
 
 pytestmark = pytest.mark.component
 
@@ -198,16 +204,20 @@ async def test_collections_upsert_batches_and_maps_per_record_results(
         for i in range(250)
     ]
     writes[3] = write("p3@x.io", fields={"firstname": "no last name"})
+    writes[4] = write("not-an-email", fields={"lastname": "L4"})
     try:
         results = await asyncio.gather(*(conn.apply(w, partition=0) for w in writes), return_exceptions=True)
     finally:
         await conn.aclose()
-    assert isinstance(results[3], PermanentError) and "LastName" in results[3].message
+    assert isinstance(results[4], PermanentError) and "INVALID_EMAIL_ADDRESS" in results[4].message
     assert all(
-        isinstance(r, dict) and r["contact"].startswith("003") for i, r in enumerate(results) if i != 3
+        isinstance(r, dict) and r["contact"].startswith("003") for i, r in enumerate(results) if i != 4
     )
+    # A new contact without the LastName Salesforce requires gets the placeholder, in a request of its own.
+    assert sf.records["Contact"]["p3@x.io"]["LastName"] == PLACEHOLDER == "[not provided]"
+    assert sf.records["Contact"]["p3@x.io"]["FirstName"] == "no last name"
     upserts = [b for m, p, b in sf.requests if p.endswith("/composite/sobjects/Contact/ShopBotly_Email__c")]
-    assert [len(b["records"]) for b in upserts] == [200, 50]
+    assert sorted(len(b["records"]) for b in upserts) == [1, 50, 200]
     rec = sf.records["Contact"]["p7@x.io"]
     assert (
         rec["LastName"] == "L7" and rec["Email"] == "p7@x.io" and "Company" not in rec
@@ -263,10 +273,24 @@ async def test_request_limit_exceeded_is_an_outage(make_runtime: Any, sf: FakeSa
     assert rt.circuit_state is CircuitState.OPEN
 
 
-async def test_unsupported_tags_are_refused_not_dropped(make_runtime: Any, sf: FakeSalesforce) -> None:
+async def test_tags_without_a_tags_field_are_dropped_or_dead_lettered_by_policy(
+    make_runtime: Any, sf: FakeSalesforce
+) -> None:
     cfg = sf_config()
     cfg["options"].pop("tags_field")
     conn = SalesforceConnector(make_runtime(cfg, sf.transport))
+    try:
+        tagged = write("b@x.io", CommandOp.UPSERT_CONTACT, tags=["x"], fields={"lastname": "B"})
+        result = await conn.apply(tagged, partition=0)
+    finally:
+        await conn.aclose()
+    assert result["dropped_properties"] == "tags" and result["contact"].startswith("003")
+    assert sf.records["Contact"]["b@x.io"]["LastName"] == "B"  # the fields the org has still land
+    assert not any(k.lower().startswith("tags") for k in sf.records["Contact"]["b@x.io"])
+
+    strict = sf_config(unknown_properties="dead_letter")
+    strict["options"].pop("tags_field")
+    conn = SalesforceConnector(make_runtime(strict, sf.transport))
     try:
         with pytest.raises(PermanentError, match="tags_field"):
             await conn.apply(write("a@x.io", CommandOp.ADD_TAGS, tags=["x"]), partition=0)
@@ -274,3 +298,133 @@ async def test_unsupported_tags_are_refused_not_dropped(make_runtime: Any, sf: F
             conn.kind_of(CommandOp.NOTIFY_BOT)
     finally:
         await conn.aclose()
+
+
+# -- against the CRM emulator: a fresh org, ShopBotly's identity field created as `connections setup` does --
+
+ORG = "http://org.test"
+
+
+@pytest.fixture
+async def org(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Emulator]:
+    monkeypatch.setenv("SB_TEST_SF_SECRET", "emulator-sf-secret")
+    app = create_app(EmulatorSettings(seed=7))
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url=ORG) as client,
+    ):
+        emu = Emulator(app, client, Clock(), app.state.runtime)
+        for sobject in ("Lead", "Contact"):
+            await emu.create_field(sobject, "ShopBotly_Email__c", external_id=True, unique=True)
+        yield emu
+
+
+def org_connector(make_runtime: Any, org: Emulator, **options: Any) -> SalesforceConnector:
+    config = {
+        "kind": "salesforce",
+        "base_url": ORG,
+        "rate_limit": {"requests": 1000, "per_seconds": 1},
+        "auth": {
+            "kind": "oauth2_client_credentials",
+            "token_url": f"{ORG}/services/oauth2/token",
+            "client_id": "emulator-sf-client",
+            "client_secret": {"env": "SB_TEST_SF_SECRET"},
+        },
+        "options": options,
+    }
+    return SalesforceConnector(make_runtime(config, httpx.ASGITransport(app=org.app)))
+
+
+async def record(org: Emulator, sobject: str, email: str) -> dict[str, Any]:
+    response = await org.client.get(
+        f"/services/data/v61.0/sobjects/{sobject}/ShopBotly_Email__c/{email}", headers=await org.sf_token()
+    )
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def dropped(sobject: str) -> float:
+    return DROPPED_PROPERTIES.labels("t:crm", sobject)._value.get()
+
+
+async def test_fields_the_org_lacks_are_dropped_and_the_rest_lands(make_runtime: Any, org: Emulator) -> None:
+    sf = org_connector(make_runtime, org)
+    before = dropped("Contact")
+    fields = {"firstname": "Ada", "lastname": "Lovelace", "Plan__c": "pro", "Seats__c": 3}
+    try:
+        first = await sf.apply(write("ada@example.com", CommandOp.UPSERT_CONTACT, fields=fields), partition=0)
+        # Later writes leave the refused fields out without asking the org again.
+        again = await sf.apply(
+            write("bob@example.com", CommandOp.UPSERT_CONTACT, 1, fields={**fields, "firstname": "Bob"}),
+            partition=0,
+        )
+    finally:
+        await sf.aclose()
+    assert first["dropped_properties"] == "Plan__c,Seats__c" == again["dropped_properties"]
+    ada = await record(org, "Contact", "ada@example.com")
+    assert (ada["FirstName"], ada["LastName"]) == ("Ada", "Lovelace")
+    assert (await record(org, "Contact", "bob@example.com"))["FirstName"] == "Bob"
+    assert dropped("Contact") - before == 4
+    # One refusal per unknown column (the org names one at a time), none for the second write.
+    answers = org.runtime.counters.by_endpoint
+    refused = sum(c.get("400", 0) for e, c in answers.items() if "composite/sobjects" in e)
+    assert refused == 2, answers
+
+    await org.create_field("Contact", "Plan__c")  # an admin creates one: picked up after state_ttl_s
+    sf = org_connector(make_runtime, org, state_ttl_s=0)
+    try:
+        later = await sf.apply(write("cy@example.com", CommandOp.UPSERT_CONTACT, fields=fields), partition=0)
+    finally:
+        await sf.aclose()
+    assert later["dropped_properties"] == "Seats__c"
+    assert (await record(org, "Contact", "cy@example.com"))["Plan__c"] == "pro"
+
+
+async def test_dead_letter_policy_refuses_the_command(make_runtime: Any, org: Emulator) -> None:
+    sf = org_connector(make_runtime, org, unknown_properties="dead_letter")
+    try:
+        with pytest.raises(PermanentError, match="No such column 'Plan__c' on sobject of type Contact"):
+            await sf.apply(
+                write("d@example.com", CommandOp.UPSERT_CONTACT, fields={"lastname": "D", "Plan__c": "x"}),
+                partition=0,
+            )
+    finally:
+        await sf.aclose()
+
+
+async def test_a_lead_without_company_or_last_name_gets_the_placeholder_only_when_new(
+    make_runtime: Any, org: Emulator
+) -> None:
+    sf = org_connector(make_runtime, org)
+    try:
+        await sf.apply(
+            write("eve@example.com", CommandOp.UPSERT_LEAD, fields={"firstname": "Eve"}), partition=0
+        )
+        assert (await record(org, "Lead", "eve@example.com"))["Company"] == PLACEHOLDER
+        lead = await record(org, "Lead", "eve@example.com")
+        assert (lead["LastName"], lead["FirstName"]) == (PLACEHOLDER, "Eve")
+
+        known = {"lastname": "Adams", "company": "Acme"}
+        await sf.apply(write("eve@example.com", CommandOp.UPSERT_LEAD, 1, fields=known), partition=0)
+        await sf.apply(
+            write("eve@example.com", CommandOp.UPSERT_LEAD, 2, fields={"phone": "+1"}), partition=0
+        )
+    finally:
+        await sf.aclose()
+    lead = await record(org, "Lead", "eve@example.com")
+    # An existing lead is never given the placeholder back.
+    assert (lead["LastName"], lead["Company"], lead["Phone"]) == ("Adams", "Acme", "+1")
+
+
+async def test_a_tags_field_the_org_lacks_drops_the_tags_not_the_contact(
+    make_runtime: Any, org: Emulator
+) -> None:
+    sf = org_connector(make_runtime, org, tags_field="ShopBotly_Tags__c")
+    try:
+        tagged = write("tia@example.com", CommandOp.UPSERT_CONTACT, tags=["vip"], fields={"lastname": "Tia"})
+        result = await sf.apply(tagged, partition=0)
+    finally:
+        await sf.aclose()
+    assert result["dropped_properties"] == "ShopBotly_Tags__c"
+    assert (await record(org, "Contact", "tia@example.com"))["LastName"] == "Tia"

@@ -9,6 +9,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import orjson
 import pytest
 
@@ -82,9 +83,18 @@ async def test_broker_down_gives_503_with_retry_after_and_back_gives_202(
     settings = Settings(kafka=kafka, publish_timeout_s=2.0, broker_check_interval_s=0.5, retry_after_s=7)
     url = "/v1/webhooks/acme/shopbotly"
 
+    auth = {"authorization": "Bearer " + "sbk_test_" + "k" * 40}
+
+    async def keyed_lead(key: str) -> httpx.Response:
+        return await ingest.client.post(
+            "/api/v1/leads", json={"email": "k@y.zz"}, headers={**auth, "idempotency-key": key}
+        )
+
     async with running_app(settings) as ingest:
         body, headers = _event(0)
         assert (await ingest.client.post(url, content=body, headers=headers)).status_code == 202
+        stored = await keyed_lead("before")
+        assert stored.status_code == 202, stored.text
 
         private_broker.run("stop")
         # Right after the stop and once the monitor noticed: both must refuse, never accept.
@@ -99,12 +109,13 @@ async def test_broker_down_gives_503_with_retry_after_and_back_gives_202(
         assert [a.status_code for a in answers] == [503] * 6
         assert all(a.headers["retry-after"] == "7" for a in answers)
         assert all(a.json()["code"] == "unavailable" for a in answers)
-        lead = await ingest.client.post(
-            "/api/v1/leads",
-            json={"email": "x@y.zz"},
-            headers={"authorization": "Bearer " + "sbk_test_" + "k" * 40},
-        )
+        lead = await ingest.client.post("/api/v1/leads", json={"email": "x@y.zz"}, headers=auth)
         assert lead.status_code == 503 and lead.headers["retry-after"] == "7"
+        # A new Idempotency-Key cannot be claimed; one stored before is answered from memory.
+        claimed = await keyed_lead("during")
+        assert claimed.status_code == 503 and claimed.headers["retry-after"] == "7"
+        repeat = await keyed_lead("before")
+        assert (repeat.status_code, repeat.json()) == (202, stored.json())
 
         private_broker.run("start")
         await _wait_for(ingest, 200)
@@ -114,6 +125,20 @@ async def test_broker_down_gives_503_with_retry_after_and_back_gives_202(
             resp = await ingest.client.post(url, content=body, headers=headers)
             assert resp.status_code == 202, resp.text
 
-    records = await read_topic(kafka, expected=7, timeout_s=30)
+        # The client retries its keyed lead until the records' follower has reconnected too.
+        async def until_accepted() -> httpx.Response:
+            while (resp := await keyed_lead("during")).status_code == 503:
+                await asyncio.sleep(0.5)
+            return resp
+
+        retried = await asyncio.wait_for(until_accepted(), 60)
+        assert retried.status_code == 202, retried.text
+
+    records = await read_topic(kafka, expected=9, timeout_s=30)
     # At least once: a publish that timed out may still have been delivered later, so ids can repeat.
-    assert {RawEvent.from_json(r.value).id for r in records} == {f"msg_{n}" for n in range(7)}
+    ids = {RawEvent.from_json(r.value).id for r in records}
+    assert {i for i in ids if i.startswith("msg_")} == {f"msg_{n}" for n in range(7)}
+    assert {i for i in ids if i.startswith("lead_")} == {
+        stored.json()["event_id"],
+        retried.json()["event_id"],
+    }

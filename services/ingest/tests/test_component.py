@@ -286,6 +286,21 @@ async def test_lead_api_refuses_bad_bodies_with_field_paths(ingest: Running) -> 
     assert resp.status_code == 400 and resp.json()["code"] == "invalid_idempotency_key"
 
 
+async def test_a_keyed_lead_before_the_idempotency_records_are_read_is_503_and_not_ready(
+    ingest: Running,
+) -> None:
+    """A replica that has not read the shared Idempotency-Key records yet could miss a binding: it refuses
+    keyed leads with 503 (retry: the load balancer sends it elsewhere) and is not ready."""
+    resp = await ingest.client.post(
+        "/api/v1/leads", json={"email": "a@b.co"}, headers={**AUTH, "idempotency-key": "form-1"}
+    )
+    assert resp.status_code == 503, resp.text
+    assert resp.headers["retry-after"] == str(ingest.runtime.settings.retry_after_s)
+    assert "Idempotency-Key records" in resp.json()["detail"]
+    ready = await ingest.client.get("/readyz")
+    assert ready.json()["problems"]["idempotency-records"] == "reading Idempotency-Key records"
+
+
 # --- probes and docs -------------------------------------------------------------------------------
 
 

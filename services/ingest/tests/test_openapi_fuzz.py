@@ -66,8 +66,9 @@ def api_schema(ingest_app: FastAPI) -> Any:
     schema = schemathesis.openapi.from_asgi("/openapi.json", ingest_app)  # starts the lifespan
     runtime: IngestRuntime = ingest_app.state.runtime
     deadline = time.monotonic() + 30
-    while not runtime.publisher.available:  # the producer lives on schemathesis' loop thread
-        assert time.monotonic() < deadline, "the producer did not become ready"
+    # The producer and the Idempotency-Key records' follower live on schemathesis' loop thread.
+    while not (runtime.publisher.available and runtime.intake.idempotency.ready):
+        assert time.monotonic() < deadline, "the producer or the Idempotency-Key records did not become ready"
         time.sleep(0.05)
     return schema
 

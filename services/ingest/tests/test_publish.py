@@ -15,7 +15,7 @@ from shopbotly.common.events import RawEvent
 from shopbotly.common.ids import raw_event_key
 from shopbotly.common.kafka import KafkaSettings
 from shopbotly.common.topics import Topic
-from shopbotly.ingest.schemas import lead_event_id
+from shopbotly.ingest.schemas import Lead, lead_event_id, lead_fingerprint
 from shopbotly.ingest.settings import Settings
 from shopbotly.ingest.testing import (
     API_KEY,
@@ -243,7 +243,8 @@ async def test_lead_is_published_and_idempotency_key_is_honoured(
     resp = await c.post("/api/v1/leads", json=lead, headers={**auth, "idempotency-key": "form-42"})
     assert resp.status_code == 202
     event_id = resp.json()["event_id"]
-    assert event_id == lead_event_id("acme", "form-42")
+    expected = Lead.model_validate(lead).event_data()
+    assert event_id == lead_event_id("acme", "form-42", lead_fingerprint(expected))
     # Same key and body (other key order): same answer, nothing new.
     same = await c.post(
         "/api/v1/leads",

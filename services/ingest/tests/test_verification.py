@@ -222,7 +222,10 @@ def test_a_valid_lead_keeps_its_fields() -> None:
     assert lead_fingerprint(data) == lead_fingerprint(dict(reversed(list(data.items()))))
 
 
-def test_lead_event_id_is_derived_from_tenant_and_idempotency_key() -> None:
-    assert lead_event_id("acme", "k1") == lead_event_id("acme", "k1")
-    assert lead_event_id("acme", "k1") != lead_event_id("other", "k1")
-    assert lead_event_id("acme", None) != lead_event_id("acme", None)
+def test_lead_event_id_is_derived_from_tenant_idempotency_key_and_body() -> None:
+    fp, other_fp = lead_fingerprint({"email": "a@b.co"}), lead_fingerprint({"email": "c@d.co"})
+    assert lead_event_id("acme", "k1", fp) == lead_event_id("acme", "k1", fp)
+    assert lead_event_id("acme", "k1", fp) != lead_event_id("other", "k1", fp)
+    # Another body under the same key never shares the id, so downstream cannot take it for a repeat.
+    assert lead_event_id("acme", "k1", fp) != lead_event_id("acme", "k1", other_fp)
+    assert lead_event_id("acme", None, fp) != lead_event_id("acme", None, fp)

@@ -397,3 +397,115 @@ async def test_a_killed_worker_loses_nothing(
         value = orjson.loads(record.value or b"")
         ids_by_cause.setdefault(value["causation_event_id"], set()).add(value["command_id"])
     assert all(len(ids) == 1 for ids in ids_by_cause.values())
+
+
+def customer_message(
+    prefix: str, n: int, customers: int = 60
+) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
+    """A `message.received` for one of `customers` customers (so every partition gets some): one command."""
+    template = sample_events("shopbotly")["message.received"]
+    email = f"customer{n % customers}@example.com"
+    event = {**template, "id": f"{prefix}-{n}", "subject": email}
+    event["data"] = {**template["data"], "data": {**template["data"]["data"], "customer": {"email": email}}}
+    _, value, headers = raw(event)
+    return f"demo:{email}".encode(), value, headers
+
+
+class CommitWatch:
+    """Checks, while mappers run, that the group's committed offset never passes an event whose command is not
+    on crm-commands: the committed offsets are read first, the commands topic's end offsets after, so every
+    command published before that commit is below those ends and must have been read."""
+
+    def __init__(self, settings: KafkaSettings, out: Outputs, placed: dict[str, tuple[int, int]]) -> None:
+        self.settings = settings
+        self.out = out
+        self.placed = placed  # event id -> (partition, offset) on raw-events
+        self.raw_topic = settings.topic(Topic.RAW_EVENTS)
+        self.violations: list[str] = []
+        self.checks = 0
+
+    async def check(self) -> list[str]:
+        offsets = await committed(self.settings, f"{self.settings.topic_prefix}mapper")
+        consumer = self.out.consumer
+        tps = list(consumer.assignment())
+        ends = await consumer.end_offsets(tps)
+
+        async def behind() -> bool:
+            return any([await consumer.position(tp) < end for tp, end in ends.items()])
+
+        async with asyncio.timeout(30):
+            while await behind():
+                batch = await consumer.getmany(timeout_ms=100)
+                for tp, records in batch.items():
+                    self.out.seen[self.out._by_name[tp.topic]].extend(records)
+        mapped = {
+            orjson.loads(r.value or b"")["causation_event_id"] for r in self.out.seen[Topic.CRM_COMMANDS]
+        }
+        self.checks += 1
+        return [
+            f"{event_id} at {partition}:{offset} (committed {offsets[tp]})"
+            for event_id, (partition, offset) in self.placed.items()
+            if (tp := TopicPartition(self.raw_topic, partition)) in offsets
+            and offset < offsets[tp]
+            and event_id not in mapped
+        ]
+
+
+async def test_rebalances_while_batches_are_in_flight_skip_no_offset(
+    kafka_settings: KafkaSettings, mappers: Callable[[], MapperProcess]
+) -> None:
+    """Members join, leave and crash while the first one has batches in flight. The group's committed offset
+    must never pass an event that is not mapped (checked all along); a worker is SIGKILLed right after each
+    rebalance, and at the end every event sent has its command (repeats allowed)."""
+    total = 6000
+    placed: dict[str, tuple[int, int]] = {}
+
+    async def send(start: int, stop: int) -> None:
+        messages = [customer_message("rb", n) for n in range(start, stop)]
+        for n, (partition, offset, _) in zip(
+            range(start, stop), await produce(kafka_settings, Topic.RAW_EVENTS, messages), strict=True
+        ):
+            placed[f"rb-{n}"] = (partition, offset)
+
+    await send(0, 2000)  # a backlog: the first worker is mid-batch when the others join
+    running = [await start(mappers())]
+    async with Outputs(kafka_settings, Topic.CRM_COMMANDS) as out:
+        watch = CommitWatch(kafka_settings, out, placed)
+
+        async def watching() -> None:
+            while True:
+                missing = await watch.check()
+                if missing:
+                    watch.violations += missing
+                    for proc in running:  # freeze it: a crash now makes the skip permanent
+                        proc.kill()
+                    return
+
+        watcher = asyncio.create_task(watching())
+        await out.until(lambda s: len(s[Topic.CRM_COMMANDS]) >= 100)
+        for step, chunk in enumerate(range(2000, total, 1000)):
+            sending = asyncio.create_task(send(chunk, chunk + 1000))
+            running.append(
+                await start(mappers())
+            )  # joins: a rebalance while the others have batches in flight
+            await sending
+            if watcher.done():
+                watcher.result()  # a failure of the watch itself is raised here
+                break
+            oldest = running.pop(0)
+            if step % 2 == 0:
+                oldest.kill()  # crashes right after the rebalance
+            else:
+                assert oldest.stop() == 0  # or leaves cleanly: another rebalance
+        if watcher.done():
+            await send(len(placed), total)
+            running.append(await start(mappers()))  # a fresh worker resumes from the committed offsets
+        raw_topic = kafka_settings.topic(Topic.RAW_EVENTS)
+        for partition in range(kafka_settings.partitions):
+            end = max((o for p, o in placed.values() if p == partition), default=-1) + 1
+            await wait_committed(kafka_settings, TopicPartition(raw_topic, partition), end, timeout=120)
+        watcher.cancel()
+        missing = await watch.check()
+    assert watch.violations == [], f"committed past unmapped events: {watch.violations[:10]}"
+    assert missing == [], f"events skipped for good: {missing[:10]}"
+    assert watch.checks > 5

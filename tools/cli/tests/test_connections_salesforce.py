@@ -22,8 +22,20 @@ from simple_salesforce import Salesforce, SalesforceResourceNotFound
 from typer.testing import CliRunner, Result
 
 from shopbotly.cli.app import app
+from shopbotly.cli.connections_cmd import check_rows, plan_connections
+from shopbotly.common.config import load_config
+from shopbotly.common.config._mapping import PRESET_NAMES
+from shopbotly.common.config.crm_kinds.salesforce import SalesforceOptions
 from shopbotly.crm_emulator import EmulatorSettings, create_app
+from shopbotly.crm_emulator.salesforce_describe import standard_fields
+from shopbotly.crm_emulator.salesforce_tooling import field_from_metadata
 from shopbotly.crm_emulator.testing import free_port, serve
+from shopbotly.crm_writer.schema import (
+    FetchedSchema,
+    owned_salesforce_fields,
+    parse_salesforce_describe,
+    salesforce_definition,
+)
 
 CLIENT_ID, CLIENT_SECRET = "emulator-sf-client", "emulator-sf-secret"
 # What an admin creates in Setup for ShopBotly (`connections setup` says so); a fresh org has none of it.
@@ -95,7 +107,7 @@ def row(output: str, sobject: str, name: str) -> str:
     return line
 
 
-async def test_check_on_a_fresh_org_lists_the_missing_external_id_setup_says_how_and_then_check_passes(
+async def test_check_on_a_fresh_org_lists_the_missing_external_id_setup_creates_it_and_check_then_passes(
     org: Org, tmp_path: Path
 ) -> None:
     fresh = await org()
@@ -105,7 +117,9 @@ async def test_check_on_a_fresh_org_lists_the_missing_external_id_setup_says_how
     assert before.exit_code == 1, before.output
     for sobject in ("Lead", "Contact"):
         assert " missing " in row(before.output, sobject, "ShopBotly_Email__c")
-        assert "create it in Setup" in row(before.output, sobject, "ShopBotly_Email__c")
+        assert "`shopbotly connections setup --apply` creates it" in row(
+            before.output, sobject, "ShopBotly_Email__c"
+        )
         for name in ("Email", "FirstName", "LastName", "Phone"):
             assert " ok " in row(before.output, sobject, name), before.output
     for name in ("Subject", "Description", "WhoId", "Status"):
@@ -117,22 +131,47 @@ async def test_check_on_a_fresh_org_lists_the_missing_external_id_setup_says_how
     dry = await cli("connections", "setup", "--config", config)
     assert dry.exit_code == 0, dry.output
     assert (
-        "acme:sf  Lead.ShopBotly_Email__c: create in Setup (Setup > Object Manager > Lead > Fields & "
+        "acme:sf  Lead.ShopBotly_Email__c: create (Setup > Object Manager > Lead > Fields & "
         "Relationships > New: Text(255), Field Name ShopBotly_Email, External ID, Unique)"
     ) in dry.output
-    assert "Contact.ShopBotly_Email__c: create in Setup" in dry.output
-    applied = await cli("connections", "setup", "--config", config, "--apply")
-    assert applied.exit_code == 1, applied.output  # nothing ShopBotly can create: still to do in Setup
+    assert "Contact.ShopBotly_Email__c: create" in dry.output and "dry run: 2 to create" in dry.output
 
-    set_up = await org(**SET_UP)
-    config = str(write_config(tmp_path, set_up, presets=["shopbotly", "shopify", "api"]))
+    applied = await cli("connections", "setup", "--config", config, "--apply")
+    assert applied.exit_code == 0, applied.output
+    assert "Lead.ShopBotly_Email__c: created (Tooling API" in applied.output
+    assert "Contact.ShopBotly_Email__c: created (Tooling API" in applied.output
+
     after = await cli("connections", "check", "--config", config)
     assert after.exit_code == 0, after.output
     assert " ok " in row(after.output, "Lead", "ShopBotly_Email__c")
     assert "0 problem(s)" in after.output
     again = await cli("connections", "setup", "--config", config, "--apply")
     assert again.exit_code == 0, again.output
-    assert "Lead.ShopBotly_Email__c: exists" in again.output and "create in Setup" not in again.output
+    assert "Lead.ShopBotly_Email__c: exists" in again.output and "created" not in again.output
+
+    # An org where an admin created the field in Setup instead: setup finds it.
+    set_up = await org(**SET_UP)
+    config = str(write_config(tmp_path, set_up, presets=["shopbotly", "shopify", "api"]))
+    assert (await cli("connections", "check", "--config", config)).exit_code == 0
+
+
+async def test_setup_waits_for_an_org_that_is_not_up_yet(org: Org, tmp_path: Path) -> None:
+    port = free_port()
+    config = str(write_config(tmp_path, f"http://127.0.0.1:{port}", presets=["api"]))
+    unreachable = await cli("connections", "setup", "--config", config, "--apply")
+    assert unreachable.exit_code == 1 and "failed" in unreachable.output
+
+    async def start_later() -> tuple[uvicorn.Server, asyncio.Task[None], int]:
+        await asyncio.sleep(1.5)
+        return await serve(create_app(EmulatorSettings(port=port)), port)
+
+    later = asyncio.create_task(start_later())
+    waited = await cli("connections", "setup", "--config", config, "--apply", "--wait", "60")
+    server, task, _ = await later
+    server.should_exit = True
+    await task
+    assert waited.exit_code == 0, waited.output
+    assert "Contact.ShopBotly_Email__c: created" in waited.output
 
 
 async def test_check_reads_salesforce_types_read_only_fields_and_custom_fields(
@@ -149,11 +188,12 @@ async def test_check_reads_salesforce_types_read_only_fields_and_custom_fields(
     assert result.exit_code == 1, result.output
     assert " read-only " in row(result.output, "Lead", "Name")
     assert " missing " in row(result.output, "Contact", "ShopBotly_Tags__c")
-    assert "create it in Setup" in row(result.output, "Contact", "ShopBotly_Tags__c")
+    assert "setup --apply` creates it" in row(result.output, "Contact", "ShopBotly_Tags__c")
     assert " ok " in row(result.output, "Lead", "LastName")
 
     dry = await cli("connections", "setup", "--config", config)
     assert "New: Picklist (Multi-Select), Field Name ShopBotly_Tags" in dry.output
+    assert "create it in Setup" not in result.output
 
     tags = {"name": "ShopBotly_Tags__c", "type": "multipicklist", "picklist_values": ["vip"]}
     with_tags = await org(
@@ -165,6 +205,38 @@ async def test_check_reads_salesforce_types_read_only_fields_and_custom_fields(
     config = str(write_config(tmp_path, with_tags, presets=["api"], options=options))
     result = await cli("connections", "check", "--config", config)
     assert " ok " in row(result.output, "Contact", "ShopBotly_Tags__c")
+
+
+SETUP_OPTIONS = "{tags_field: ShopBotly_Tags__c, ticket_external_id_field: ShopBotly_Command_Id__c}"
+
+
+@pytest.mark.parametrize("options", ["{}", SETUP_OPTIONS])
+@pytest.mark.parametrize("preset", [p for p in PRESET_NAMES if p != "hubspot"])
+def test_every_preset_fits_a_fresh_org_once_setup_ran(preset: str, options: str, tmp_path: Path) -> None:
+    """Each field a preset writes to Salesforce is standard in a fresh org or created by `connections setup`
+    (its Tooling API definitions, read by the emulator's own parser); tags go to `tags_field` or are dropped;
+    a preset that creates Leads sends a Company."""
+    cfg = load_config(write_config(tmp_path, "http://127.0.0.1:1", presets=[preset], options=options))
+    [plan] = plan_connections(cfg)
+    schema = FetchedSchema()
+    for sobject, fields in standard_fields().items():
+        schema.objects[sobject] = parse_salesforce_describe({"fields": fields})
+    sent = [key for key, w in plan.written.items() if w.target.not_sent is None]
+    options = cfg.tenants["acme"].connections["sf"].options
+    assert isinstance(options, SalesforceOptions)
+    for prop in owned_salesforce_fields(options, sent):
+        sobject, described = field_from_metadata(salesforce_definition(prop))
+        schema.objects[sobject].update(parse_salesforce_describe({"fields": [described]}))
+    rows = check_rows(plan, schema)
+    assert [r for r in rows if r.failed] == []
+    assert plan.written, f"preset {preset} writes nothing through Salesforce"
+    leads = {name for sobject, name in plan.written if sobject == "Lead"}
+    if leads:
+        assert {"LastName", "Company"} <= leads, f"preset {preset}: a new Lead needs LastName and Company"
+    tags = [r for r in rows if r.name == "(tags)"]
+    assert all(r.status == "not sent" and "dropped" in r.detail for r in tags)
+    if options == "{}" and preset in ("shopbotly", "shopify", "api"):
+        assert tags, f"preset {preset} tags contacts: check must say the tags are dropped"
 
 
 # -- simple-salesforce against the emulator over HTTPS --------------------------------------------------

@@ -27,6 +27,9 @@ async def upsert(emu: Emulator, email: str, **props: str) -> httpx.Response:
 
 
 async def test_state_counters_and_history(emulator: Emulator) -> None:
+    await emulator.provision_hubspot()
+    # A reset forgets records and counters, not the properties created through the API.
+    assert (await emulator.client.post("/_emulator/reset")).status_code == 200
     for seq in range(3):
         await upsert(emulator, "h@example.com", shopbotly_tags=f"t{seq}")
     await emulator.client.post("/api/v1/leads", headers=GENERIC, json={"email": "g@example.com"})

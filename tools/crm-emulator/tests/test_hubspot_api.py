@@ -23,6 +23,7 @@ async def upsert(emu: Emulator, *inputs: dict[str, Any]) -> Any:
 
 
 async def test_upsert_creates_then_updates_one_record_per_email(emulator: Emulator) -> None:
+    await emulator.provision_hubspot()
     first = await upsert(emulator, contact("Jane@Example.com", firstname="Jane", shopbotly_tags="newsletter"))
     assert first.status_code == 200
     body = first.json()
@@ -318,6 +319,7 @@ def note_upsert(key: str, body: str, **extra: Any) -> dict[str, Any]:
 
 
 async def test_note_batch_upsert_by_a_unique_property_creates_once(emulator: Emulator) -> None:
+    await emulator.provision_hubspot()
     contact_id = (await upsert(emulator, contact("u@example.com"))).json()["results"][0]["id"]
     path = "/crm/v3/objects/notes/batch/upsert"
     first = await emulator.client.post(
@@ -357,6 +359,7 @@ async def test_note_batch_upsert_by_a_unique_property_creates_once(emulator: Emu
 async def test_ticket_batch_upsert_validates_like_a_create_and_refuses_associations(
     emulator: Emulator,
 ) -> None:
+    await emulator.provision_hubspot()
     path = "/crm/v3/objects/tickets/batch/upsert"
     ticket = {
         "idProperty": "shopbotly_command_id",

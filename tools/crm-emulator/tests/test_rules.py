@@ -175,7 +175,7 @@ class TestSalesforceCollections:
             sf_record(**{EXT: "dup@example.com"}),
             sf_record(**{EXT: "DUP@example.com"}),
         ]
-        all_or_none, valid, errors = sf.parse_collection_upsert({"records": records}, LEAD, EXT, 200)
+        all_or_none, valid, errors = sf.parse_collection_upsert({"records": records}, LEAD, EXT, 200, [EXT])
         assert all_or_none is False
         assert [r.index for r in valid] == [0]
         assert {i: [e["statusCode"] for e in errs] for i, errs in errors.items()} == {
@@ -193,20 +193,38 @@ class TestSalesforceCollections:
             ([{"LastName": "x"}], "INVALID_TYPE"),
             ([{"attributes": {"type": "Contact"}}], "INVALID_TYPE"),
             ([sf_record(NoSuchField="x")], "INVALID_FIELD"),
+            # A custom field the org has not created (only EXT exists here).
+            ([sf_record(**{EXT: "a@example.com", "Plan__c": "pro"})], "INVALID_FIELD"),
         ],
     )
     def test_malformed_records_refuse_the_request(self, records: list[dict[str, Any]], code: str) -> None:
         with pytest.raises(sf.SalesforceRejected) as err:
-            sf.parse_collection_upsert({"records": records}, LEAD, EXT, 200)
+            sf.parse_collection_upsert({"records": records}, LEAD, EXT, 200, [EXT])
         assert err.value.body[0]["errorCode"] == code
 
     def test_external_id_field(self) -> None:
-        assert sf.external_id_field(LEAD, EXT, {}) == EXT
+        assert sf.external_id_field(LEAD, EXT, [EXT]) == EXT
         with pytest.raises(sf.SalesforceRejected, match="Provided external ID field does not exist"):
-            sf.external_id_field(LEAD, "Email", {})
+            sf.external_id_field(LEAD, "Email", [EXT])
         with pytest.raises(sf.SalesforceRejected):
-            sf.external_id_field(LEAD, "Other__c", {"Lead": [EXT]})
-        assert sf.external_id_field(LEAD, "shopbotly_email__c", {"Lead": [EXT]}) == EXT
+            sf.external_id_field(LEAD, "Other__c", [EXT])
+        with pytest.raises(sf.SalesforceRejected):  # a fresh org has none
+            sf.external_id_field(LEAD, EXT, [])
+        assert sf.external_id_field(LEAD, "shopbotly_email__c", [EXT]) == EXT
+
+    def test_unknown_columns_are_refused_in_salesforce_words(self) -> None:
+        for name in ("Foo__c", "MailingCity"):  # a custom field nobody created; a Contact field
+            with pytest.raises(sf.SalesforceRejected) as err:
+                sf.canonical_fields(LEAD, {"LastName": "Doe", name: "x"}, [EXT])
+            assert err.value.status == 400
+            assert err.value.body == [
+                {
+                    "message": f"No such column '{name}' on sobject of type Lead",
+                    "errorCode": "INVALID_FIELD",
+                    "fields": [],
+                }
+            ]
+        assert sf.canonical_fields(LEAD, {"shopbotly_EMAIL__c": "a@b.c"}, [EXT]) == {EXT: "a@b.c"}
 
     def test_field_names_are_case_insensitive(self) -> None:
         assert sf.canonical_fields(LEAD, {"lastname": "Doe", "COMPANY": "Acme"}) == {

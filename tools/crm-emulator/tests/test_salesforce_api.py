@@ -12,12 +12,31 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from shopbotly.crm_emulator import OAuthClient
+from shopbotly.crm_emulator.settings import SalesforceCustomField
 from shopbotly.crm_emulator.testing import Emulator, EmulatorFactory
 
 pytestmark = pytest.mark.component
 
 V = "v60.0"
 COLLECTION = f"/services/data/{V}/composite/sobjects/Lead/ShopBotly_Email__c"
+
+
+# The custom fields these tests write, as an admin created them in Setup (a fresh org has none).
+ORG_FIELDS = {
+    "Lead": [SalesforceCustomField(name="ShopBotly_Email__c", external_id=True, unique=True)],
+    "Contact": [SalesforceCustomField(name="ShopBotly_Email__c", external_id=True, unique=True)],
+    "Case": [SalesforceCustomField(name="ShopBotly_Command_Id__c", external_id=True, unique=True)],
+}
+
+
+@pytest.fixture
+def make_emulator(make_emulator: EmulatorFactory) -> EmulatorFactory:
+    """Orgs that have ORG_FIELDS (unless a test says otherwise)."""
+
+    async def make(**overrides: Any) -> Emulator:
+        return await make_emulator(**{"salesforce_custom_fields": ORG_FIELDS, **overrides})
+
+    return make
 
 
 def lead(email: str, **fields: Any) -> dict[str, Any]:

@@ -289,6 +289,7 @@ async def test_event_ids_go_on_after_an_admin_reset_and_a_restart(receiver: Rece
 async def test_ticket_upserts_send_a_creation_then_nothing_for_a_same_content_repeat(
     emulator: Emulator, receiver: Receiver
 ) -> None:
+    await emulator.provision_hubspot()
     await configure(emulator, receiver)
     ticket = {
         "idProperty": "shopbotly_command_id",

@@ -16,6 +16,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 __all__ = [
+    "ATTEMPTS_HEADER",
     "CommandOp",
     "CommandOutcome",
     "CommandResult",
@@ -212,6 +213,12 @@ class Ticket(_Contract):
         data = self.model_dump(mode="json")
         data.update({k: v for k, v in update.items() if v is not None})
         return Ticket.model_validate(data)
+
+
+# The header of a crm-results record listing the tries of its write (time, latency, outcome, status, the
+# CRM's answer), as JSON `{"tries": [...], "omitted": n}`. A header, not a field of CommandResult, so readers
+# of crm-results that predate it keep parsing results strictly during a rolling upgrade.
+ATTEMPTS_HEADER = "crm.attempts"
 
 
 def message_headers(*, event_id: str, tenant: str, trace_id: str | None, schema: str) -> Headers:

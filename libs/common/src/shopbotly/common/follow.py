@@ -24,13 +24,16 @@ __all__ = ["TopicFollower"]
 _log = get_logger(__name__)
 
 BatchHandler = Callable[[str, list[Any]], None]
+LagHandler = Callable[[dict[TopicPartition, int]], None]
 
 
 class TopicFollower:
     """Follow `topics`: from `since_ms()` (a time: records older than it are skipped) or the beginning.
 
     `on_batch(topic, records)` runs in the event loop for each fetched batch of one partition; it must be
-    quick (in-memory work). Missing topics are waited for (retry every `retry_s`).
+    quick (in-memory work). `on_lag(lags)`, if given, gets the messages between the position and the high
+    watermark of each partition after each fetch (for a consumer-lag gauge). Missing topics are waited for
+    (retry every `retry_s`).
     """
 
     def __init__(
@@ -43,6 +46,7 @@ class TopicFollower:
         since_ms: Callable[[], int | None] = lambda: None,
         retry_s: float = 2.0,
         max_records: int = 5000,
+        on_lag: LagHandler | None = None,
     ) -> None:
         self._kafka = kafka
         self._topics = list(topics)
@@ -51,6 +55,7 @@ class TopicFollower:
         self._since_ms = since_ms
         self._retry_s = retry_s
         self._max_records = max_records
+        self._on_lag = on_lag
         self._positions: dict[TopicPartition, int] = {}
         self._task: asyncio.Task[None] | None = None
         self.caught_up = asyncio.Event()
@@ -121,6 +126,14 @@ class TopicFollower:
                 if records:
                     self._on_batch(tp.topic, records)
                     self._positions[tp] = records[-1].offset + 1
+            if self._on_lag is not None:
+                self._on_lag(
+                    {
+                        tp: max(0, high - self._positions[tp])
+                        for tp in partitions
+                        if (high := consumer.highwater(tp)) is not None
+                    }
+                )
             if not self.caught_up.is_set():
                 positions = {tp: await consumer.position(tp) for tp in partitions}
                 if all(positions[tp] >= target for tp, target in targets.items()):

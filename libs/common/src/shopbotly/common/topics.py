@@ -34,6 +34,7 @@ class Topic(StrEnum):
     CRM_LEDGER = "crm-ledger.v1"
     RAW_EVENTS_DLQ = "raw-events.dlq.v1"
     CRM_COMMANDS_DLQ = "crm-commands.dlq.v1"
+    LEAD_IDEMPOTENCY = "lead-idempotency.v1"
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,14 @@ def registry(
         (Topic.CRM_LEDGER, "command_id", "LedgerEntry", _compact(30)),
         (Topic.RAW_EVENTS_DLQ, "original key", "original value + error headers", _delete(30)),
         (Topic.CRM_COMMANDS_DLQ, "original key", "original value + error headers", _delete(30)),
+        # Not compacted: the first record of a key decides (ingest's idempotency.py), and compaction keeps the
+        # last. Retention bounds SHOPBOTLY_IDEMPOTENCY_TTL_S (at most 7 d).
+        (
+            Topic.LEAD_IDEMPOTENCY,
+            "{tenant}:{idempotency key}",
+            "IdempotencyRecord (fingerprint, event id, first seen, stored)",
+            _delete(7),
+        ),
     ]
     specs: dict[Topic, TopicSpec] = {}
     for logical, key, value, configs in rows:

@@ -26,6 +26,7 @@ from shopbotly.console.auth import Sessions, SignInRequired
 from shopbotly.console.materializer import Materializer, topic_roles
 from shopbotly.console.pages import router
 from shopbotly.console.readmodel import ReadModel, iso
+from shopbotly.console.replicas import Resolver, resolve_host
 from shopbotly.console.settings import Settings
 
 __all__ = ["create_app"]
@@ -40,9 +41,11 @@ def create_app(
     consume: bool = True,
     model: ReadModel | None = None,
     writer_transport: httpx.AsyncBaseTransport | None = None,
+    resolver: Resolver = resolve_host,
 ) -> FastAPI:
     """The app. `consume=False` shows whatever `model` holds without reading Kafka (tests);
-    `writer_transport` replaces the network to the crm-writer replicas (tests)."""
+    `writer_transport` replaces the network to the crm-writer replicas, `resolver` the DNS lookups of
+    `dns+` writer URLs (tests)."""
     health = Health()
     model = model or ReadModel(
         topic_roles(settings.kafka),
@@ -90,6 +93,7 @@ def create_app(
     app.state.templates = templates
     app.state.materializer = materializer
     app.state.writer_transport = writer_transport
+    app.state.resolver = resolver
     install_problem_handlers(app)
     problem_http = app.exception_handlers[StarletteHTTPException]
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from aiokafka import TopicPartition
+
 from shopbotly.common.follow import TopicFollower
 from shopbotly.common.health import Health
 from shopbotly.common.kafka import KafkaSettings
 from shopbotly.common.topics import Topic
+from shopbotly.console import metrics
 from shopbotly.console.readmodel import ReadModel, Record, TopicRole
 
 __all__ = ["READY", "Materializer", "topic_roles"]
@@ -39,13 +42,22 @@ class Materializer:
             client_role="console",
             since_ms=lambda: int(time.time() * 1000) - model.max_age_ms,
             retry_s=retry_s,
+            on_lag=self._lag,
         )
 
     def _apply(self, topic: str, records: list[Any]) -> None:
-        self._model.apply(
+        model = self._model
+        model.apply(
             Record(topic, r.partition, r.offset, r.timestamp, r.key, r.value, tuple(r.headers or ()))
             for r in records
         )
+        for kind, size in model.sizes().items():
+            metrics.READ_MODEL_ENTRIES.labels(kind).set(size)
+
+    @staticmethod
+    def _lag(lags: dict[TopicPartition, int]) -> None:
+        for tp, lag in lags.items():
+            metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(lag)
 
     def start(self) -> None:
         self._health.set_ready(READY, False, "reading the topics")

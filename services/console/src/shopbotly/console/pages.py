@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -9,17 +10,24 @@ from urllib.parse import parse_qs
 
 import httpx
 import orjson
+from aiokafka.errors import KafkaError
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from shopbotly.cli._kafka_io import Bound, BoundKind, RecordFilter, TopicNotFoundError
 from shopbotly.cli.connections_status import merge_status
 from shopbotly.cli.dlq_cmd import Decision, Selection, run_redrive
 from shopbotly.cli.map_cmd import dry_run
-from shopbotly.common.config import load_config
+from shopbotly.cli.mapping_diff import render_text
+from shopbotly.cli.replay_diff import run_mapping_diff
+from shopbotly.common.config import load_config, parse_config_text
 from shopbotly.common.errors import ConfigError
 from shopbotly.common.logging import get_logger
+from shopbotly.common.topics import Topic
+from shopbotly.console import metrics
 from shopbotly.console.auth import COOKIE, Operator, Sessions, admin_operator, current_operator
-from shopbotly.console.readmodel import EventQuery, Outcome, ReadModel
+from shopbotly.console.readmodel import DeadLetterView, EventQuery, Outcome, ReadModel
+from shopbotly.console.replicas import expand
 from shopbotly.mapper.domain import Mappings
 
 __all__ = ["router"]
@@ -41,9 +49,32 @@ def _page(request: Request, name: str, operator: Operator | None, **context: Any
     return response
 
 
+MAX_FORM_BYTES = 1 << 20  # a pasted event or mapping file; anything larger is refused (413)
+
+
 async def _form(request: Request) -> dict[str, list[str]]:
-    body = (await request.body()).decode("utf-8", "replace")
-    return parse_qs(body, keep_blank_values=True)
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_FORM_BYTES:
+        raise HTTPException(413, f"the form is larger than {MAX_FORM_BYTES} bytes")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            raise HTTPException(413, f"the form is larger than {MAX_FORM_BYTES} bytes")
+    return parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+
+
+def _first(form: dict[str, list[str]], name: str) -> str:
+    return (form.get(name) or [""])[0]
+
+
+def _mappings(request: Request, pasted: str) -> tuple[Mappings, str]:
+    """The mapping to try: a pasted config file (YAML, as `--mapping FILE` takes), else the console's own.
+    Raises ConfigError or ValueError with what is wrong."""
+    if pasted.strip():
+        return Mappings.from_config(parse_config_text(pasted, origin="pasted mapping")), "pasted mapping"
+    path = request.app.state.settings.config
+    return Mappings.from_config(load_config(path)), str(path)
 
 
 def _model(request: Request) -> ReadModel:
@@ -80,7 +111,9 @@ async def login(request: Request) -> Response:
     sessions: Sessions = request.app.state.sessions
     token = sessions.sign_in((form.get("key") or [""])[0])
     target = _safe_next((form.get("next") or [""])[0])
+    metrics.SIGN_INS.labels("refused" if token is None else "accepted").inc()
     if token is None:
+        _log.warning("sign-in refused", client=request.client.host if request.client else None)
         response = _page(request, "login.html", None, next=target, error="That key is not an operator key.")
         response.status_code = 401
         return response
@@ -195,14 +228,45 @@ async def dead_letters(
         error_class=error_class or None,
         state=state or None,
     )
+    open_matching = (
+        _filtered(model, operator, {"tenant": tenant, "topic": topic, "error_class": error_class})
+        if operator.admin and state in ("", "open")
+        else []
+    )
     return _page(
         request,
         "dead_letters.html",
         operator,
         letters=[(d, model.letter_state(d)) for d in letters],
+        open_matching=len(open_matching),
         filters={"tenant": tenant, "topic": topic, "error_class": error_class, "state": state},
         topics=sorted({d.place[0] for d in model.dead_letters.values()}),
         tenants=[t for t in model.tenants_seen() if operator.sees(t)],
+    )
+
+
+FILTERS = ("tenant", "topic", "error_class")
+_REDRIVE_LABELS = {
+    Decision.REDRIVE: "redriven",
+    Decision.SKIP_APPLIED: "skipped_applied",
+    Decision.SKIP_REDRIVEN: "skipped_redriven",
+    Decision.FAIL: "failed",
+}
+CONFIRM_SHOWN = 100  # dead letters listed on a confirmation page; the rest are counted
+
+
+def _filtered(
+    model: ReadModel, operator: Operator, filters: dict[str, str], until_ms: int | None = None
+) -> list[DeadLetterView]:
+    """Every open dead letter the filters match, in the operator's tenants (no page limit)."""
+    return model.letters(
+        tenants=operator.tenants,
+        tenant=filters.get("tenant") or None,
+        topic=filters.get("topic") or None,
+        error_class=filters.get("error_class") or None,
+        state="open",
+        limit=None,
+        until_ms=until_ms,
     )
 
 
@@ -224,15 +288,36 @@ async def redrive(request: Request, operator: AdminOperator) -> Response:
     sessions: Sessions = request.app.state.sessions
     sessions.check_csrf(operator, (form.get("csrf") or [""])[0])
     model = _model(request)
-    chosen = _parse_selected(form.get("sel", []))
+    filters: dict[str, str] | None = None
+    until_ms: int | None = None
+    if (form.get("filtered") or [""])[0] == "yes":
+        # Every open dead letter matching the filters. The confirmation fixes the set by time: letters read
+        # after it was shown are not redriven by confirming it.
+        filters = {name: (form.get(name) or [""])[0] for name in FILTERS}
+        until_text = (form.get("until_ms") or [""])[0]
+        until_ms = int(until_text) if until_text.isdigit() else None
+        matching = _filtered(model, operator, filters, until_ms)
+        if until_ms is None:
+            until_ms = max((d.timestamp_ms for d in matching), default=0)
+        chosen = [d.place for d in matching]
+    else:
+        chosen = _parse_selected(form.get("sel", []))
     letters = [model.dead_letters.get(p) for p in chosen]
     if not chosen:
-        raise HTTPException(422, "select at least one dead letter to redrive")
+        raise HTTPException(422, "select at least one dead letter to redrive (or a filter that matches some)")
     for place, letter in zip(chosen, letters, strict=True):
         if letter is None or not operator.sees(letter.tenant):
             raise HTTPException(404, f"no dead letter at {place[0]} {place[1]}:{place[2]} for you to redrive")
     if (form.get("confirm") or [""])[0] != "yes":
-        return _page(request, "redrive_confirm.html", operator, letters=letters)
+        return _page(
+            request,
+            "redrive_confirm.html",
+            operator,
+            letters=letters,
+            filters=filters,
+            until_ms=until_ms,
+            shown=CONFIRM_SHOWN,
+        )
     by_topic: dict[str, list[tuple[int, int]]] = defaultdict(list)
     for topic, partition, offset in chosen:
         by_topic[topic].append((partition, offset))
@@ -249,6 +334,9 @@ async def redrive(request: Request, operator: AdminOperator) -> Response:
             failed=report.failed,
         )
         reports.append(report)
+        for decision, label in _REDRIVE_LABELS.items():
+            count = report.failed if decision is Decision.FAIL else report.count(decision)
+            metrics.REDRIVES.labels(label).inc(count)
     return _page(request, "redrive_done.html", operator, reports=reports, Decision=Decision)
 
 
@@ -269,9 +357,10 @@ async def _writer_rows(request: Request, url: str) -> list[dict[str, Any]]:
 @router.get("/connections")
 async def connections(request: Request, operator: CurrentOperator) -> Response:
     """Each connection over every crm-writer replica, merged like `shopbotly connections status`."""
-    urls: list[str] = request.app.state.settings.console_writer_urls
+    urls, unreachable = await expand(
+        request.app.state.settings.console_writer_urls, request.app.state.resolver
+    )
     replicas: list[list[dict[str, Any]]] = []
-    unreachable: list[str] = []
     for url in urls:
         try:
             replicas.append(await _writer_rows(request, url))
@@ -295,7 +384,11 @@ async def connections(request: Request, operator: CurrentOperator) -> Response:
 
 def _playground(request: Request, operator: Operator, text: str, **context: Any) -> Response:
     return _page(
-        request, "playground.html", operator, text=text, **({"report": None, "error": None} | context)
+        request,
+        "playground.html",
+        operator,
+        text=text,
+        **({"report": None, "error": None, "mapping": "", "label": ""} | context),
     )
 
 
@@ -312,26 +405,104 @@ async def playground_run(request: Request, operator: CurrentOperator) -> Respons
     """The commands the mapper's own code would make of the event, with the console's config file as it is
     now (edit the file and run again to try a mapping change). Nothing is published."""
     form = await _form(request)
-    text = (form.get("event") or [""])[0]
+    text, pasted = _first(form, "event"), _first(form, "mapping")
     try:
         envelope = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
-        return _playground(request, operator, text, error=f"not JSON: {exc}")
+        return _playground(request, operator, text, mapping=pasted, error=f"not JSON: {exc}")
     if not isinstance(envelope, dict) or "specversion" not in envelope:
-        return _playground(request, operator, text, error="not a raw-event envelope (no `specversion`)")
+        return _playground(
+            request, operator, text, mapping=pasted, error="not a raw-event envelope (no `specversion`)"
+        )
     tenant = str(envelope.get("tenant", ""))
     if not operator.sees(tenant):
-        return _playground(request, operator, text, error=f"tenant {tenant!r} is not one of yours")
-    config_path = request.app.state.settings.config
+        return _playground(
+            request, operator, text, mapping=pasted, error=f"tenant {tenant!r} is not one of yours"
+        )
     try:
-        mappings = Mappings.from_config(load_config(config_path))
+        mappings, label = _mappings(request, pasted)
     except (ConfigError, ValueError) as exc:
-        return _playground(request, operator, text, error=f"the mapping cannot be loaded: {exc}")
+        return _playground(
+            request, operator, text, mapping=pasted, error=f"the mapping cannot be loaded: {exc}"
+        )
     _, report = dry_run(envelope, mappings)
     return _playground(
         request,
         operator,
         text,
+        mapping=pasted,
+        label=label,
         report=report,
         pretty=orjson.dumps(report, option=orjson.OPT_INDENT_2).decode(),
     )
+
+
+# --- replay diff ----------------------------------------------------------------------------------------
+
+MAX_DIFF_RANGE_MS = 7 * 24 * 3600 * 1000  # a week of raw events per diff; narrow it for more
+_TENANT = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def _replay_page(request: Request, operator: Operator, **context: Any) -> Response:
+    tenants = [t for t in _model(request).tenants_seen() if operator.sees(t)]
+    defaults: dict[str, Any] = {"form": {}, "lines": None, "report": None, "error": None, "tenants": tenants}
+    return _page(request, "replay_diff.html", operator, **(defaults | context))
+
+
+@router.get("/replay-diff")
+async def replay_diff_form(request: Request, operator: CurrentOperator) -> Response:
+    return _replay_page(request, operator)
+
+
+@router.post("/replay-diff")
+async def replay_diff(request: Request, operator: CurrentOperator) -> Response:
+    """`shopbotly replay --dry-run --mapping`: the commands a tenant's raw events of a time range would become
+    under a mapping (pasted, or the console's own), against the commands produced for them. Reads only."""
+    form = await _form(request)
+    sessions: Sessions = request.app.state.sessions
+    sessions.check_csrf(operator, _first(form, "csrf"))
+    values = {name: _first(form, name) for name in ("tenant", "since", "until", "mapping")}
+
+    def refuse(error: str) -> Response:
+        metrics.REPLAY_DIFFS.labels("refused").inc()
+        return _replay_page(request, operator, form=values, error=error)
+
+    tenant = values["tenant"]
+    if not _TENANT.fullmatch(tenant) or not operator.sees(tenant):
+        return refuse(f"tenant {tenant!r} is not one of yours" if tenant else "choose a tenant")
+    try:
+        since, until = _time(values["since"]), _time(values["until"])
+    except HTTPException as exc:
+        return refuse(str(exc.detail))
+    if since is None or until is None or until <= since:
+        return refuse("give a time range: from, then a later until (UTC)")
+    if until - since > MAX_DIFF_RANGE_MS:
+        return refuse("the range is longer than 7 days: narrow it (or use `shopbotly replay --dry-run`)")
+    try:
+        mappings, label = _mappings(request, values["mapping"])
+    except (ConfigError, ValueError) as exc:
+        return refuse(f"the mapping cannot be loaded: {exc}")
+    kafka = request.app.state.settings.kafka
+    try:
+        report = await run_mapping_diff(
+            kafka,
+            mappings,
+            config_label=label,
+            topic=kafka.topic(Topic.RAW_EVENTS),
+            start=Bound(BoundKind.TIME, since),
+            stop=Bound(BoundKind.TIME, until),
+            # The tenant header ingest stamps on every raw event; a JSON literal (the name is [A-Za-z0-9_.-]).
+            record_filter=RecordFilter.compile(f"headers.tenant == `{orjson.dumps(tenant).decode()}`"),
+        )
+    except (TopicNotFoundError, KafkaError, OSError) as exc:
+        return refuse(f"the topics cannot be read: {type(exc).__name__}: {exc}")
+    _log.info(
+        "replay diff from the console", operator=operator.name, tenant=tenant, events=len(report.events)
+    )
+    metrics.REPLAY_DIFFS.labels(("same", "differs", "incomplete")[report.exit_code]).inc()
+    return _replay_page(
+        request, operator, form=values, report=report, lines=render_text(report, show=DIFF_SHOWN)
+    )
+
+
+DIFF_SHOWN = 200  # events with differences listed on the page; the summary counts them all

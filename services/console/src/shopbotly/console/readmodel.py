@@ -17,6 +17,8 @@ from typing import Any
 
 import orjson
 
+from shopbotly.common.events import ATTEMPTS_HEADER
+
 __all__ = [
     "CommandView",
     "DeadLetterView",
@@ -81,6 +83,17 @@ class ResultView:
     finished_at: str
     timestamp_ms: int
     coalesced_with: list[str] = field(default_factory=list)
+    tries: list[dict[str, Any]] = field(default_factory=list)  # crm-writer's log of the write's tries
+    tries_omitted: int = 0
+
+
+def _tries(header: str | None) -> tuple[list[dict[str, Any]], int]:
+    """The `crm.attempts` header of a result: each try's time, latency, outcome, status and CRM answer."""
+    value = _json(header.encode()) if header else None
+    if not isinstance(value, dict) or not isinstance(value.get("tries"), list):
+        return [], 0
+    omitted = value.get("omitted")
+    return [t for t in value["tries"] if isinstance(t, dict)], omitted if isinstance(omitted, int) else 0
 
 
 @dataclass(slots=True)
@@ -296,6 +309,7 @@ class ReadModel:
         value = _json(record.value)
         if not isinstance(value, dict) or not isinstance(value.get("command_id"), str):
             return
+        tries, omitted = _tries(record.header_dict().get(ATTEMPTS_HEADER))
         result = ResultView(
             outcome=_text(value.get("outcome")),
             attempts=int(value.get("attempts") or 1),
@@ -305,6 +319,8 @@ class ReadModel:
             finished_at=_text(value.get("finished_at")) or iso(record.timestamp_ms),
             timestamp_ms=record.timestamp_ms,
             coalesced_with=[c for c in value.get("coalesced_with") or () if isinstance(c, str)],
+            tries=tries,
+            tries_omitted=omitted,
         )
         # crm-writer writes one result per command, also when it coalesced several into one CRM write.
         command_id = value["command_id"]
@@ -417,6 +433,14 @@ class ReadModel:
     def __contains__(self, item: object) -> bool:
         return item in self.dead_letters
 
+    def sizes(self) -> dict[str, int]:
+        """Entries held, by kind (for the read-model gauge)."""
+        return {
+            "events": len(self.events),
+            "commands": len(self.commands),
+            "dead_letters": len(self.dead_letters),
+        }
+
     def identities(self, event: EventView) -> set[str]:
         found = {event.subject.lower()} if event.subject else set()
         found |= {self.commands[c].identity.lower() for c in event.command_ids if c in self.commands}
@@ -462,11 +486,14 @@ class ReadModel:
         topic: str | None = None,
         error_class: str | None = None,
         state: str | None = None,
-        limit: int = 200,
+        limit: int | None = 200,
+        until_ms: int | None = None,
     ) -> list[DeadLetterView]:
-        """Dead letters, newest first."""
+        """Dead letters, newest first; `limit` None for every match, `until_ms` for those read by then."""
         hits: list[DeadLetterView] = []
         for letter in reversed(self.dead_letters.values()):
+            if until_ms is not None and letter.timestamp_ms > until_ms:
+                continue
             if tenants is not None and letter.tenant not in tenants:
                 continue
             if tenant and letter.tenant != tenant:
@@ -478,7 +505,7 @@ class ReadModel:
             if state and self.letter_state(letter) != state:
                 continue
             hits.append(letter)
-            if len(hits) >= limit:
+            if limit is not None and len(hits) >= limit:
                 break
         return hits
 

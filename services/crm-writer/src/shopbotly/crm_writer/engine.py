@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import random
 import time
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -61,6 +60,9 @@ UNKNOWN_MEMBER_ID: str = JoinGroupRequest.UNKNOWN_MEMBER_ID
 # A command whose write fails this many times with an error that is not a CRM's answer (a bug, a broken
 # connection definition) is dead-lettered: it never holds its partition for ever.
 MAX_UNEXPECTED_FAILURES = 3
+# Strikes are kept per (partition, offset) by the replica, not by the partition's lanes, so a replica fenced
+# and given the partition back (a slow or starved process) keeps counting instead of starting over; bounded.
+MAX_STRIKE_ENTRIES = 10_000
 
 
 @dataclass
@@ -69,8 +71,6 @@ class _Partition:
     lanes: PartitionLanes
     tracker: OffsetTracker = field(default_factory=OffsetTracker)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
-    # Unexpected (non-CRM) failures per offset, for MAX_UNEXPECTED_FAILURES.
-    strikes: Counter[int] = field(default_factory=Counter)
     # While dropped records are fetched again: the first offset past the refetch.
     refetch_end: int | None = None
     committed: int | None = None
@@ -126,6 +126,8 @@ class Writer:
         )
         self._outcomes: Outcomes | None = None
         self._partitions: dict[TopicPartition, _Partition] = {}
+        # Unexpected (non-CRM) failures per record, for MAX_UNEXPECTED_FAILURES (oldest dropped first).
+        self._strikes: dict[tuple[TopicPartition, int], int] = {}
         self._held_labels: set[str] = set()  # connections with a held gauge reported
         self._share = 1.0
         self._owned: set[int] = set()
@@ -271,7 +273,7 @@ class Writer:
     def _finish(self, part: _Partition, env: Envelope) -> None:
         part.tracker.finish(env.offset)
         part.lanes.finished(env)
-        part.strikes.pop(env.offset, None)
+        self._strikes.pop((part.tp, env.offset), None)
 
     async def _work(self, part: _Partition, label: str, key: bytes, envs: list[Envelope]) -> None:
         requeue: list[Envelope] | None = None
@@ -299,8 +301,10 @@ class Writer:
         if not envs:
             return envs
         first = envs[0]
-        part.strikes[first.offset] += 1
-        strikes = part.strikes[first.offset]
+        strikes = self._strikes.pop((part.tp, first.offset), 0) + 1
+        self._strikes[(part.tp, first.offset)] = strikes  # newest last
+        if len(self._strikes) > MAX_STRIKE_ENTRIES:
+            del self._strikes[next(iter(self._strikes))]
         log.error(
             "unexpected error writing a command",
             partition=part.tp.partition,

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from shopbotly.common.dlq import DeadLetter, publish_dead_letter
 from shopbotly.common.errors import PermanentError, ShopbotlyError
 from shopbotly.common.events import (
+    ATTEMPTS_HEADER,
     CommandOutcome,
     CommandResult,
     CrmCommand,
@@ -46,15 +47,13 @@ class Outcomes:
         self.dlq_topic = dlq_topic
 
     def _result(
-        self, env: Envelope, cmd: CrmCommand, result: CommandResult
+        self, env: Envelope, cmd: CrmCommand, result: CommandResult, delivery: Delivery | None = None
     ) -> Callable[[], Awaitable[object]]:
-        """The send of a command's result, keyed like the command."""
-        return self._send(
-            self.results_topic,
-            result.to_json(),
-            env.key or cmd.key(),
-            self._headers(cmd, CommandResult.SCHEMA),
-        )
+        """The send of a command's result, keyed like the command; the tries of its write in a header."""
+        headers = self._headers(cmd, CommandResult.SCHEMA)
+        if delivery is not None and delivery.log.entries:
+            headers.append((ATTEMPTS_HEADER, delivery.log.to_header()))
+        return self._send(self.results_topic, result.to_json(), env.key or cmd.key(), headers)
 
     def _headers(self, cmd: CrmCommand, schema: str) -> Headers:
         return message_headers(
@@ -109,7 +108,7 @@ class Outcomes:
                 attempts=delivery.tries,
                 coalesced_with=[i for i in ids if i != cmd.command_id],
             )
-            sends.append(self._result(env, cmd, result))
+            sends.append(self._result(env, cmd, result, delivery))
             metrics.COMMANDS.labels(f"{cmd.tenant}:{cmd.connection}", cmd.op.value, "applied").inc()
             if cmd.received_at is not None:
                 metrics.E2E_LATENCY.labels(f"{cmd.tenant}:{cmd.connection}").observe(
@@ -177,7 +176,7 @@ class Outcomes:
                 error_class=err.error_class.value,
                 error_message=err.message[:2000],
             )
-            sends.append(self._result(env, cmd, result))
+            sends.append(self._result(env, cmd, result, delivery))
             metrics.COMMANDS.labels(label, cmd.op.value, "dead_lettered").inc()
         metrics.DEAD_LETTERED.labels(label, err.error_class.value).inc()
         with bound(

@@ -37,6 +37,7 @@ __all__ = [
     "parse_hubspot_properties",
     "parse_salesforce_describe",
     "problem",
+    "salesforce_definition",
     "salesforce_setup_instruction",
     "targets",
 ]
@@ -216,7 +217,8 @@ def owned_salesforce_fields(
 ) -> list[OwnedProperty]:
     """The custom fields a Salesforce connection needs that ShopBotly owns, among those the mapping writes
     (`wanted`: (sObject, field)): the identity's external-id field, the tags field, the ticket external-id
-    field and any other `ShopBotly_*__c`. Created by an admin in Setup (the Metadata API is not used)."""
+    field and any other `ShopBotly_*__c`. `connections setup --apply` creates them through the Tooling API
+    (`salesforce_definition`); `salesforce_setup_instruction` says how an admin does it in Setup instead."""
     out: list[OwnedProperty] = []
     identity = options.external_id_field.lower()
     command_id = (options.ticket_external_id_field or "").lower()
@@ -247,6 +249,27 @@ def salesforce_setup_instruction(prop: OwnedProperty) -> str:
     return f"Setup > Object Manager > {prop.object_type} > Fields & Relationships > New: " + ", ".join(
         attributes
     )
+
+
+def salesforce_definition(prop: OwnedProperty) -> dict[str, Any]:
+    """The Tooling API `POST /services/data/vXX.X/tooling/sobjects/CustomField` body of an owned field.
+    Tags are an unrestricted multi-select picklist: the API accepts values it does not list yet."""
+    metadata: dict[str, Any] = {"label": prop.label, "description": prop.description}
+    if prop.type == "multipicklist":
+        metadata |= {
+            "type": "MultiselectPicklist",
+            "visibleLines": 4,
+            "valueSet": {
+                "restricted": False,
+                "valueSetDefinition": {
+                    "sorted": False,
+                    "value": [{"fullName": "shopbotly", "label": "shopbotly", "default": False}],
+                },
+            },
+        }
+    else:
+        metadata |= {"type": "Text", "length": 255, "externalId": prop.external_id, "unique": prop.unique}
+    return {"FullName": f"{prop.object_type}.{prop.name}", "Metadata": metadata}
 
 
 def hubspot_definition(prop: OwnedProperty) -> dict[str, Any]:
@@ -333,6 +356,9 @@ def _salesforce_targets(o: SalesforceOptions, c: CommandShape) -> list[Target]:
         mapped(sobject, o.lead_field_map if is_lead else o.contact_field_map)
         if c.tags and o.tags_field:
             out.append(Target(sobject, o.tags_field, "tags", "text"))
+        elif c.tags:
+            dropped = f"no tags_field option: tags are dropped (unknown_properties: {o.unknown_properties})"
+            out.append(Target(sobject, "(tags)", "tags", "text", (), dropped))
     elif c.op in (CommandOp.ADD_NOTE, CommandOp.ATTACH_ORDER):
         out += [
             Target(o.note_sobject, n, "(connector)", "text")

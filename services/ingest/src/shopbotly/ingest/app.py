@@ -17,6 +17,7 @@ from shopbotly.common.problems import install_problem_handlers, problem_openapi
 from shopbotly.common.topics import Topic
 from shopbotly.ingest import lead_routes, webhook_routes
 from shopbotly.ingest.edge import IngestRuntime
+from shopbotly.ingest.idempotency import LeadIdempotency
 from shopbotly.ingest.intake import Intake, resolve_sources
 from shopbotly.ingest.publisher import RawEventPublisher
 from shopbotly.ingest.schemas import Lead
@@ -46,8 +47,22 @@ def create_app(settings: Settings, config: ShopbotlyConfig | None = None) -> Fas
         health,
         publish_timeout_s=settings.publish_timeout_s,
         check_interval_s=settings.broker_check_interval_s,
+        also_writes=[settings.kafka.topic(Topic.LEAD_IDEMPOTENCY)],
     )
-    intake = Intake(resolve_sources(config, settings, origin=str(settings.config)), publisher, settings)
+    idempotency = LeadIdempotency(
+        settings.kafka,
+        publisher,
+        health,
+        ttl_s=settings.idempotency_ttl_s,
+        max_entries=settings.idempotency_max_entries,
+        wait_s=settings.publish_timeout_s,
+    )
+    intake = Intake(
+        resolve_sources(config, settings, origin=str(settings.config)),
+        publisher,
+        settings,
+        idempotency=idempotency,
+    )
     runtime = IngestRuntime(
         settings=settings, config=config, health=health, publisher=publisher, intake=intake
     )
@@ -55,12 +70,14 @@ def create_app(settings: Settings, config: ShopbotlyConfig | None = None) -> Fas
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await publisher.start()
+        idempotency.start()
         log.info("ingest started", sources=len(intake.sources), topic=settings.kafka.topic(Topic.RAW_EVENTS))
         try:
             yield
         finally:
             # The server has stopped accepting and finished in-flight requests; flush what is left.
             health.draining = True
+            await idempotency.stop()
             await publisher.stop(settings.shutdown_grace_s)
             log.info("ingest stopped")
 

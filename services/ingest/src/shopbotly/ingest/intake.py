@@ -1,9 +1,9 @@
 """The intake of one request, after the body is read: verify, parse, identify, dedup, publish.
 
-HTTP-free so the HTTP edge stays thin; the Kafka edge is the publisher. Dedup and Idempotency-Key
-records live in this replica's memory and are written only after the broker acknowledged the event, so a
-record never claims an event that is not stored. Concurrent identical deliveries wait for the first one
-instead of publishing twice.
+HTTP-free so the HTTP edge stays thin; the Kafka edge is the publisher. Webhook dedup records live in this
+replica's memory and are written only after the broker acknowledged the event, so a record never claims an
+event that is not stored. Idempotency-Key records of the lead API are shared by every replica
+(idempotency.py). Concurrent identical requests wait for the first one instead of publishing twice.
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ from shopbotly.ingest.domain import (
     parse_json,
     source_uri,
 )
+from shopbotly.ingest.idempotency import LeadIdempotency
+from shopbotly.ingest.publisher import PublishFailed
 from shopbotly.ingest.schemas import (
     EventAccepted,
     Lead,
@@ -178,6 +180,10 @@ def verify_request(source: Source, request: WebhookRequest, *, now: float) -> No
         ) from None
 
 
+def _no_record(event: RawEvent) -> None:
+    """Leads are not in the webhook dedup memory (their Idempotency-Key records are shared instead)."""
+
+
 class _Flight:
     """One in-flight publish that identical concurrent requests wait for."""
 
@@ -194,6 +200,7 @@ class Intake:
         publisher: Publisher,
         settings: Settings,
         *,
+        idempotency: LeadIdempotency,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -205,9 +212,7 @@ class Intake:
         self._seen: TtlLru[tuple[str, str, str], bool] = TtlLru(
             settings.dedup_max_entries, settings.dedup_ttl_s
         )
-        self._leads: TtlLru[tuple[str, str], tuple[str, str]] = TtlLru(
-            settings.idempotency_max_entries, settings.dedup_ttl_s
-        )
+        self.idempotency = idempotency
         self._flights: dict[tuple[str, ...], _Flight] = {}
 
     def source(self, tenant: str, name: str) -> Source:
@@ -372,40 +377,62 @@ class Intake:
             )
         data = lead.event_data()
         fingerprint = lead_fingerprint(data)
-        event_id = lead_event_id(tenant, idempotency_key)
-        if idempotency_key is not None:
-            key = (tenant, idempotency_key)
-            flight = self._flights.get(("lead", *key))
-            if flight is not None:
-                await flight.done
-            previous = self._leads.get(key, self._monotonic())
-            if previous is not None:
-                if previous[0] != fingerprint:
-                    raise Rejection(
-                        422,
-                        "idempotency_conflict",
-                        "this Idempotency-Key was used with a different body; use a new key for a new lead",
-                    )
-                return 202, EventAccepted(event_id=previous[1]), True
         event = build_raw_event(
             tenant=tenant,
             source=LEAD_SOURCE,
-            fields=EventFields(event_id, LEAD_EVENT_TYPE, normalize_email(lead.email)),
+            fields=EventFields(
+                lead_event_id(tenant, idempotency_key, fingerprint),
+                LEAD_EVENT_TYPE,
+                normalize_email(lead.email),
+            ),
             data=data,
             trace_id=trace_id,
             received_at=received_at,
         )
+        if idempotency_key is None:
+            if not await self._publish(
+                [event], lambda e: ("lead", e.id), tenant, LEAD_SOURCE, on_stored=_no_record
+            ):
+                raise self.unavailable()
+            return 202, EventAccepted(event_id=event.id), False
+        # One request per key at a time in this replica; the others wait for it, then find its record.
+        flight_key = ("lead-key", tenant, idempotency_key)
+        while (flight := self._flights.get(flight_key)) is not None:
+            await asyncio.wait([flight.done])  # not `await`: a waiter's cancellation must not cancel it
+        own = self._flights[flight_key] = _Flight()
+        try:
+            return await self._keyed_lead(tenant, idempotency_key, fingerprint, event)
+        finally:
+            self._flights.pop(flight_key, None)
+            own.done.set_result(True)
 
-        def remember(e: RawEvent) -> None:
-            if idempotency_key is not None:
-                self._leads.put((tenant, idempotency_key), (fingerprint, e.id), self._monotonic())
-                metrics.IDEMPOTENCY_ENTRIES.set(len(self._leads))
-
-        key_of: Callable[[RawEvent], tuple[str, ...]] = (
-            (lambda e: ("lead", tenant, idempotency_key))
-            if idempotency_key is not None
-            else (lambda e: ("lead", e.id))
+    async def _keyed_lead(
+        self, tenant: str, idempotency_key: str, fingerprint: str, event: RawEvent
+    ) -> tuple[int, EventAccepted, bool]:
+        store = self.idempotency
+        if not store.ready:
+            raise self.unavailable("Idempotency-Key records are still being read; retry later")
+        binding = store.binding(tenant, idempotency_key)
+        if binding is None:
+            try:
+                binding = await store.claim(tenant, idempotency_key, fingerprint, event.id, event.traceid)
+            except PublishFailed as exc:
+                with bound(event_id=event.id, tenant=tenant, trace_id=event.traceid):
+                    log.warning("idempotency claim failed", reason=exc.reason, error=str(exc))
+                raise self.unavailable() from None
+        if binding.fingerprint != fingerprint:
+            raise Rejection(
+                422,
+                "idempotency_conflict",
+                "this Idempotency-Key was used with a different body; use a new key for a new lead",
+            )
+        if binding.stored:
+            return 202, EventAccepted(event_id=binding.event_id), True
+        stored = await self._publish(
+            [event], lambda e: ("lead", e.id), tenant, LEAD_SOURCE, on_stored=_no_record
         )
-        if not await self._publish([event], key_of, tenant, LEAD_SOURCE, on_stored=remember):
+        if not stored:
+            # The key stays bound to this body: the client's retry (same body) publishes it.
             raise self.unavailable()
+        await store.stored(tenant, idempotency_key, binding, event.traceid)
         return 202, EventAccepted(event_id=event.id), False

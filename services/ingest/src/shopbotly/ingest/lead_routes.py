@@ -66,8 +66,8 @@ async def submit_lead(
         str | None,
         Header(
             alias="Idempotency-Key",
-            description="Same key and body within 24 h: the same answer, nothing published twice. "
-            "Same key, other body: 422.",
+            description="Same key and body within 24 h, on any replica: the same answer (same event_id). "
+            "Same key, other body: 422 idempotency_conflict.",
         ),
     ] = None,
 ) -> Response:

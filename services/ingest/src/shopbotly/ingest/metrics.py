@@ -15,7 +15,10 @@ __all__ = [
     "BROKER_UP",
     "DEDUP_ENTRIES",
     "EVENTS_PUBLISHED",
+    "IDEMPOTENCY_CLAIM_DURATION",
     "IDEMPOTENCY_ENTRIES",
+    "IDEMPOTENCY_EVICTIONS",
+    "IDEMPOTENCY_INVALID_RECORDS",
     "IN_FLIGHT",
     "PRODUCER_REPLACED",
     "PUBLISH_DURATION",
@@ -77,5 +80,19 @@ DEDUP_ENTRIES = Gauge(
     "shopbotly_ingest_dedup_entries", "Event ids remembered for dedup of repeated deliveries (this replica)."
 )
 IDEMPOTENCY_ENTRIES = Gauge(
-    "shopbotly_ingest_idempotency_entries", "Idempotency-Key records of the lead API (this replica)."
+    "shopbotly_ingest_idempotency_entries",
+    "Idempotency-Key bindings of the lead API within the window, as this replica read them from the topic.",
+)
+IDEMPOTENCY_CLAIM_DURATION = Histogram(
+    "shopbotly_ingest_idempotency_claim_duration_seconds",
+    "Claiming a new Idempotency-Key: writing its record (acks=all) until this replica has read it back.",
+    buckets=LATENCY_BUCKETS,
+)
+IDEMPOTENCY_EVICTIONS = Counter(
+    "shopbotly_ingest_idempotency_evictions_total",
+    "Bindings dropped before their window ended because SHOPBOTLY_IDEMPOTENCY_MAX_ENTRIES was reached.",
+)
+IDEMPOTENCY_INVALID_RECORDS = Counter(
+    "shopbotly_ingest_idempotency_invalid_records_total",
+    "Records of the lead-idempotency topic this replica could not read (they bind nothing).",
 )

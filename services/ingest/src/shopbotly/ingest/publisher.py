@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from aiokafka.errors import KafkaError
+from aiokafka.structs import RecordMetadata
 
 from shopbotly.common.events import RawEvent, message_headers
 from shopbotly.common.health import Health
@@ -52,9 +53,11 @@ class RawEventPublisher:
         *,
         publish_timeout_s: float,
         check_interval_s: float,
+        also_writes: Sequence[str] = (),
     ) -> None:
         self._kafka = kafka
         self._topic = topic
+        self._also_writes = tuple(also_writes)
         self._health = health
         self._timeout = publish_timeout_s
         self._interval = check_interval_s
@@ -147,6 +150,45 @@ class RawEventPublisher:
             metrics.PUBLISH_DURATION.observe(time.perf_counter() - started)
         return results
 
+    async def hand_over(
+        self, topic: str, key: bytes, value: bytes, headers: Sequence[tuple[str, bytes]]
+    ) -> asyncio.Future[RecordMetadata]:
+        """Hand one record (not a raw event) to the producer, bounded by the publish timeout; the future
+        resolves on the broker's ack. PublishFailed when it cannot be handed over."""
+        producer = self._producer
+        if producer is None or not self._available:
+            metrics.PUBLISH_FAILURES.labels("unavailable").inc()
+            raise PublishFailed("unavailable", "Kafka is unavailable")
+        try:
+            async with asyncio.timeout(self._timeout):
+                delivery: asyncio.Future[RecordMetadata] = await producer.send(
+                    topic, value, key=key, headers=list(headers)
+                )
+        except TimeoutError:
+            self._wake.set()
+            metrics.PUBLISH_FAILURES.labels("timeout").inc()
+            raise PublishFailed("timeout", "not handed over") from None
+        except KafkaError as exc:
+            self._wake.set()
+            metrics.PUBLISH_FAILURES.labels("error").inc()
+            raise PublishFailed("error", type(exc).__name__) from None
+        return delivery
+
+    async def send_record(
+        self, topic: str, key: bytes, value: bytes, headers: Sequence[tuple[str, bytes]]
+    ) -> RecordMetadata:
+        """Write one record and wait for its ack (hand-over and ack together bounded by the publish timeout);
+        PublishFailed otherwise."""
+        started = time.perf_counter()
+        delivery = await self.hand_over(topic, key, value, headers)
+        # The timeout never cancels aiokafka's future (asyncio.wait leaves it alone).
+        await asyncio.wait([delivery], timeout=max(self._timeout - (time.perf_counter() - started), 0.01))
+        failure = self._outcome(delivery)
+        if failure is not None:
+            self._wake.set()
+            raise failure
+        return delivery.result()
+
     def _outcome(self, delivery: asyncio.Future[Any] | BaseException) -> BaseException | None:
         if isinstance(delivery, asyncio.Future):
             if not delivery.done():
@@ -224,7 +266,8 @@ class RawEventPublisher:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
-            producer.client.add_topic(self._topic)
+            for topic in (self._topic, *self._also_writes):
+                producer.client.add_topic(topic)
             self._producer = producer
             return
 

@@ -80,12 +80,15 @@ def lead_fingerprint(data: dict[str, Any]) -> str:
     return hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
-def lead_event_id(tenant: str, idempotency_key: str | None) -> str:
-    """Derived from tenant and Idempotency-Key when there is one, so a retry through another replica
-    still yields the same event id and downstream dedup absorbs it."""
+def lead_event_id(tenant: str, idempotency_key: str | None, fingerprint: str) -> str:
+    """Derived from tenant, Idempotency-Key and the body's fingerprint when there is a key: a retry of the
+    same body through any replica yields the same event id (downstream absorbs a repeat), and another body
+    never shares it, so no stage can take a different lead for a duplicate and drop it."""
     if idempotency_key is None:
         return f"lead_{uuid.uuid4().hex}"
-    return "lead_" + hashlib.sha256(f"{tenant}\x00{idempotency_key}".encode()).hexdigest()[:32]
+    return (
+        "lead_" + hashlib.sha256(f"{tenant}\x00{idempotency_key}\x00{fingerprint}".encode()).hexdigest()[:32]
+    )
 
 
 class EventAccepted(_Strict):

@@ -23,10 +23,12 @@ class Settings(ServiceSettings):
     publish_timeout_s: Annotated[float, Field(gt=0, le=60)] = 3.0
     # Retry-After (seconds) sent with 503 while Kafka is unavailable.
     retry_after_s: Annotated[int, Field(ge=1, le=3600)] = 5
-    # Repeated deliveries inside this window are answered from memory (per replica).
+    # Repeated webhook deliveries inside this window are answered from memory (per replica).
     dedup_ttl_s: Annotated[float, Field(gt=0, le=7 * 86_400)] = 86_400.0
     dedup_max_entries: Annotated[int, Field(ge=1, le=10_000_000)] = 200_000
-    # Idempotency-Key records of the lead API (per replica, same TTL as dedup).
+    # Idempotency-Key records of the lead API: shared by every replica through the lead-idempotency topic,
+    # whose retention (7 d) bounds the window; each replica holds the keys of the window in memory.
+    idempotency_ttl_s: Annotated[float, Field(gt=0, le=7 * 86_400)] = 86_400.0
     idempotency_max_entries: Annotated[int, Field(ge=1, le=10_000_000)] = 100_000
     # How often the broker is probed for metadata while up (readiness) and while down (recovery).
     broker_check_interval_s: Annotated[float, Field(gt=0, le=60)] = 1.0

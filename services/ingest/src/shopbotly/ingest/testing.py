@@ -157,8 +157,9 @@ class Running:
 async def running_app(
     settings: Settings, config: ShopbotlyConfig | None = None, *, lifespan: bool = True, ready: bool = True
 ) -> AsyncIterator[Running]:
-    """The app in-process behind an httpx client; with `lifespan`, the producer runs (and is ready when
-    `ready`). Without it nothing connects to Kafka: the publish path answers 503."""
+    """The app in-process behind an httpx client; with `lifespan`, the producer and the follower of the
+    Idempotency-Key records run (and are ready when `ready`). Without it nothing connects to Kafka: the
+    publish path answers 503."""
     app = create_app(settings, config or demo_config())
     runtime: IngestRuntime = app.state.runtime
     transport = httpx.ASGITransport(app=app)
@@ -169,6 +170,8 @@ async def running_app(
         async with app.router.lifespan_context(app):
             if ready and not await runtime.publisher.wait_ready(30):
                 raise RuntimeError("the producer did not get broker metadata within 30 s")
+            if ready and not await runtime.intake.idempotency.wait_ready(30):
+                raise RuntimeError("the Idempotency-Key records were not read within 30 s")
             yield Running(app, runtime, client)
 
 

@@ -1,13 +1,13 @@
 """The faust worker: one agent over raw-events and crm-results, built by `create_app` (no work at import).
 
 How delivery is kept (faust-streaming 0.15, read from its source):
-- The agent takes batches with `stream.noack_take()`, which never acknowledges by itself. The agent calls
-  `stream.ack(event)` for each event, in offset order, only after `Pipeline.handle` has the broker's
-  acknowledgement of every output of the batch. faust's consumer commits the highest offset below which
-  every offset is acknowledged, on its commit timer or every `broker_commit_every` acks.
-- Acknowledging strictly in order matters: faust's `_new_offset` treats a single unacknowledged offset right
-  after the committed one as a gap it may skip (faust-streaming#606), so an event is never acknowledged
-  while an earlier one of its partition is not.
+- The agent takes batches with `stream.noack_take()`, which never acknowledges by itself. Only after
+  `Pipeline.handle` has the broker's acknowledgement of every output of the batch does the agent call
+  `stream.ack(event)` for each event, in offset order, and report the batch finished to the consumer.
+- What is committed is not faust's decision: `shopbotly.mapper.commits.MapperConsumer` commits, on faust's
+  commit timer or every `broker_commit_every` acks, the offset after the last finished event of the current
+  generation (faust's own bookkeeping can commit past unprocessed events after a rebalance and records refused
+  commits as done: faust-streaming#606, #316).
 - Nothing escapes the agent: `Pipeline.handle` turns bad input into dead letters and retries produce
   failures; an exception leaving an agent would have faust acknowledge the message.
 - `stream_wait_empty=False`: on shutdown faust does not wait for unacknowledged messages (a batch stuck on
@@ -29,6 +29,7 @@ from shopbotly.common.kafka import ResilientProducer, make_admin
 from shopbotly.common.logging import configure_logging, get_logger
 from shopbotly.common.topics import Topic
 from shopbotly.mapper import metrics
+from shopbotly.mapper.commits import SCHEME, MapperConsumer
 from shopbotly.mapper.domain import Mappings
 from shopbotly.mapper.pipeline import BatchAbandoned, Pipeline
 from shopbotly.mapper.settings import Settings
@@ -152,6 +153,7 @@ class MapperRuntime:
             for event in events:
                 await stream.ack(event)
                 self._next_offset[event.message.tp] = event.message.offset + 1
+            cast(MapperConsumer, stream.app.consumer).finished(event.message for event in events)
             self.health.beat("pipeline", s.mapper_stuck_after_s)
 
     async def tick(self, app: faust.App) -> None:
@@ -209,6 +211,8 @@ def create_app(settings: Settings, mappings: Mappings) -> MapperApp:
     app = MapperApp(
         settings.app_id,
         **options,
+        # The consumer commits what the agent finished, not what faust counts as acknowledged (commits.py).
+        broker_consumer=options["broker"].replace("kafka://", f"{SCHEME}://"),
         producer_linger=settings.kafka.linger_ms / 1000,
         datadir=str(settings.data_dir),
         web_enabled=False,

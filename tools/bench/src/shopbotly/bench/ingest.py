@@ -38,7 +38,7 @@ from shopbotly.common.kafka import KafkaSettings, make_admin, make_consumer
 from shopbotly.common.signatures import sign_standard_webhooks
 from shopbotly.common.topics import Topic, ensure_topics
 
-__all__ = ["baseline_app", "bench_ingest", "main"]
+__all__ = ["baseline_app", "bench_ingest", "ingest_topics", "main"]
 
 TENANT = "bench"
 SOURCE = "bot"
@@ -242,14 +242,17 @@ def _cpu_seconds(proc: subprocess.Popen[bytes]) -> float:
     return float(times.user + times.system)
 
 
-async def _topics(kafka: KafkaSettings, create: bool) -> None:
+async def ingest_topics(kafka: KafkaSettings, create: bool) -> None:
+    """Create (or delete) the topics an ingest process needs under `kafka.topic_prefix`."""
     admin = make_admin(kafka, client_role="bench")
     await admin.start()
+    # ingest writes raw events and is ready only once it has read its Idempotency-Key records.
+    used = (Topic.RAW_EVENTS, Topic.LEAD_IDEMPOTENCY)
     try:
         if create:
-            await ensure_topics(admin, [kafka.topics()[Topic.RAW_EVENTS]])
+            await ensure_topics(admin, [kafka.topics()[t] for t in used])
         else:
-            await admin.delete_topics([kafka.topic(Topic.RAW_EVENTS)])
+            await admin.delete_topics([kafka.topic(t) for t in used])
     finally:
         await admin.close()
 
@@ -380,7 +383,7 @@ async def bench_ingest(
         topic_prefix=f"bench{uuid.uuid4().hex[:8]}.",
         partitions=6,
     )
-    await _topics(kafka, create=True)
+    await ingest_topics(kafka, create=True)
     body = _body(body_bytes)
     # Enough distinct pre-signed deliveries that none repeats within a run, even at 10k/s.
     count = max(50_000, duration_s * 12_000)
@@ -403,7 +406,7 @@ async def bench_ingest(
         )
         results["stored_on_topic"] = await _stored(kafka)
     finally:
-        await _topics(kafka, create=False)
+        await ingest_topics(kafka, create=False)
 
     # Every 202 wrk counted; `stored_on_topic` should be at least this (answers still in flight when a wrk
     # run ended are stored but not counted).

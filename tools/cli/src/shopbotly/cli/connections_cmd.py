@@ -2,12 +2,14 @@
 
 `check` lists every property every rule can write (presets included, expanded by the mapper's own
 `compile_tenant`) on each HubSpot/Salesforce connection and whether the CRM has it, lets ShopBotly write it,
-and takes the values the mapping fixes. `setup` creates the custom properties ShopBotly owns (HubSpot) or says
-how to create them in Setup (Salesforce).
+and takes the values the mapping fixes. `setup` creates the custom properties ShopBotly owns: HubSpot through
+the Properties API, Salesforce custom fields through the Tooling API (or says how to create them in Setup).
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +36,7 @@ from shopbotly.crm_writer.schema import (
     owned_hubspot_properties,
     owned_salesforce_fields,
     problem,
+    salesforce_definition,
     salesforce_setup_instruction,
     targets,
 )
@@ -239,11 +242,7 @@ def check_rows(plan: ConnectionPlan, schema: FetchedSchema) -> list[Row]:
         else:
             status, detail = found
             if status == "missing" and is_owned:
-                detail += (
-                    " (`shopbotly connections setup --apply` creates it)"
-                    if plan.config.kind == "hubspot"
-                    else " (create it in Setup: `shopbotly connections setup` says how)"
-                )
+                detail += " (`shopbotly connections setup --apply` creates it)"
             rows.append(Row(label, object_type, name, status, detail, rules, is_owned))
     for rule in plan.dynamic:
         rows.append(
@@ -336,8 +335,10 @@ class SetupStep:
     connection: str
     object_type: str
     name: str
-    action: str  # exists | create | created | failed | create in Setup
+    action: str  # exists | create | created | failed
     detail: str = ""
+    # The schema could not be read (the CRM not answering yet): `--wait` tries again.
+    unreadable: bool = False
 
 
 async def setup_connection(
@@ -355,36 +356,40 @@ async def setup_connection(
     steps: list[SetupStep] = []
     for prop in owned:
         if prop.object_type in schema.errors:
-            steps.append(
-                SetupStep(label, prop.object_type, prop.name, "failed", schema.errors[prop.object_type])
-            )
+            error = schema.errors[prop.object_type]
+            steps.append(SetupStep(label, prop.object_type, prop.name, "failed", error, unreadable=True))
             continue
         existing = schema.objects.get(prop.object_type, {}).get(prop.name)
         if existing is not None:
             detail = "" if existing.unique or not prop.unique else "exists WITHOUT unique values: recreate it"
             steps.append(SetupStep(label, prop.object_type, prop.name, "exists", detail))
             continue
-        if plan.config.kind == "salesforce":
-            # Custom fields are metadata (Metadata/Tooling API): an admin creates them in Setup.
+        options = plan.config.options
+        salesforce = isinstance(options, SalesforceOptions)
+        what = salesforce_setup_instruction(prop) if salesforce else _describe(prop)
+        if not apply:
+            steps.append(SetupStep(label, prop.object_type, prop.name, "create", what))
+            continue
+        headers = await tokens.headers()
+        if isinstance(options, SalesforceOptions):
+            # Custom fields are metadata: the Tooling API's CustomField object creates one.
+            api = (tokens.instance_url or base).rstrip("/") if options.use_instance_url else base
+            url = f"{api}/services/data/{options.api_version}/tooling/sobjects/CustomField"
+            body = salesforce_definition(prop)
+        else:
+            url, body = f"{base}/crm/v3/properties/{prop.object_type}", hubspot_definition(prop)
+        response = await client.post(url, json=body, headers=headers, timeout=plan.config.timeout_s)
+        if response.status_code == 201:
             steps.append(
                 SetupStep(
-                    label, prop.object_type, prop.name, "create in Setup", salesforce_setup_instruction(prop)
+                    label, prop.object_type, prop.name, "created", _SALESFORCE_CREATED if salesforce else what
                 )
             )
-            continue
-        if not apply:
-            steps.append(SetupStep(label, prop.object_type, prop.name, "create", _describe(prop)))
-            continue
-        response = await client.post(
-            f"{base}/crm/v3/properties/{prop.object_type}",
-            json=hubspot_definition(prop),
-            headers=await tokens.headers(),
-            timeout=plan.config.timeout_s,
-        )
-        if response.status_code == 201:
-            steps.append(SetupStep(label, prop.object_type, prop.name, "created", _describe(prop)))
-        elif response.status_code == 409:  # created meanwhile (another setup run)
-            steps.append(SetupStep(label, prop.object_type, prop.name, "exists"))
+        elif response.status_code == 409 or "DUPLICATE_DEVELOPER_NAME" in response.text:
+            # Created meanwhile (another setup run), or in Salesforce hidden from us by field-level security.
+            steps.append(
+                SetupStep(label, prop.object_type, prop.name, "exists", _HIDDEN if salesforce else "")
+            )
         else:
             steps.append(
                 SetupStep(
@@ -398,6 +403,13 @@ async def setup_connection(
     return steps
 
 
+_SALESFORCE_CREATED = (
+    "Tooling API; in a real org grant it to the integration user (a permission set's field-level security), "
+    "then `shopbotly connections check`"
+)
+_HIDDEN = "the org says so; if `check` lists it missing, grant the integration user field-level security"
+
+
 def _describe(prop: OwnedProperty) -> str:
     return f"{prop.type}/{prop.field_type}" + (", unique values" if prop.unique else "")
 
@@ -407,21 +419,33 @@ def setup(
     config: ConfigOption = Path("config/shopbotly.yaml"),
     tenant: TenantOption = None,
     apply: Annotated[bool, typer.Option("--apply", help="Create the properties (default: dry run)")] = False,
+    wait: Annotated[
+        float,
+        typer.Option(
+            "--wait",
+            min=0,
+            help="Seconds to keep trying while a CRM does not answer yet (a stack starting); default 0",
+        ),
+    ] = 0.0,
 ) -> None:
-    """Create the custom properties ShopBotly needs on each HubSpot connection (idempotent); for Salesforce,
-    say which custom fields to create in Setup.
+    """Create the custom properties ShopBotly needs (idempotent): on HubSpot through the Properties API, on
+    Salesforce the custom fields through the Tooling API (or create them in Setup as the dry run says).
 
-    Without --apply, only lists what would be created. Exit 1 when a property could not be created (with
-    --apply, also while a Salesforce field is still to be created in Setup).
+    Without --apply, only lists what would be created. Exit 1 when a property could not be created or a
+    schema could not be read.
     """
     plans = _plans(config, tenant)
 
     async def all_steps() -> list[SetupStep]:
-        out: list[SetupStep] = []
+        deadline = time.monotonic() + wait
         async with httpx.AsyncClient() as client:
-            for plan in plans:
-                out += await setup_connection(plan, client, apply=apply)
-        return out
+            while True:
+                out: list[SetupStep] = []
+                for plan in plans:
+                    out += await setup_connection(plan, client, apply=apply)
+                if not any(s.unreadable for s in out) or time.monotonic() >= deadline:
+                    return out
+                await asyncio.sleep(1.0)
 
     steps = run(all_steps())
     for s in _sorted(steps):
@@ -432,15 +456,7 @@ def setup(
     pending = sum(1 for s in steps if s.action == "create")
     if pending:
         console.print(f"dry run: {pending} to create; run again with --apply", markup=False, highlight=False)
-    manual = sum(1 for s in steps if s.action == "create in Setup")
-    if manual:
-        console.print(
-            f"{manual} Salesforce field(s) to create in Setup (ShopBotly does not change an org's metadata); "
-            "then run `shopbotly connections check`",
-            markup=False,
-            highlight=False,
-        )
-    if any(s.action == "failed" for s in steps) or (apply and manual):
+    if any(s.action == "failed" for s in steps):
         raise typer.Exit(1)
 
 

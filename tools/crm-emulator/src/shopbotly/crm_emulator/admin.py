@@ -6,6 +6,7 @@ Never faulted, rate limited or counted: it observes and steers the emulated CRMs
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hmac
 from typing import Annotated, Any, Literal
 
@@ -126,13 +127,18 @@ class ResetRequest(_Strict):
     faults: bool = True
     tokens: bool = False
     webhooks: bool = False
+    # Also forget the properties/fields created through the APIs: a fresh portal/org again.
+    properties: bool = False
 
 
 @router.post("/reset")
 async def reset(rt: RuntimeDep, body: ResetRequest | None = None) -> dict[str, Any]:
-    """Forget every record, counter and queued webhook; faults too unless told otherwise."""
+    """Forget every record, counter and queued webhook; faults too unless told otherwise. The schema created
+    through the APIs (HubSpot properties, Salesforce custom fields) stays unless `properties` is true."""
     request = body or ResetRequest()
-    await run_in_threadpool(rt.store.reset)
+    await run_in_threadpool(functools.partial(rt.store.reset, schema=request.properties))
+    if request.properties:
+        await run_in_threadpool(rt.reload_schema)
     rt.counters = type(rt.counters)()
     rt.reset_limits()
     rt.webhooks.clear()
@@ -281,7 +287,7 @@ async def seed_salesforce(sobject: str, seed: SeedRecord, rt: RuntimeDep) -> JSO
     if spec is None:
         return JSONResponse({"detail": f"unknown sObject {sobject}; known: {sorted(sf.SOBJECTS)}"}, 404)
     try:
-        fields = sf.canonical_fields(spec, seed.fields)
+        fields = sf.canonical_fields(spec, seed.fields, rt.salesforce_fields.names(spec.name))
     except sf.SalesforceRejected as exc:
         return JSONResponse({"detail": exc.body}, 422)
     identity = seed.identity.strip().lower() if seed.identity else None

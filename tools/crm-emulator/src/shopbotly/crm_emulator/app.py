@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 
 from shopbotly.common.health import probe_router
 from shopbotly.common.logging import get_logger
-from shopbotly.crm_emulator import admin, generic, generic_noupsert, hubspot, salesforce
+from shopbotly.crm_emulator import admin, generic, generic_noupsert, hubspot, salesforce, salesforce_tooling
 from shopbotly.crm_emulator.gate import Gate
 from shopbotly.crm_emulator.generic_rules import GenericRejected
 from shopbotly.crm_emulator.hubspot_rules import RequestRejected
@@ -63,6 +63,7 @@ def create_app(
     app.include_router(hubspot.associations_router)
     app.include_router(hubspot.properties_router)
     app.include_router(salesforce.router)
+    app.include_router(salesforce_tooling.router)
     app.include_router(generic.router)
     app.include_router(generic_noupsert.router)
     _error_handlers(app)

@@ -362,7 +362,7 @@ async def create_property(object_type: str, request: Request, rt: RuntimeDep) ->
             ),
             409,
         )
-    created = rt.hubspot_properties.create(kind, body, iso_ms(rt.clock()))
+    created = await run_in_threadpool(rt.hubspot_properties.create, kind, body, iso_ms(rt.clock()))
     if isinstance(created, str):
         raise RequestRejected(400, hubspot_error(created, "VALIDATION_ERROR"))
     return JSONResponse(created, 201)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 __all__ = [
@@ -235,11 +235,18 @@ def standard_definitions() -> dict[str, dict[str, dict[str, Any]]]:
 
 
 class PropertyRegistry:
-    """Every property of the portal per object type: the standard ones and those created since start."""
+    """Every property of the portal per object type: the standard ones and those created through the API
+    (`on_create` persists each, `restore` brings them back after a restart)."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_create: Callable[[str, dict[str, Any]], None] | None = None) -> None:
         self._lock = threading.Lock()
         self._by_type = standard_definitions()
+        self.on_create = on_create
+
+    def restore(self, object_type: str, created: Mapping[str, Any]) -> None:
+        """A property created before (read back from the store)."""
+        with self._lock:
+            self._by_type.setdefault(object_type, {})[str(created["name"])] = dict(created)
 
     def list(self, object_type: str) -> list[dict[str, Any]]:
         with self._lock:
@@ -284,6 +291,8 @@ class PropertyRegistry:
         created["description"] = str(body.get("description") or "")
         created["formField"] = bool(body.get("formField", False))
         created["createdAt"] = created["updatedAt"] = now_iso
+        if self.on_create is not None:
+            self.on_create(object_type, created)
         with self._lock:
             self._by_type.setdefault(object_type, {})[created["name"]] = created
         return created

@@ -5,6 +5,7 @@ Everything but the store is touched only from the event loop's thread, so it nee
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from collections import Counter
@@ -16,6 +17,7 @@ from shopbotly.common.health import Health
 from shopbotly.crm_emulator.domain import FaultPlan, RateLimiter, RateLimitPolicy, System, TokenRegistry
 from shopbotly.crm_emulator.hubspot_properties import PropertyRegistry
 from shopbotly.crm_emulator.hubspot_rules import CONTACT_PROPERTIES, PropertySchema
+from shopbotly.crm_emulator.salesforce_describe import CustomFieldRegistry, custom_field
 from shopbotly.crm_emulator.settings import EmulatorSettings, reveal
 from shopbotly.crm_emulator.store import Store
 from shopbotly.crm_emulator.webhooks import WebhookDispatcher
@@ -80,6 +82,8 @@ class Runtime:
     hubspot_schema: PropertySchema
     # Every property per object type: a fresh portal's, the settings' unique ones, those created since.
     hubspot_properties: PropertyRegistry
+    # The org's custom fields per sObject: configured (created in Setup before start), then Tooling API.
+    salesforce_fields: CustomFieldRegistry
     tokens: TokenRegistry = field(default_factory=TokenRegistry)
     limiters: dict[System, RateLimiter] = field(default_factory=dict)
     faults: dict[System, FaultPlan] = field(default_factory=lambda: {s: FaultPlan() for s in System})
@@ -91,6 +95,12 @@ class Runtime:
     def reset_limits(self) -> None:
         self.limiters = {s: RateLimiter(p) for s, p in default_policies(self.settings).items()}
 
+    def reload_schema(self) -> None:
+        """Rebuild the schema from the settings and the store (after the store forgot created ones)."""
+        self.hubspot_properties = _hubspot_registry(self.settings, self.store)
+        self.hubspot_schema = dataclasses.replace(self.hubspot_schema, registry=self.hubspot_properties)
+        self.salesforce_fields = salesforce_registry(self.settings, self.store)
+
     def reset_faults(self) -> None:
         self.faults = {s: FaultPlan() for s in System}
         self.fail_next = {s: () for s in System}
@@ -100,22 +110,8 @@ class Runtime:
 def build_runtime(settings: EmulatorSettings, clock: Callable[[], float] = time.time) -> Runtime:
     """Open the store and resolve secret references; fails at start when a reference cannot be read."""
     store = Store(settings.database())
-    registry = PropertyRegistry()
-    for object_type, names in settings.hubspot_unique_properties.items():
-        for name in names:
-            # Pre-provisioned: as `shopbotly connections setup` would have created it.
-            registry.create(
-                object_type,
-                {
-                    "name": name,
-                    "label": name,
-                    "type": "string",
-                    "fieldType": "text",
-                    "groupName": "shopbotly",
-                    "hasUniqueValue": True,
-                },
-                "2024-01-01T00:00:00.000Z",
-            )
+    registry = _hubspot_registry(settings, store)
+    fields = salesforce_registry(settings, store)
     runtime = Runtime(
         settings=settings,
         store=store,
@@ -133,6 +129,64 @@ def build_runtime(settings: EmulatorSettings, clock: Callable[[], float] = time.
             registry=registry,
         ),
         hubspot_properties=registry,
+        salesforce_fields=fields,
     )
     runtime.reset_limits()
     return runtime
+
+
+def _hubspot_registry(settings: EmulatorSettings, store: Store) -> PropertyRegistry:
+    """A fresh portal's properties, the settings' pre-provisioned unique ones, and those created through
+    the Properties API before a restart (the store keeps them, as a portal does)."""
+    registry = PropertyRegistry()
+    for object_type, names in settings.hubspot_unique_properties.items():
+        for name in names:
+            # Pre-provisioned: as `shopbotly connections setup` would have created it.
+            registry.create(
+                object_type,
+                {
+                    "name": name,
+                    "label": name,
+                    "type": "string",
+                    "fieldType": "text",
+                    "groupName": "shopbotly",
+                    "hasUniqueValue": True,
+                },
+                "2024-01-01T00:00:00.000Z",
+            )
+    for object_type, definition in store.definitions(System.HUBSPOT):
+        registry.restore(object_type, definition)
+    registry.on_create = lambda object_type, created: store.save_definition(
+        System.HUBSPOT, object_type, str(created["name"]), created
+    )
+    return registry
+
+
+def salesforce_registry(settings: EmulatorSettings, store: Store) -> CustomFieldRegistry:
+    """The org's custom fields: those the settings say an admin created in Setup (fields named as external
+    ids or unique are text fields marked so), then those created through the Tooling API before a restart."""
+    fields = CustomFieldRegistry()
+    external = settings.salesforce_external_id_fields
+    unique = settings.salesforce_unique_fields
+    for sobject in sorted({*settings.salesforce_custom_fields, *external, *unique}):
+        ext, uniq = set(external.get(sobject, [])), set(unique.get(sobject, []))
+        for f in settings.salesforce_custom_fields.get(sobject, []):
+            fields.add(
+                sobject,
+                custom_field(
+                    f.name,
+                    f.type,
+                    external_id=f.external_id or f.name in ext,
+                    unique=f.unique or f.name in uniq,
+                    picklist=f.picklist_values,
+                ),
+            )
+        for name in sorted(ext | uniq):
+            if fields.get(sobject, name) is None and name.endswith("__c"):
+                fields.add(sobject, custom_field(name, external_id=name in ext, unique=name in uniq))
+    for sobject, described in store.definitions(System.SALESFORCE):
+        fields.add(sobject, described)
+    fields.on_create = lambda sobject, described: store.save_definition(
+        System.SALESFORCE, sobject, str(described["name"]), described
+    )
+    return fields

@@ -31,7 +31,7 @@ from shopbotly.crm_emulator.oauth import (
     parse_form,
 )
 from shopbotly.crm_emulator.runtime import Runtime
-from shopbotly.crm_emulator.salesforce_describe import custom_field, describe_sobject
+from shopbotly.crm_emulator.salesforce_describe import describe_sobject, standard_fields
 from shopbotly.crm_emulator.settings import reveal
 from shopbotly.crm_emulator.shapes import salesforce_error, salesforce_item_error
 
@@ -154,16 +154,16 @@ async def collection_upsert(
 ) -> JSONResponse:
     _version(version, sf.MIN_COLLECTIONS_VERSION)
     spec = _spec(sobject)
-    field = sf.external_id_field(spec, ext_field, rt.settings.salesforce_external_id_fields)
+    field = sf.external_id_field(spec, ext_field, rt.salesforce_fields.external_ids(spec.name))
     body = await _body(request)
     all_or_none, records, errors = sf.parse_collection_upsert(
-        body, spec, field, rt.settings.salesforce_batch_limit
+        body, spec, field, rt.settings.salesforce_batch_limit, rt.salesforce_fields.names(spec.name)
     )
     if spec.references:
         dangling = await run_in_threadpool(lambda: {r.index: _dangling(rt, spec, r.fields) for r in records})
         errors = {**errors, **{i: e for i, e in dangling.items() if e}}
         records = [r for r in records if r.index not in errors]
-    unique = rt.settings.salesforce_unique_fields.get(spec.name, [])
+    unique = sorted(rt.salesforce_fields.unique(spec.name))
     results = await run_in_threadpool(
         rt.store.salesforce_upsert, spec, field, all_or_none, records, errors, unique, rt.clock()
     )
@@ -176,11 +176,11 @@ async def single_upsert(
 ) -> JSONResponse:
     _version(version)
     spec = _spec(sobject)
-    field = sf.external_id_field(spec, ext_field, rt.settings.salesforce_external_id_fields)
+    field = sf.external_id_field(spec, ext_field, rt.salesforce_fields.external_ids(spec.name))
     body = await _body(request)
     if not isinstance(body, dict):
         raise sf.SalesforceRejected(400, salesforce_error("JSON_PARSER_ERROR", "Expected a JSON object"))
-    fields = sf.canonical_fields(spec, body)
+    fields = sf.canonical_fields(spec, body, rt.salesforce_fields.names(spec.name))
     problems = sf.field_problems(spec, {**fields, field: value})
     if not problems:
         problems = await run_in_threadpool(_dangling, rt, spec, fields)
@@ -221,32 +221,26 @@ def _dangling(rt: Runtime, spec: sf.SObjectSpec, fields: Mapping[str, str | None
     ]
 
 
-def _select(record: dict[str, Any], fields: str | None) -> dict[str, Any]:
-    """`?fields=A,B`: the attributes, the Id and the named fields only."""
+def _wanted(rt: Runtime, spec: sf.SObjectSpec, fields: str | None) -> set[str] | None:
+    """`?fields=A,B` as lowercased names (None: every field); a field the sObject lacks → 400
+    INVALID_FIELD, as Salesforce answers before looking the record up."""
     if not fields:
+        return None
+    named = [f.strip() for f in fields.split(",") if f.strip()]
+    described = [*standard_fields()[spec.name], *rt.salesforce_fields.fields(spec.name)]
+    known = {str(f["name"]).lower() for f in described}
+    unknown = [name for name in named if name.lower() not in known]
+    if unknown:
+        message = f"No such column '{unknown[0]}' on entity '{spec.name}'"
+        raise sf.SalesforceRejected(400, salesforce_error("INVALID_FIELD", message, []))
+    return {name.lower() for name in named}
+
+
+def _select(record: dict[str, Any], wanted: set[str] | None) -> dict[str, Any]:
+    """The attributes, the Id and the wanted fields only."""
+    if wanted is None:
         return record
-    wanted = {f.strip().lower() for f in fields.split(",") if f.strip()}
     return {k: v for k, v in record.items() if k in ("attributes", "Id") or k.lower() in wanted}
-
-
-def _custom_fields(rt: Runtime, sobject: str) -> list[dict[str, Any]]:
-    settings = rt.settings
-    external = set(settings.salesforce_external_id_fields.get(sobject, []))
-    unique = set(settings.salesforce_unique_fields.get(sobject, []))
-    out = {
-        f.name: custom_field(
-            f.name,
-            f.type,
-            external_id=f.external_id or f.name in external,
-            unique=f.unique or f.name in unique,
-            picklist=f.picklist_values,
-        )
-        for f in settings.salesforce_custom_fields.get(sobject, [])
-    }
-    for name in sorted(external | unique):
-        if name not in out and name.endswith("__c"):
-            out[name] = custom_field(name, external_id=name in external, unique=name in unique)
-    return list(out.values())
 
 
 # Before the record routes: `describe` is not a record id.
@@ -254,7 +248,8 @@ def _custom_fields(rt: Runtime, sobject: str) -> list[dict[str, Any]]:
 async def describe(version: str, sobject: str, rt: RuntimeDep) -> JSONResponse:
     _version(version)
     spec = _spec(sobject)
-    return JSONResponse(describe_sobject(spec.name, spec.key_prefix, _custom_fields(rt, spec.name), version))
+    custom = rt.salesforce_fields.fields(spec.name)
+    return JSONResponse(describe_sobject(spec.name, spec.key_prefix, custom, version))
 
 
 @router.get("/services/data/{version}/sobjects/{sobject}/{record_id}")
@@ -263,6 +258,7 @@ async def get_record(
 ) -> JSONResponse:
     _version(version)
     spec = _spec(sobject)
+    wanted = _wanted(rt, spec, fields)
     obj = await run_in_threadpool(rt.store.get, System.SALESFORCE, spec.name, _full_id(record_id))
     if obj is None:
         if not is_valid_salesforce_id(record_id):
@@ -271,7 +267,7 @@ async def get_record(
                 400,
             )
         return JSONResponse(_NOT_FOUND, 404)
-    return JSONResponse(_select(sf.record_json(obj, version), fields))
+    return JSONResponse(_select(sf.record_json(obj, version), wanted))
 
 
 @router.get("/services/data/{version}/sobjects/{sobject}/{ext_field}/{value}")
@@ -280,7 +276,8 @@ async def get_by_external_id(
 ) -> JSONResponse:
     _version(version)
     spec = _spec(sobject)
-    field = sf.external_id_field(spec, ext_field, rt.settings.salesforce_external_id_fields)
+    field = sf.external_id_field(spec, ext_field, rt.salesforce_fields.external_ids(spec.name))
+    wanted = _wanted(rt, spec, fields)
     matches = await run_in_threadpool(rt.store.by_field, spec.name, field, value)
     if not matches:
         return JSONResponse(_NOT_FOUND, 404)
@@ -288,7 +285,7 @@ async def get_by_external_id(
         return JSONResponse(
             [f"/services/data/{version}/sobjects/{spec.name}/{m.object_id}" for m in matches], 300
         )
-    return JSONResponse(_select(sf.record_json(matches[0], version), fields))
+    return JSONResponse(_select(sf.record_json(matches[0], version), wanted))
 
 
 @router.post("/services/data/{version}/sobjects/{sobject}", status_code=201)
@@ -298,7 +295,7 @@ async def create_record(version: str, sobject: str, request: Request, rt: Runtim
     body = await _body(request)
     if not isinstance(body, dict):
         raise sf.SalesforceRejected(400, salesforce_error("JSON_PARSER_ERROR", "Expected a JSON object"))
-    fields = sf.canonical_fields(spec, body)
+    fields = sf.canonical_fields(spec, body, rt.salesforce_fields.names(spec.name))
     problems = sf.field_problems(spec, fields)
     missing = sf.required_missing(spec, {k: v for k, v in fields.items() if v})
     if missing is not None:

@@ -8,10 +8,11 @@ so clients such as simple-salesforce read the emulator's schema as they read a r
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["custom_field", "describe_sobject", "field", "standard_fields"]
+__all__ = ["CustomFieldRegistry", "custom_field", "describe_sobject", "field", "standard_fields"]
 
 _SOAP_TYPES: Mapping[str, str] = {
     "id": "tns:ID",
@@ -407,3 +408,44 @@ def describe_sobject(
             "sobject": base,
         },
     }
+
+
+class CustomFieldRegistry:
+    """The org's custom fields per sObject, as `describe` lists them: those an admin created before start
+    (settings) and those created through the Tooling API since (`on_create` persists each; `add` brings them
+    back after a restart). Names are case-insensitive, as in Salesforce."""
+
+    def __init__(self, on_create: Callable[[str, dict[str, Any]], None] | None = None) -> None:
+        self._lock = threading.Lock()
+        self._by_sobject: dict[str, dict[str, dict[str, Any]]] = {}
+        self.on_create = on_create
+
+    def add(self, sobject: str, described: Mapping[str, Any]) -> None:
+        with self._lock:
+            self._by_sobject.setdefault(sobject, {})[str(described["name"]).lower()] = dict(described)
+
+    def create(self, sobject: str, described: dict[str, Any]) -> None:
+        if self.on_create is not None:
+            self.on_create(sobject, described)
+        self.add(sobject, described)
+
+    def fields(self, sobject: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._by_sobject.get(sobject, {}).values())
+
+    def get(self, sobject: str, name: str) -> dict[str, Any] | None:
+        with self._lock:
+            return self._by_sobject.get(sobject, {}).get(name.lower())
+
+    def names(self, sobject: str) -> frozenset[str]:
+        return frozenset(str(f["name"]) for f in self.fields(sobject))
+
+    def external_ids(self, sobject: str) -> frozenset[str]:
+        return frozenset(str(f["name"]) for f in self.fields(sobject) if f["externalId"])
+
+    def unique(self, sobject: str) -> frozenset[str]:
+        return frozenset(str(f["name"]) for f in self.fields(sobject) if f["unique"])
+
+    def count(self) -> int:
+        with self._lock:
+            return sum(len(fields) for fields in self._by_sobject.values())

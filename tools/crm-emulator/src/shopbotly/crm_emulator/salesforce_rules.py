@@ -7,7 +7,7 @@ per-record problems become `{success: false, errors: [{statusCode, message, fiel
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -24,6 +24,7 @@ __all__ = [
     "SfRecordInput",
     "canonical_fields",
     "external_id_field",
+    "no_such_column",
     "parse_collection_upsert",
     "parse_version",
     "record_json",
@@ -38,7 +39,6 @@ ROLLED_BACK = salesforce_item_error(
     "ALL_OR_NONE_OPERATION_ROLLED_BACK",
     "Record rolled back because not all records were valid and the request was using AllOrNone header",
 )
-_FIELD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,79}$")
 
 
 class SalesforceRejected(Exception):
@@ -59,14 +59,12 @@ class SObjectSpec:
     # People (Lead, Contact) are what the admin state lists by identity; the rest hangs off them.
     person: bool = False
 
-    def canonical(self, name: str) -> str | None:
-        """Field names are case-insensitive; custom fields (`__c`) are accepted as sent."""
+    def canonical(self, name: str, custom: Collection[str] = ()) -> str | None:
+        """Names are case-insensitive; a custom field (`__c`) exists only if the org has it (`custom`)."""
         lowered = name.lower()
-        for known in self.fields:
+        for known in (*self.fields, *custom):
             if known.lower() == lowered:
                 return known
-        if lowered.endswith("__c") and _FIELD_NAME.match(name):
-            return name
         return None
 
 
@@ -189,15 +187,10 @@ def sf_datetime(ts: float) -> str:
     )
 
 
-def external_id_field(spec: SObjectSpec, name: str, configured: Mapping[str, Sequence[str]]) -> str:
-    """The canonical external-id field, or 404 as Salesforce answers for a field it cannot use."""
-    allowed = configured.get(spec.name)
-    canonical = spec.canonical(name)
-    if allowed is not None:
-        canonical = next((f for f in allowed if f.lower() == name.lower()), None)
-    elif canonical is not None and not canonical.lower().endswith("__c"):
-        # Standard fields (Email, Name, ...) cannot be marked External ID in Salesforce.
-        canonical = None
+def external_id_field(spec: SObjectSpec, name: str, external_ids: Collection[str]) -> str:
+    """The canonical external-id field (a custom field of the org marked External ID), or 404 as
+    Salesforce answers for a field it cannot use. Standard fields (Email, Name, ...) cannot be one."""
+    canonical = next((f for f in external_ids if f.lower() == name.lower()), None)
     if canonical is None:
         raise SalesforceRejected(
             404,
@@ -224,8 +217,19 @@ def _scalar(value: Any, field_name: str) -> str | None:
     )
 
 
-def canonical_fields(spec: SObjectSpec, raw: Mapping[str, Any]) -> dict[str, str | None]:
-    """Field values keyed by canonical names; an unknown field fails the whole request, as in Salesforce."""
+def no_such_column(spec: SObjectSpec, name: str) -> SalesforceRejected:
+    return SalesforceRejected(
+        400,
+        salesforce_error("INVALID_FIELD", f"No such column '{name}' on sobject of type {spec.name}", []),
+    )
+
+
+def canonical_fields(
+    spec: SObjectSpec, raw: Mapping[str, Any], custom: Collection[str] = ()
+) -> dict[str, str | None]:
+    """Field values keyed by canonical names. A field the sObject lacks (a custom field nobody created, a
+    standard field of another object) fails the whole request, as the JSON is read before any record is:
+    400 `INVALID_FIELD` "No such column 'X' on sobject of type Y"."""
     fields: dict[str, str | None] = {}
     for name, value in raw.items():
         if name == "attributes":
@@ -233,12 +237,9 @@ def canonical_fields(spec: SObjectSpec, raw: Mapping[str, Any]) -> dict[str, str
         if name == "Id":
             fields["Id"] = _scalar(value, name)
             continue
-        canonical = spec.canonical(name)
+        canonical = spec.canonical(name, custom)
         if canonical is None:
-            raise SalesforceRejected(
-                400,
-                salesforce_error("INVALID_FIELD", f"No such column '{name}' on sobject of type {spec.name}"),
-            )
+            raise no_such_column(spec, name)
         fields[canonical] = _scalar(value, name)
     return fields
 
@@ -298,7 +299,7 @@ class SfRecordInput:
 
 
 def parse_collection_upsert(
-    body: Any, spec: SObjectSpec, ext_field: str, limit: int
+    body: Any, spec: SObjectSpec, ext_field: str, limit: int, custom: Collection[str] = ()
 ) -> tuple[bool, list[SfRecordInput], dict[int, list[dict[str, Any]]]]:
     """(allOrNone, records that may be applied, per-index errors of records that fail on their own)."""
     if not isinstance(body, dict) or not isinstance(body.get("records"), list):
@@ -337,7 +338,7 @@ def parse_collection_upsert(
                 ),
             )
         assert isinstance(raw, dict)
-        fields = canonical_fields(spec, raw)
+        fields = canonical_fields(spec, raw, custom)
         problems = field_problems(spec, fields)
         ext_value = fields.get(ext_field)
         if not ext_value:

@@ -127,14 +127,14 @@ class EmulatorSettings(BaseSettings):
     hubspot_batch_limit: int = Field(default=100, ge=1)
     hubspot_tag_property: str = "shopbotly_tags"
     hubspot_strict_properties: bool = True
-    # Custom contact properties that exist in the emulated account (fnmatch patterns).
-    hubspot_custom_properties: list[str] = Field(default_factory=lambda: ["shopbotly_*"])
-    # Properties with unique values (`hasUniqueValue: true`) per object type besides contacts' e-mail: the
-    # keys `batch/upsert` accepts for notes and tickets. crm-writer keys them by `shopbotly_command_id`; set
-    # `{}` to model a portal where nobody created it (or add one at run time: POST /crm/v3/properties/...).
-    hubspot_unique_properties: dict[str, list[str]] = Field(
-        default_factory=lambda: {"notes": ["shopbotly_command_id"], "tickets": ["shopbotly_command_id"]}
-    )
+    # Custom contact properties that exist without a definition (fnmatch patterns), for a portal modelled as
+    # pre-provisioned. Default: none, a fresh portal; custom properties exist once created through the
+    # Properties API (`shopbotly connections setup --apply` creates ShopBotly's own).
+    hubspot_custom_properties: list[str] = Field(default_factory=list)
+    # Properties with unique values (`hasUniqueValue: true`) per object type besides contacts' e-mail that
+    # exist from the start: the keys `batch/upsert` accepts for notes and tickets (crm-writer keys them by
+    # `shopbotly_command_id`). Default: none, a fresh portal (`connections setup` creates them).
+    hubspot_unique_properties: dict[str, list[str]] = Field(default_factory=dict)
     # Where an agent reply is written on a ticket (a custom ticket property).
     hubspot_reply_property: str = "shopbotly_last_reply"
 
@@ -146,12 +146,15 @@ class EmulatorSettings(BaseSettings):
     salesforce_token_lifetime_s: float = Field(default=7200.0, gt=0)
     salesforce_daily_limit: int = Field(default=15_000, ge=1)
     salesforce_batch_limit: int = Field(default=200, ge=1)
-    # External-id fields per sObject; unset → any custom field (`__c`) may be used as one.
+    # Custom text fields marked External ID the org has from the start, per sObject (a fresh org has none;
+    # upserts by a field that is not one answer 404 NOT_FOUND).
     salesforce_external_id_fields: dict[str, list[str]] = Field(default_factory=dict)
-    # Fields with a unique constraint per sObject: a second record with the value fails DUPLICATE_VALUE.
+    # Custom fields with a unique constraint per sObject: a second record with a value fails DUPLICATE_VALUE.
     salesforce_unique_fields: dict[str, list[str]] = Field(default_factory=dict)
-    # Custom fields the org has, per sObject, as `describe` lists them; fields named in
-    # `salesforce_external_id_fields` / `salesforce_unique_fields` are listed too (text, External ID/Unique).
+    # Custom fields the org has from the start, per sObject, as an admin created them in Setup; fields named
+    # in the two settings above exist too (text, External ID/Unique). Default: none, a fresh org. Others are
+    # created through the Tooling API (`POST .../tooling/sobjects/CustomField`; `connections setup --apply`).
+    # Writes to a custom field the org lacks fail: 400 INVALID_FIELD "No such column ...".
     salesforce_custom_fields: dict[str, list[SalesforceCustomField]] = Field(default_factory=dict)
     # Multi-picklist field shown as the record's tags in the admin state.
     salesforce_tag_field: str = "ShopBotly_Tags__c"

@@ -78,6 +78,13 @@ CREATE TABLE IF NOT EXISTS idempotency (
     PRIMARY KEY (system, key)
 );
 CREATE TABLE IF NOT EXISTS sequences (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS schema_definitions (
+    system TEXT NOT NULL,
+    object_type TEXT NOT NULL,
+    name TEXT NOT NULL,
+    definition TEXT NOT NULL,
+    PRIMARY KEY (system, object_type, name)
+);
 """
 
 
@@ -155,12 +162,35 @@ class Store:
         with self._lock:
             return bool(self._conn.execute("SELECT 1").fetchone()[0] == 1)
 
-    def reset(self) -> None:
-        """Forget records, counters, idempotency keys; webhook event ids go on (`reserve_event_ids`)."""
+    def reset(self, *, schema: bool = False) -> None:
+        """Forget records, counters, idempotency keys; webhook event ids go on (`reserve_event_ids`).
+        The account's schema (properties and fields created through the API) stays unless `schema`."""
         with self._tx() as conn:
             for table in ("objects", "identities", "writes", "idempotency"):
                 conn.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed table names
             conn.execute("DELETE FROM sequences WHERE name != ?", (_EVENT_ID_SEQUENCE,))
+            if schema:
+                conn.execute("DELETE FROM schema_definitions")
+
+    def save_definition(
+        self, system: System, object_type: str, name: str, definition: Mapping[str, Any]
+    ) -> None:
+        """A property or field created through the API: it outlives a restart, as it does in the CRM."""
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO schema_definitions (system, object_type, name, definition) "
+                "VALUES (?, ?, ?, ?)",
+                (system.value, object_type, name, json.dumps(definition)),
+            )
+
+    def definitions(self, system: System) -> list[tuple[str, dict[str, Any]]]:
+        """(object type, definition) of every property or field created through the API, oldest first."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT object_type, definition FROM schema_definitions WHERE system = ? ORDER BY rowid",
+                (system.value,),
+            ).fetchall()
+        return [(row["object_type"], json.loads(row["definition"])) for row in rows]
 
     # ---------------------------------------------------------------------------------------------
     # Building blocks (inside a transaction)

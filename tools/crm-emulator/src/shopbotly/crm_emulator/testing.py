@@ -70,6 +70,56 @@ class Emulator:
         assert response.status_code == 200, response.text
         return {"Authorization": f"Bearer {response.json()['access_token']}"}
 
+    async def create_property(
+        self,
+        object_type: str,
+        name: str,
+        *,
+        type_: str = "string",
+        field_type: str = "text",
+        unique: bool = False,
+    ) -> None:
+        """A custom HubSpot property, created through the Properties API as `connections setup` does."""
+        body = {
+            "name": name,
+            "label": name,
+            "type": type_,
+            "fieldType": field_type,
+            "groupName": "contactinformation",
+            "hasUniqueValue": unique,
+        }
+        response = await self.client.post(f"/crm/v3/properties/{object_type}", headers=HUBSPOT, json=body)
+        assert response.status_code == 201, response.text
+
+    async def provision_hubspot(self) -> None:
+        """What `shopbotly connections setup --apply` creates in a fresh portal that these tests write to: the
+        tags property, the reply property and the unique command-id property of notes and tickets."""
+        await self.create_property("contacts", "shopbotly_tags", field_type="textarea")
+        await self.create_property("tickets", "shopbotly_last_reply", field_type="textarea")
+        for object_type in ("notes", "tickets"):
+            await self.create_property(object_type, "shopbotly_command_id", unique=True)
+
+    async def create_field(
+        self, sobject: str, name: str, *, type_: str = "Text", external_id: bool = False, unique: bool = False
+    ) -> None:
+        """A Salesforce custom field, created through the Tooling API (`connections setup --apply`)."""
+        metadata: dict[str, Any] = {"label": name.removesuffix("__c"), "type": type_}
+        if type_ == "Text":
+            metadata |= {"length": 255, "externalId": external_id, "unique": unique}
+        elif type_ == "MultiselectPicklist":
+            metadata |= {
+                "visibleLines": 4,
+                "valueSet": {
+                    "valueSetDefinition": {"value": [{"fullName": "shopbotly", "label": "shopbotly"}]}
+                },
+            }
+        response = await self.client.post(
+            "/services/data/v61.0/tooling/sobjects/CustomField",
+            headers=await self.sf_token(),
+            json={"FullName": f"{sobject}.{name}", "Metadata": metadata},
+        )
+        assert response.status_code == 201, response.text
+
 
 EmulatorFactory = Callable[..., Awaitable[Emulator]]
 
@@ -108,8 +158,8 @@ class Receiver:
         return self.received
 
 
-async def serve(app: Any) -> tuple[uvicorn.Server, asyncio.Task[None], int]:
-    port = free_port()
+async def serve(app: Any, port: int | None = None) -> tuple[uvicorn.Server, asyncio.Task[None], int]:
+    port = port or free_port()
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"
     )

@@ -65,6 +65,7 @@ __all__ = [
     "json_schema",
     "load_config",
     "parse_config",
+    "parse_config_text",
     "parse_connection",
 ]
 
@@ -152,18 +153,23 @@ def load_config(path: str | Path) -> ShopbotlyConfig:
         text = path.read_text()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
+    return parse_config_text(text, origin=str(path))
+
+
+def parse_config_text(text: str, *, origin: str = "<config>") -> ShopbotlyConfig:
+    """Validate a config given as YAML text; ConfigError names `origin`, the line or field, the problem."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{path}: {where}invalid YAML: {problem}") from None
+        raise ConfigError(f"{origin}: {where}invalid YAML: {problem}") from None
     if data is not None and not isinstance(data, dict):
         raise ConfigError(
-            f"{path}: (top level): expected a mapping with `tenants`, got {type(data).__name__}"
+            f"{origin}: (top level): expected a mapping with `tenants`, got {type(data).__name__}"
         )
-    return parse_config(data, origin=str(path))
+    return parse_config(data, origin=origin)
 
 
 def json_schema() -> str:

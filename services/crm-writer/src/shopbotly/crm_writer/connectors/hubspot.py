@@ -27,7 +27,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -47,8 +46,8 @@ from shopbotly.crm_writer.connectors.base import (
     json_body,
     unsupported,
 )
+from shopbotly.crm_writer.connectors.refused import RefusedProperties
 from shopbotly.crm_writer.domain import Write, WriteKind, merged_properties, property_text
-from shopbotly.crm_writer.metrics import DROPPED_PROPERTIES
 from shopbotly.crm_writer.runtime import BatchQueue, ConnectionRuntime, Permit
 from shopbotly.crm_writer.verdict import (
     Quota,
@@ -218,9 +217,8 @@ class HubSpotConnector(Connector[HubSpotOptions], kind="hubspot"):
         assert cfg.base_url is not None
         self._base = cfg.base_url.rstrip("/")
         self.cache = ContactCache(ttl_s=self.options.state_ttl_s)
-        # Contact properties the portal refused, and when: left out of writes until `state_ttl_s` passed
-        # (then tried again, so a property created meanwhile is picked up).
-        self.refused: dict[str, float] = {}
+        # Contact properties the portal refused: left out of writes until `state_ttl_s` passed.
+        self.refused = RefusedProperties(runtime.name, ttl_s=self.options.state_ttl_s)
         self._upserts: BatchQueue[_UpsertInput, _Upserted] = BatchQueue(
             runtime,
             max_batch=min(cfg.batch_size, 100),
@@ -324,28 +322,7 @@ class HubSpotConnector(Connector[HubSpotOptions], kind="hubspot"):
     def _known_refused(self, props: dict[str, str]) -> list[str]:
         if self.options.unknown_properties != "drop":
             return []
-        now = time.monotonic()
-        ttl = self.options.state_ttl_s
-        known = [n for n in props if n != "email" and n in self.refused and now - self.refused[n] < ttl]
-        if known:
-            DROPPED_PROPERTIES.labels(self.runtime.name, "contacts").inc(len(known))
-        return known
-
-    def _note_refused(self, refused: dict[str, str]) -> None:
-        now = time.monotonic()
-        for name, code in refused.items():
-            DROPPED_PROPERTIES.labels(self.runtime.name, "contacts").inc()
-            if name not in self.refused:
-                # Once per property (and again after it was tried anew), never per record.
-                _log.warning(
-                    "crm_property_dropped",
-                    connection=self.runtime.name,
-                    object_type="contacts",
-                    property=name,
-                    reason=code,
-                    fix="shopbotly connections check / setup",
-                )
-            self.refused[name] = now
+        return self.refused.known("contacts", [n for n in props if n != "email"])
 
     async def _state(
         self, identity: str, partition: int, *, wanted: set[str], must_read: bool
@@ -476,7 +453,7 @@ class HubSpotConnector(Connector[HubSpotOptions], kind="hubspot"):
         kept = {k: v for k, v in item.properties.items() if k not in refused}
         if len(kept) == len(item.properties):
             return error
-        self._note_refused(refused)
+        self.refused.note("contacts", refused)
         again = await self._send_upserts(
             await self.runtime.permit(), [_UpsertInput(item.identity, kept, item.trace)]
         )

@@ -8,6 +8,15 @@
   picklist (`tags_field`) read once per identity (then cached) and written as the union.
 - Notes are Tasks (WhoId = the contact); tickets are Cases (ContactId), upserted on
   `ticket_external_id_field` = command id when configured, so a replay cannot open a second case.
+- A field the org refuses (400 INVALID_FIELD "No such column 'X'", which refuses a whole collections
+  request; INVALID_FIELD_FOR_INSERT_UPDATE; a value not in a restricted picklist) never costs the fields it
+  has: with `unknown_properties: drop` (the default) the records are sent again without it, as the HubSpot
+  connector does (`RefusedProperties`: counted, logged once, left out for `state_ttl_s`, named in the
+  result's `dropped_properties`); tags without a `tags_field` are dropped the same way. `dead_letter` makes
+  either permanent.
+- A new record missing a field the org requires (REQUIRED_FIELD_MISSING: a Lead's LastName or Company, a
+  Contact's LastName) is sent again with `[not provided]` in those fields, as Salesforce's own Web-to-Lead
+  does; an existing record is never given the placeholder (its upsert does not need the field).
 - Errors: 401 INVALID_SESSION_ID → the token is minted again once; 403/503 REQUEST_LIMIT_EXCEEDED →
   outage (circuit opens); HTTP 300 (several records match the external id) → permanent.
   `Sforce-Limit-Info: api-usage=used/total` is exported as the daily remaining quota.
@@ -29,11 +38,22 @@ from shopbotly.common.config.crm_kinds.salesforce import SalesforceOptions
 from shopbotly.common.errors import OutageError, PermanentError, RetryableError, ShopbotlyError
 from shopbotly.common.events import CommandOp
 from shopbotly.crm_writer.connectors.base import Connector, ContactCache, ContactState, json_body, unsupported
+from shopbotly.crm_writer.connectors.refused import RefusedProperties
 from shopbotly.crm_writer.domain import Write, WriteKind, property_text, split_multi, union_tags
 from shopbotly.crm_writer.runtime import BatchQueue, ConnectionRuntime, Permit
 from shopbotly.crm_writer.verdict import Quota, Verdict, VerdictKind, parse_retry_after
 
-__all__ = ["SalesforceConnector", "classify_salesforce", "item_error", "sforce_quota"]
+__all__ = [
+    "PLACEHOLDER",
+    "SalesforceConnector",
+    "classify_salesforce",
+    "item_error",
+    "refused_fields",
+    "sforce_quota",
+]
+
+# What a required field a new record lacks is set to (Salesforce's Web-to-Lead uses the same words).
+PLACEHOLDER = "[not provided]"
 
 _KINDS = {
     CommandOp.UPSERT_CONTACT: WriteKind.CONTACT,
@@ -45,6 +65,13 @@ _KINDS = {
 }
 _USAGE = re.compile(r"(?:^|[;,\s])api-usage=(\d+)/(\d+)")
 _RETRYABLE_CODES = frozenset({"UNABLE_TO_LOCK_ROW", "SERVER_UNAVAILABLE", "ENTITY_IS_LOCKED"})
+# Errors about one field of the record, not the record itself.
+_DROPPABLE = frozenset(
+    {"INVALID_FIELD", "INVALID_FIELD_FOR_INSERT_UPDATE", "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST"}
+)
+_NO_SUCH_COLUMN = re.compile(r"No such column '([^']+)'")
+_UNABLE_TO_UPDATE = re.compile(r"Unable to create/update fields: ([^.]+)\.")
+_MAX_DROP_ROUNDS = 10  # a collections answer names one unknown column at a time
 
 
 def sforce_quota(headers: httpx.Headers) -> Quota | None:
@@ -114,10 +141,50 @@ def item_error(errors: Any) -> ShopbotlyError:
     return PermanentError(message)
 
 
+def refused_fields(errors: Any) -> dict[str, str]:
+    """The fields a Salesforce error refuses one by one (name → errorCode), from a request-level body
+    (`[{errorCode, message, fields}]`) or a record's `errors[]` (`[{statusCode, message, fields}]`)."""
+    items = errors if isinstance(errors, list) else [errors] if isinstance(errors, dict) else []
+    found: dict[str, str] = {}
+    for e in items:
+        if not isinstance(e, dict):
+            continue
+        code = str(e.get("errorCode") or e.get("statusCode") or "")
+        if code not in _DROPPABLE:
+            continue
+        message = str(e.get("message") or "")
+        names = [str(f) for f in e.get("fields") or [] if f]
+        if not names and (m := _NO_SUCH_COLUMN.search(message)):
+            names = [m.group(1)]
+        if not names and (m := _UNABLE_TO_UPDATE.search(message)):
+            names = [n.strip() for n in m.group(1).split(",") if n.strip()]
+        for name in names:
+            found.setdefault(name, code)
+    return found
+
+
+def _required_missing(errors: Any) -> list[str]:
+    """The fields a REQUIRED_FIELD_MISSING error names (a new record without LastName, Company...)."""
+    items = errors if isinstance(errors, list) else []
+    return [
+        str(f)
+        for e in items
+        if isinstance(e, dict) and (e.get("statusCode") or e.get("errorCode")) == "REQUIRED_FIELD_MISSING"
+        for f in e.get("fields") or []
+    ]
+
+
 @dataclass(frozen=True)
 class _Record:
     identity: str
     fields: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _Upserted:
+    id: str
+    # Fields left out because the org refused them (unknown_properties: drop).
+    dropped: tuple[str, ...] = ()
 
 
 class SalesforceConnector(Connector[SalesforceOptions], kind="salesforce"):
@@ -129,7 +196,8 @@ class SalesforceConnector(Connector[SalesforceOptions], kind="salesforce"):
         self._base_url = cfg.base_url.rstrip("/")
         self.cache = ContactCache(ttl_s=o.state_ttl_s)
         batch = min(cfg.batch_size, 200)
-        self._queues: dict[str, BatchQueue[_Record, str]] = {
+        self.refused = RefusedProperties(runtime.name, ttl_s=o.state_ttl_s)
+        self._queues: dict[str, BatchQueue[_Record, _Upserted]] = {
             sobject: BatchQueue(
                 runtime,
                 max_batch=batch,
@@ -186,28 +254,31 @@ class SalesforceConnector(Connector[SalesforceOptions], kind="salesforce"):
             is_contact = write.kind is WriteKind.CONTACT
             sobject = o.contact_sobject if is_contact else o.lead_sobject
             fields = self._map_fields(write.fields, o.contact_field_map if is_contact else o.lead_field_map)
+            dropped = self._leave_out_refused(sobject, fields)
             if write.tags:
-                if o.tags_field is None:
-                    raise PermanentError("tags given but the Salesforce connection has no tags_field option")
-                existing = await self._current_tags(sobject, write.identity, partition)
-                merged = union_tags(existing, write.tags)
-                fields[o.tags_field] = ";".join(merged)
-            record_id = await self._queues[sobject].submit(_Record(write.identity, fields))
+                tags = await self._merged_tags(sobject, write, partition)
+                if tags is None:
+                    dropped.append(o.tags_field or "tags")
+                else:
+                    assert o.tags_field is not None
+                    fields[o.tags_field] = tags
+            upserted = await self._queues[sobject].submit(_Record(write.identity, fields))
             if sobject == o.contact_sobject:
                 state = self.cache.get(write.identity) or ContactState(None, {}, partition)
-                state.id = record_id
-                if write.tags and o.tags_field:
+                state.id = upserted.id
+                if o.tags_field and o.tags_field in fields and o.tags_field not in upserted.dropped:
                     state.properties[o.tags_field] = fields[o.tags_field]
                 state.partition = partition
                 self.cache.put(write.identity, state)
-            return {"contact" if write.kind is WriteKind.CONTACT else "lead": record_id}
+            ids = {"contact" if is_contact else "lead": upserted.id}
+            return _with_dropped(ids, [*dropped, *upserted.dropped])
         contact_id = await self._contact_id(write.identity, partition)
         if write.kind in (WriteKind.NOTE, WriteKind.ORDER):
             text = write.body or ", ".join(f"{k}: {property_text(v)}" for k, v in write.fields.items())
             first = (text.strip().splitlines() or ["Note"])[0][:80]
             task = {"Subject": first, "Description": text, "WhoId": contact_id, "Status": "Completed"}
-            note_id = await self._create(o.note_sobject, task, op="create_note")
-            return {"contact": contact_id, "note": note_id}
+            note = await self._single(o.note_sobject, task, op="create_note")
+            return _with_dropped({"contact": contact_id, "note": note.id}, note.dropped)
         if write.kind is WriteKind.TICKET:
             case: dict[str, Any] = {
                 "Subject": (write.body or "Support request").strip().splitlines()[0][:120]
@@ -217,27 +288,61 @@ class SalesforceConnector(Connector[SalesforceOptions], kind="salesforce"):
                 "Origin": "ShopBotly",
                 **self._map_fields(write.fields, o.ticket_field_map),
             }
+            dropped = self._leave_out_refused(o.ticket_sobject, case)
             if o.ticket_external_id_field:
-                ticket_id = await self._upsert_one(
-                    o.ticket_sobject, o.ticket_external_id_field, write.key, case, op="upsert_ticket"
-                )
+                key = (o.ticket_external_id_field, write.key)
+                ticket = await self._single(o.ticket_sobject, case, op="upsert_ticket", external_id=key)
             else:
-                ticket_id = await self._create(o.ticket_sobject, case, op="create_ticket")
-            return {"contact": contact_id, "ticket": ticket_id}
+                ticket = await self._single(o.ticket_sobject, case, op="create_ticket")
+            ids = {"contact": contact_id, "ticket": ticket.id}
+            return _with_dropped(ids, [*dropped, *ticket.dropped])
         raise PermanentError(f"Salesforce connector cannot apply a {write.kind.value} write")
+
+    def _leave_out_refused(self, sobject: str, fields: dict[str, Any]) -> list[str]:
+        """Fields the org refused lately (policy drop), taken out of `fields` without asking it again."""
+        if self.options.unknown_properties != "drop":
+            return []
+        known = self.refused.known(sobject, list(fields))
+        for name in known:
+            fields.pop(name, None)
+        return known
+
+    def _droppable(self, sobject: str, refused: dict[str, str]) -> dict[str, str]:
+        """What the policy lets us leave out of a record: refused fields, never the record's key."""
+        if self.options.unknown_properties != "drop":
+            return {}
+        keys = {self.options.external_id_field.lower(), (self.options.ticket_external_id_field or "").lower()}
+        return {n: c for n, c in refused.items() if n.lower() not in keys}
+
+    async def _merged_tags(self, sobject: str, write: Write, partition: int) -> str | None:
+        """The record's tags with the write's added (`tags_field`), or None when the tags are dropped: no
+        `tags_field` option, or the org refuses the field (policy drop; else PermanentError)."""
+        o = self.options
+        drop = o.unknown_properties == "drop"
+        if o.tags_field is None:
+            if not drop:
+                raise PermanentError("tags given but the Salesforce connection has no tags_field option")
+            self.refused.note(sobject, {"tags": "no tags_field option"})
+            return None
+        if drop and self.refused.known(sobject, [o.tags_field]):
+            return None
+        existing = await self._current_tags(sobject, write.identity, partition)
+        if existing is None:
+            return None
+        return ";".join(union_tags(existing, write.tags))
 
     async def _contact_id(self, identity: str, partition: int) -> str:
         cached = self.cache.get(identity)
         if cached is not None and cached.id is not None:
             return cached.id
         # Upsert by the external id alone: finds the contact, or creates it, and returns its id.
-        record_id = await self._queues[self.options.contact_sobject].submit(_Record(identity, {}))
+        record_id = (await self._queues[self.options.contact_sobject].submit(_Record(identity, {}))).id
         state = cached or ContactState(None, {}, partition)
         state.id = record_id
         self.cache.put(identity, state)
         return record_id
 
-    async def _current_tags(self, sobject: str, identity: str, partition: int) -> list[str]:
+    async def _current_tags(self, sobject: str, identity: str, partition: int) -> list[str] | None:
         o = self.options
         assert o.tags_field is not None
         cached = self.cache.get(identity) if sobject == o.contact_sobject else None
@@ -250,6 +355,10 @@ class SalesforceConnector(Connector[SalesforceOptions], kind="salesforce"):
         response, verdict = await self.runtime.call(build, op="read_record", classify=classify_salesforce)
         if verdict.status == 404:
             return []
+        refused = self._droppable(sobject, refused_fields(json_body(response))) if not verdict.ok else {}
+        if any(name.lower() == o.tags_field.lower() for name in refused):
+            self.refused.note(sobject, {o.tags_field: "INVALID_FIELD"})
+            return None
         if not verdict.ok:
             raise verdict.error()
         data = json_body(response)
@@ -263,26 +372,33 @@ class SalesforceConnector(Connector[SalesforceOptions], kind="salesforce"):
             )
         return tags
 
-    async def _create(self, sobject: str, fields: dict[str, Any], *, op: str) -> str:
-        url = f"{self._api()}/sobjects/{sobject}"
-        body = orjson.dumps(fields)
-        build = self.request("POST", url, body)
-
-        response, verdict = await self.runtime.call(build, op=op, classify=classify_salesforce)
-        return _created_id(response, verdict, sobject)
-
-    async def _upsert_one(
-        self, sobject: str, field: str, value: str, fields: dict[str, Any], *, op: str
-    ) -> str:
-        url = f"{self._api()}/sobjects/{sobject}/{field}/{urllib.parse.quote(value, safe='')}"
-        body = orjson.dumps(fields)
-        build = self.request("PATCH", url, body)
-
-        response, verdict = await self.runtime.call(build, op=op, classify=classify_salesforce)
-        if verdict.ok and verdict.status == 204:
-            # Before API v46 an update answers 204 without a body: look the record up by its external id.
-            return await self._id_by_external_id(sobject, field, value)
-        return _created_id(response, verdict, sobject)
+    async def _single(
+        self, sobject: str, fields: dict[str, Any], *, op: str, external_id: tuple[str, str] | None = None
+    ) -> _Upserted:
+        """Create one record (or upsert it by `external_id`: field, value), sent again without the fields
+        the org refuses (policy drop)."""
+        dropped: list[str] = []
+        for _ in range(_MAX_DROP_ROUNDS):
+            if external_id is None:
+                url, method = f"{self._api()}/sobjects/{sobject}", "POST"
+            else:
+                field, value = external_id
+                url = f"{self._api()}/sobjects/{sobject}/{field}/{urllib.parse.quote(value, safe='')}"
+                method = "PATCH"
+            build = self.request(method, url, orjson.dumps(fields))
+            response, verdict = await self.runtime.call(build, op=op, classify=classify_salesforce)
+            refused = self._droppable(sobject, refused_fields(json_body(response))) if not verdict.ok else {}
+            refused = {n: c for n, c in refused.items() if n in fields}
+            if verdict.kind is VerdictKind.PERMANENT and refused:
+                self.refused.note(sobject, refused)
+                fields = {k: v for k, v in fields.items() if k not in refused}
+                dropped += refused
+                continue
+            if external_id is not None and verdict.ok and verdict.status == 204:
+                # Before API v46 an update answers 204 without a body: look the record up by its external id.
+                return _Upserted(await self._id_by_external_id(sobject, *external_id), tuple(dropped))
+            return _Upserted(_created_id(response, verdict, sobject), tuple(dropped))
+        raise PermanentError(f"Salesforce refused {_MAX_DROP_ROUNDS} fields of one {sobject} record in a row")
 
     async def _id_by_external_id(self, sobject: str, field: str, value: str) -> str:
         url = f"{self._api()}/sobjects/{sobject}/{field}/{urllib.parse.quote(value, safe='')}"
@@ -298,45 +414,96 @@ class SalesforceConnector(Connector[SalesforceOptions], kind="salesforce"):
 
     async def _send_upserts(
         self, sobject: str, permit: Permit, items: list[_Record]
-    ) -> Sequence[str | BaseException]:
+    ) -> Sequence[_Upserted | BaseException]:
         o = self.options
-        payload = {
-            "allOrNone": False,
-            "records": [
-                {"attributes": {"type": sobject}, o.external_id_field: it.identity, **it.fields}
-                for it in items
-            ],
-        }
-        url = f"{self._api()}/composite/sobjects/{sobject}/{o.external_id_field}"
-        body = orjson.dumps(payload)
-        build = self.request("PATCH", url, body)
-
-        response, verdict = await self.runtime.call(
-            build,
-            op="batch_upsert_" + sobject.lower(),
-            classify=classify_salesforce,
-            permit=permit,
-            records=len(items),
-        )
-        if not verdict.ok:
+        dropped: list[list[str]] = [[] for _ in items]
+        for _ in range(_MAX_DROP_ROUNDS):
+            payload = {
+                "allOrNone": False,
+                "records": [
+                    {"attributes": {"type": sobject}, o.external_id_field: it.identity, **it.fields}
+                    for it in items
+                ],
+            }
+            url = f"{self._api()}/composite/sobjects/{sobject}/{o.external_id_field}"
+            build = self.request("PATCH", url, orjson.dumps(payload))
+            response, verdict = await self.runtime.call(
+                build,
+                op="batch_upsert_" + sobject.lower(),
+                classify=classify_salesforce,
+                permit=permit,
+                records=len(items),
+            )
+            if verdict.ok:
+                break
+            # An unknown column refuses the whole request: send every record again without it.
+            refused = self._droppable(sobject, refused_fields(json_body(response)))
+            if verdict.kind is VerdictKind.PERMANENT and any(set(refused) & set(it.fields) for it in items):
+                self.refused.note(sobject, refused)
+                for i, it in enumerate(items):
+                    dropped[i] += [n for n in it.fields if n in refused]
+                items = [
+                    _Record(it.identity, {k: v for k, v in it.fields.items() if k not in refused})
+                    for it in items
+                ]
+                permit = await self.runtime.permit()
+                continue
             if verdict.kind is VerdictKind.PERMANENT and verdict.status == 400 and len(items) > 1:
                 mid = len(items) // 2
                 left = await self._send_upserts(sobject, await self.runtime.permit(), items[:mid])
                 right = await self._send_upserts(sobject, await self.runtime.permit(), items[mid:])
-                return [*left, *right]
+                return [_with_more_dropped(r, d) for r, d in zip([*left, *right], dropped, strict=True)]
             return [verdict.error()] * len(items)
+        else:
+            return [PermanentError(f"Salesforce refused {_MAX_DROP_ROUNDS} fields in a row")] * len(items)
         data = json_body(response)
         if not isinstance(data, list) or len(data) != len(items):
             return [
                 RetryableError("Salesforce collections answer does not list one result per record")
             ] * len(items)
-        out: list[str | BaseException] = []
-        for result in data:
+        out: list[_Upserted | BaseException] = []
+        for it, result, gone in zip(items, data, dropped, strict=True):
             if isinstance(result, dict) and result.get("success") and result.get("id"):
-                out.append(str(result["id"]))
-            else:
-                out.append(item_error(result.get("errors") if isinstance(result, dict) else None))
+                out.append(_Upserted(str(result["id"]), tuple(gone)))
+                continue
+            errors = result.get("errors") if isinstance(result, dict) else None
+            again = self._record_again(sobject, it, errors)
+            if again is None:
+                out.append(item_error(errors))
+                continue
+            retried, newly_dropped = again
+            [res] = await self._send_upserts(sobject, await self.runtime.permit(), [retried])
+            out.append(_with_more_dropped(res, [*gone, *newly_dropped]))
         return out
+
+    def _record_again(self, sobject: str, record: _Record, errors: Any) -> tuple[_Record, list[str]] | None:
+        """The record to send again after its own refusal, and the fields it leaves out: without the fields
+        the org refused (policy drop), or, new and lacking a required field, with the placeholder in it."""
+        refused = {
+            n: c for n, c in self._droppable(sobject, refused_fields(errors)).items() if n in record.fields
+        }
+        if refused:
+            self.refused.note(sobject, refused)
+            kept = {k: v for k, v in record.fields.items() if k not in refused}
+            return _Record(record.identity, kept), list(refused)
+        missing = [f for f in _required_missing(errors) if not record.fields.get(f)]
+        if missing:
+            return _Record(record.identity, {**record.fields, **dict.fromkeys(missing, PLACEHOLDER)}), []
+        return None
+
+
+def _with_dropped(ids: dict[str, str], dropped: Sequence[str]) -> dict[str, str]:
+    if dropped:
+        ids["dropped_properties"] = ",".join(sorted(set(dropped)))
+    return ids
+
+
+def _with_more_dropped(
+    result: _Upserted | BaseException, dropped: Sequence[str]
+) -> _Upserted | BaseException:
+    if isinstance(result, _Upserted) and dropped:
+        return _Upserted(result.id, tuple(dict.fromkeys([*dropped, *result.dropped])))
+    return result
 
 
 def _created_id(response: httpx.Response | None, verdict: Verdict, sobject: str) -> str:

@@ -55,6 +55,10 @@ class SalesforceOptions(StrictModel):
     use_instance_url: bool = False
     state_ttl_s: Annotated[float, Field(ge=0)] = 300.0
     max_concurrent_requests: Annotated[int, Field(ge=1, le=64)] = 4
+    # A field the org refuses (no such column, not writable, not a value of its restricted picklist), or
+    # tags without `tags_field`: `drop` writes the record without it (counted, logged once, named in the
+    # result's `dropped_properties`); `dead_letter` refuses the whole command. As for HubSpot.
+    unknown_properties: Literal["drop", "dead_letter"] = "drop"
 
 
 class SalesforceConnection(ConnectionConfig):
