@@ -35,6 +35,7 @@ from aiokafka import TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from shopbotly.common.kafka import KafkaSettings, make_admin, make_consumer
+from shopbotly.crm_emulator.domain import SALESFORCE_ORG_ID
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -52,6 +53,7 @@ __all__ = [
     "delete_topics",
     "free_port",
     "gauge_values",
+    "group_lag",
     "histogram",
     "json_of",
     "poll",
@@ -232,19 +234,31 @@ class Stack:
     ) -> Stack:
         stack = cls(root=root, env=dict(env))
         for name in names or list(SERVICES):
-            port = (ports or {}).get(name) or free_port()
-            stack.services[name] = Service(
-                name=name,
-                script=SERVICES.get(name) or OPTIONAL_SERVICES[name],
-                port=port,
-                data_dir=root / "data" / name,
-                log_path=root / f"{name}.log",
-                env={**os.environ, **env},
-            )
+            stack.add(name, name, (ports or {}).get(name))
         return stack
 
     def __getitem__(self, name: str) -> Service:
         return self.services[name]
+
+    def add(self, name: str, kind: str, port: int | None = None) -> Service:
+        """One more process of service `kind` (a replica: `mapper-2`), with its own port, data dir and log;
+        not started."""
+        assert name not in self.services, f"{name} exists"
+        svc = Service(
+            name=name,
+            script=SERVICES.get(kind) or OPTIONAL_SERVICES[kind],
+            port=port or free_port(),
+            data_dir=self.root / "data" / name,
+            log_path=self.root / f"{name}.log",
+            env={**os.environ, **self.env},
+        )
+        self.services[name] = svc
+        return svc
+
+    def of_kind(self, kind: str) -> list[Service]:
+        """The processes of service `kind`, running or not."""
+        script = SERVICES.get(kind) or OPTIONAL_SERVICES[kind]
+        return [s for s in self.services.values() if s.script == script]
 
     def start(self, timeout: float = 120.0) -> None:
         """Start every service and wait for each /readyz. With the CRM emulator in the stack (a fresh portal),
@@ -468,6 +482,8 @@ class StackSecrets:
     hubspot_app: str = field(default_factory=lambda: secrets.token_hex(20))  # HubSpot app client secret
     hubspot_token: str = field(default_factory=lambda: "pat-e2e-" + secrets.token_hex(16))
     bot_notify: str = field(default_factory=_whsec)  # signs ShopBotly's notifications to the bot
+    # The token in the Salesforce outbound messages' endpoint URL (`?token=`).
+    salesforce_url_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     api_keys: dict[str, str] = field(
         default_factory=lambda: {t: f"sbk_{t}_{secrets.token_urlsafe(24)}" for t in ("alpha", "beta")}
     )
@@ -479,6 +495,7 @@ class StackSecrets:
             "E2E_HUBSPOT_APP_SECRET": self.hubspot_app,
             "E2E_HUBSPOT_TOKEN": self.hubspot_token,
             "E2E_BOT_NOTIFY_SECRET": self.bot_notify,
+            "E2E_SALESFORCE_URL_TOKEN": self.salesforce_url_token,
             # The emulator plays HubSpot: it accepts the token crm-writer sends.
             "SHOPBOTLY_EMULATOR_HUBSPOT_TOKENS": json.dumps([self.hubspot_token]),
         }
@@ -487,8 +504,8 @@ class StackSecrets:
 def tenants_yaml(
     secrets_: StackSecrets, *, emulator_port: int, bot_url: str | None, bot_attempts: int = 3
 ) -> str:
-    """Two tenants: `alpha` (bot, Shopify and HubSpot sources; the emulator as its HubSpot; optionally a bot
-    webhook) and `beta` (an API key only, for isolation checks)."""
+    """Two tenants: `alpha` (bot, Shopify, HubSpot and Salesforce sources; the emulator as its HubSpot and its
+    Salesforce org; optionally a bot webhook) and `beta` (an API key only, for isolation checks)."""
     keys = {t: hashlib.sha256(k.encode()).hexdigest() for t, k in secrets_.api_keys.items()}
     alpha: dict[str, Any] = {
         "display_name": "E2E shop",
@@ -497,6 +514,12 @@ def tenants_yaml(
             "bot": {"kind": "shopbotly", "secrets": [{"env": "E2E_BOT_SECRET"}]},
             "shop": {"kind": "shopify", "secrets": [{"env": "E2E_SHOPIFY_SECRET"}]},
             "hubspot": {"kind": "hubspot", "secrets": [{"env": "E2E_HUBSPOT_APP_SECRET"}]},
+            # The emulator's org sends its outbound messages here (e2e conftest).
+            "salesforce": {
+                "kind": "salesforce",
+                "organization_ids": [SALESFORCE_ORG_ID],
+                "secrets": [{"env": "E2E_SALESFORCE_URL_TOKEN"}],
+            },
         },
         "connections": {
             "hubspot": {
@@ -510,7 +533,7 @@ def tenants_yaml(
         "mapping": {
             "version": "e2e",
             "default_connection": "hubspot",
-            "presets": ["shopbotly", "shopify", "hubspot", "api"],
+            "presets": ["shopbotly", "shopify", "hubspot", "salesforce", "api"],
         },
     }
     if bot_url is not None:
@@ -606,3 +629,33 @@ def gauge_values(metrics_text: str, name: str) -> list[float]:
         if family.name == name
         for sample in family.samples
     ]
+
+
+# --- consumer groups ---------------------------------------------------------------------------------------
+
+
+async def _group_lag(settings: KafkaSettings, group: str, topics: Iterable[str]) -> dict[str, int]:
+    admin = make_admin(settings, client_role="e2e-lag")
+    consumer = make_consumer(settings, group_id=None, client_role="e2e-lag")
+    await admin.start()
+    await consumer.start()
+    try:
+        out: dict[str, int] = {}
+        for topic in topics:
+            tps = [TopicPartition(topic, p) for p in await _partitions(settings, topic)]
+            committed = await admin.list_consumer_group_offsets(group, partitions=tps)
+            ends: dict[TopicPartition, int] = await consumer.end_offsets(tps)
+            out[topic] = sum(
+                ends[tp] - (max(0, committed[tp].offset) if tp in committed else 0) for tp in tps
+            )
+        return out
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
+def group_lag(bootstrap: str, group: str, topics: Iterable[str], timeout: float = 30.0) -> dict[str, int]:
+    """Per topic: messages past the consumer group's committed offsets (end minus committed, summed over the
+    partitions; a partition with no commit counts from 0)."""
+    settings = KafkaSettings(bootstrap=bootstrap)
+    return asyncio.run(asyncio.wait_for(_group_lag(settings, group, list(topics)), timeout))

@@ -253,6 +253,83 @@ def test_keda_scales_on_the_consumer_group_and_topic_each_service_uses(
         assert "replicas" not in target["spec"]
 
 
+# Every topic each service reads, from its code: mapper (app.py: its faust agent's group over raw-events and
+# crm-results; statefeed.py: orders and tickets, every partition), crm-writer (engine: crm-commands in its
+# group; ledger.py: crm-ledger, every partition), order-reader (materializer.py: orders and tickets).
+READS: dict[str, tuple[Topic, ...]] = {
+    "mapper": (Topic.RAW_EVENTS, Topic.CRM_RESULTS, Topic.ORDERS, Topic.TICKETS),
+    "crm-writer": (Topic.CRM_COMMANDS, Topic.CRM_LEDGER),
+    "order-reader": (Topic.ORDERS, Topic.TICKETS),
+}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_kafka_users_may_read_every_topic_their_service_reads(
+    rendered: dict[str, Rendered], overlay: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    r = rendered[overlay]
+    for name, topics in READS.items():
+        kafka = _settings(r, name, monkeypatch).kafka
+        acls = r.one("KafkaUser", f"shopbotly-{name}")["spec"]["authorization"]["acls"]
+        unreadable = [
+            kafka.topic(t)
+            for t in topics
+            if not any(_acl_covers(a, "topic", kafka.topic(t)) and "Read" in a["operations"] for a in acls)
+        ]
+        assert unreadable == [], f"{name}: its KafkaUser may not read {unreadable}"
+
+
+def _autoscalers(r: Rendered) -> list[tuple[str, str, int, list[str]]]:
+    """(kind, target workload, max replicas, topics its lag triggers watch) of every HPA and ScaledObject."""
+    found = [
+        ("HorizontalPodAutoscaler", h["spec"]["scaleTargetRef"]["name"], h["spec"]["maxReplicas"], [])
+        for h in r.of_kind("HorizontalPodAutoscaler")
+    ]
+    for s in r.of_kind("ScaledObject"):
+        topics = [t["metadata"]["topic"] for t in s["spec"]["triggers"] if t["type"] == "kafka"]
+        found.append(
+            ("ScaledObject", s["spec"]["scaleTargetRef"]["name"], s["spec"]["maxReplicaCount"], topics)
+        )
+    return found
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_autoscaling_stops_at_the_partitions_of_what_a_consumer_group_member_consumes(
+    rendered: dict[str, Rendered], overlay: str
+) -> None:
+    """docs/architecture.md, "Scaling model": a consumer group gives each partition to one member, so replicas
+    past the partition count idle. Every autoscaler of a service that joins a consumer group (its KafkaUser
+    may read a group) stops at the fewest partitions among the topics the service reads; a lag trigger
+    watches a topic the service reads. Partitions come from the KafkaTopic manifests."""
+    r = rendered[overlay]
+    partitions = {t["spec"]["topicName"]: int(t["spec"]["partitions"]) for t in r.of_kind("KafkaTopic")}
+    users = {u["metadata"]["labels"]["app.kubernetes.io/name"]: u for u in r.of_kind("KafkaUser")}
+    bounded = 0
+    for kind, target, max_replicas, trigger_topics in _autoscalers(r):
+        acls = users[target]["spec"]["authorization"]["acls"]
+        reads = [
+            a["resource"]["name"]
+            for a in acls
+            if a["resource"]["type"] == "topic"
+            and a["resource"].get("patternType", "literal") == "literal"
+            and "Read" in a["operations"]
+        ]
+        for topic in trigger_topics:
+            assert topic in reads, f"{kind}/{target}: triggers on {topic}, which {target} does not read"
+            assert max_replicas <= partitions[topic], (kind, target, max_replicas, topic, partitions[topic])
+        if any(a["resource"]["type"] == "group" and "Read" in a["operations"] for a in acls):
+            bound = min(partitions[t] for t in reads)
+            assert max_replicas <= bound, (
+                f"{kind}/{target}: max {max_replicas} replicas, but {target} consumes in a group from "
+                f"topics with {bound} partitions: the replicas past {bound} would idle"
+            )
+            bounded += 1
+    # The overlays with autoscaling bound both group consumers (mapper, crm-writer); the others have none.
+    assert bounded in (0, 2), f"{overlay}: {bounded} autoscaled group consumers"
+    if overlay == "prod":
+        assert bounded == 2
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_pods_run_non_root_read_only_without_capabilities(
     rendered: dict[str, Rendered], overlay: str

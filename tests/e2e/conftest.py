@@ -44,6 +44,13 @@ def e2e(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         # The emulator, playing HubSpot, sends its signed ticket/contact webhooks to alpha's hubspot source.
         "SHOPBOTLY_EMULATOR_WEBHOOKS__URL": f"http://127.0.0.1:{ports['ingest']}/v1/webhooks/alpha/hubspot",
         "SHOPBOTLY_EMULATOR_WEBHOOKS__CLIENT_SECRET": secrets.hubspot_app,
+        # Its Salesforce org sends outbound messages to alpha's salesforce source, the token in the URL as an
+        # admin would enter it; re-sent after 0.2 s (not Salesforce's minutes) when not acknowledged.
+        "SHOPBOTLY_EMULATOR_SALESFORCE_OUTBOUND__URL": (
+            f"http://127.0.0.1:{ports['ingest']}/v1/webhooks/alpha/salesforce?token={secrets.salesforce_url_token}"
+        ),
+        "SHOPBOTLY_EMULATOR_SALESFORCE_OUTBOUND__RETRY_INITIAL_MS": "200",
+        "SHOPBOTLY_EMULATOR_SALESFORCE_OUTBOUND__RETRY_MAX_MS": "2000",
     }
     create_topics(env)
     stack = Stack.create(root, env, ports=ports)

@@ -1,5 +1,7 @@
 """A webhook sender that behaves like a real platform: signed deliveries, retried on 503 (honouring
 Retry-After), on timeouts and on connection errors, one customer's events strictly one after another.
+Chatbot events are signed with Standard Webhooks; Shopify events (an `Event` with a `shopify_topic`) with
+Shopify's HMAC, to `shopify_url`.
 
 It records every event id ingest answered 2xx for, so a test can check each of them is on raw-events.
 """
@@ -16,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from shopbotly.cli.demo_cmd import sign_standard_webhook
+from shopbotly.cli.demo_cmd import sign_shopify, sign_standard_webhook
 
 __all__ = ["Event", "Sender"]
 
@@ -25,6 +27,7 @@ __all__ = ["Event", "Sender"]
 class Event:
     event_id: str
     body: dict[str, Any]
+    shopify_topic: str | None = None  # a Shopify webhook (X-Shopify-Topic), else a chatbot event
 
 
 @dataclass
@@ -37,6 +40,8 @@ class Sender:
     rate: float = 70.0
     concurrency: int = 16
     max_retry_after_s: float = 2.0
+    shopify_url: str | None = None
+    shopify_secret: str | None = None
     accepted: dict[str, int] = field(default_factory=dict)  # event id -> the 2xx status
     answers: Counter[str] = field(default_factory=Counter)  # status or error class -> count
     refused: list[tuple[str, int, str]] = field(default_factory=list)  # 4xx: event id, status, body
@@ -55,10 +60,9 @@ class Sender:
     async def _deliver(self, client: httpx.AsyncClient, event: Event) -> None:
         body = json.dumps(event.body).encode()
         while True:
-            # Signed afresh on every attempt, as Standard Webhooks senders do (the timestamp moves on).
-            headers = sign_standard_webhook(self.secret, body, msg_id=event.event_id)
+            url, headers = self._signed(event, body)
             try:
-                response = await client.post(self.url, content=body, headers=headers)
+                response = await client.post(url, content=body, headers=headers)
             except httpx.TransportError as exc:
                 self.answers[type(exc).__name__] += 1
                 await asyncio.sleep(0.5)
@@ -73,6 +77,15 @@ class Sender:
                 continue
             self.refused.append((event.event_id, response.status_code, response.text[:300]))
             return
+
+    def _signed(self, event: Event, body: bytes) -> tuple[str, dict[str, str]]:
+        if event.shopify_topic is None:
+            # Signed afresh on every attempt, as Standard Webhooks senders do (the timestamp moves on).
+            return self.url, sign_standard_webhook(self.secret, body, msg_id=event.event_id)
+        if self.shopify_url is None or self.shopify_secret is None:
+            raise ValueError(f"{event.event_id} is a Shopify event: the sender needs shopify_url and _secret")
+        headers = sign_shopify(self.shopify_secret, body, event.shopify_topic, webhook_id=event.event_id)
+        return self.shopify_url, headers
 
     async def run(self) -> None:
         ready: deque[deque[Event]] = deque(deque(lane) for lane in self.lanes if lane)

@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from shopbotly.common.topics import Topic
+from tests.fault.scenario import FaultRun, lead_contact, lead_qualified, wait_progress
 from tests.fault.sender import Event, Sender
 from tests.stack import (
     SERVICES,
@@ -33,7 +34,6 @@ from tests.stack import (
     free_port,
     gauge_values,
     poll,
-    read_topic,
     stack_env,
     tenants_yaml,
 )
@@ -54,28 +54,25 @@ def _email(i: int) -> str:
 
 
 def _lead(i: int, seq: int) -> dict[str, Any]:
-    return {
-        "type": "lead.qualified",
-        "timestamp": "2026-11-24T10:00:00Z",
-        "data": {
-            "conversation_id": f"conv-{i}-{seq}",
-            "customer": {"email": _email(i), "first_name": f"F{i}", "last_name": f"L{i}-{seq}"},
-            "intent_score": SCORES[seq],
-            "tags": [f"round-{seq}"],
-        },
-    }
+    return lead_qualified(
+        _email(i),
+        first_name=f"F{i}",
+        last_name=f"L{i}-{seq}",
+        conversation_id=f"conv-{i}-{seq}",
+        score=SCORES[seq],
+        tags=[f"round-{seq}"],
+    )
 
 
 def _expected(i: int) -> dict[str, Any]:
     last = EVENTS_PER_CUSTOMER - 1
-    return {
-        "email": _email(i),
-        "firstname": f"F{i}",
-        "lastname": f"L{i}-{last}",
-        "shopbotly_conversation_id": f"conv-{i}-{last}",
-        "lifecyclestage": "lead",
-        "shopbotly_intent_score": str(SCORES[last]),
-    }
+    return lead_contact(
+        _email(i),
+        first_name=f"F{i}",
+        last_name=f"L{i}-{last}",
+        conversation_id=f"conv-{i}-{last}",
+        score=SCORES[last],
+    )
 
 
 EXPECTED_TAGS = sorted(["shopbotly-lead", *(f"round-{s}" for s in range(EVENTS_PER_CUSTOMER))])
@@ -89,26 +86,8 @@ def _poison(n: int) -> Event:
 
 
 @dataclass
-class FaultStack:
-    stack: Stack
-    kafka: PrivateKafka
-    prefix: str
-    env: dict[str, str]
-    secrets: StackSecrets
-    timeline: list[tuple[float, str]] = field(default_factory=list)
-    started: float = field(default_factory=time.monotonic)
-
-    def note(self, what: str) -> None:
-        self.timeline.append((round(time.monotonic() - self.started, 1), what))
-
-    def logs(self) -> str:
-        return (
-            f"timeline (s, what): {self.timeline}\n\n{self.stack.logs()}"
-            f"\n\n--- kafka ({self.kafka.log_path}) ---\n{self.kafka.tail()}"
-        )
-
-    def topic(self, logical: Topic) -> list[Any]:
-        return read_topic(self.kafka.bootstrap, f"{self.prefix}{logical.value}")
+class FaultStack(FaultRun):
+    env: dict[str, str] = field(default_factory=dict)
 
     def faults(self, **changes: Any) -> None:
         response = httpx.post(
@@ -139,26 +118,11 @@ def fault_stack(tmp_path: Path) -> Iterator[FaultStack]:
         create_topics(env)
         stack = Stack.create(tmp_path / "stack", env, ports=ports)
         stack.start()
-        yield FaultStack(stack, kafka, prefix, env, secrets)
+        yield FaultStack(stack, kafka, prefix, secrets, env=env)
     finally:
         if stack is not None:
             stack.stop()
         kafka.stop()
-
-
-def _wait_progress(sender: Sender, fraction: float, fs: FaultStack) -> None:
-    poll(
-        lambda: sender.progress >= fraction or sender.done.is_set(),
-        timeout=120,
-        what=f"the stream at {fraction:.0%}",
-        interval=0.1,
-        context=lambda: (
-            f"stream at {sender.progress:.1%}, answers so far {dict(sender.answers)}\n{fs.logs()}"
-        ),
-    )
-    assert not sender.done.is_set(), (
-        f"the stream ended before {fraction:.0%}: the fault would not be mid-stream"
-    )
 
 
 def _crm_diff(state: dict[str, Any]) -> list[str]:
@@ -204,19 +168,19 @@ def test_no_loss_no_duplicate_effect_under_crashes_broker_restart_outage_and_429
     fs.note("stream starts")
     sender.start()
 
-    _wait_progress(sender, 0.10, fs)
+    wait_progress([sender], 0.10, fs, timeout=120)
     stack["mapper"].kill9()
     fs.note("mapper killed (SIGKILL)")
     stack.restart("mapper")
     fs.note("mapper ready again")
 
-    _wait_progress(sender, 0.25, fs)
+    wait_progress([sender], 0.25, fs, timeout=120)
     stack["crm-writer"].kill9()
     fs.note("crm-writer killed (SIGKILL)")
     stack.restart("crm-writer")
     fs.note("crm-writer ready again")
 
-    _wait_progress(sender, 0.35, fs)
+    wait_progress([sender], 0.35, fs, timeout=120)
     fs.faults(outage=True, retry_after_s=2)
     fs.note("CRM outage on")
     time.sleep(8)
@@ -231,14 +195,14 @@ def test_no_loss_no_duplicate_effect_under_crashes_broker_restart_outage_and_429
     )
     fs.note("circuit closed")
 
-    _wait_progress(sender, 0.45, fs)
+    wait_progress([sender], 0.45, fs, timeout=120)
     fs.faults(error_rates={"429": 0.7}, retry_after_s=1)
     fs.note("429 storm on (70% of requests, Retry-After 1 s)")
     time.sleep(10)
     fs.faults(clear=True)
     fs.note("429 storm off")
 
-    _wait_progress(sender, 0.65, fs)
+    wait_progress([sender], 0.65, fs, timeout=120)
     fs.kafka.stop(hold_ports=True)
     fs.note("broker stopped")
     time.sleep(BROKER_DOWN_S)

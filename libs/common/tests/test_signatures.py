@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
 from shopbotly.common import signatures as sig
+from shopbotly.common import sources
 from shopbotly.common.signatures import HmacScheme, SignatureError
 
 pytestmark = pytest.mark.unit
@@ -162,14 +163,14 @@ def test_standard_webhooks_v1a_ed25519() -> None:
 
 
 def test_check_secret_refuses_unusable_standard_webhooks_secrets_without_echoing_them() -> None:
-    sig.check_secret("shopbotly", SW_OLD)
+    sources.check_secret("shopbotly", SW_OLD)
     with pytest.raises(ValueError, match="base64") as err:
-        sig.check_secret("standard_webhooks", "whsec_not*base64!")
+        sources.check_secret("standard_webhooks", "whsec_not*base64!")
     assert "not*base64" not in str(err.value)
     with pytest.raises(ValueError, match="32-byte"):
-        sig.check_secret("standard_webhooks", "whpk_" + base64.b64encode(b"short").decode())
+        sources.check_secret("standard_webhooks", "whpk_" + base64.b64encode(b"short").decode())
     with pytest.raises(ValueError, match="empty"):
-        sig.check_secret("stripe", "")
+        sources.check_secret("stripe", "")
 
 
 # --- Stripe ----------------------------------------------------------------------------------------
@@ -425,21 +426,21 @@ SECRETS_BY_KIND = {
 }
 
 
-@pytest.mark.parametrize("kind", sig.SIGNATURE_KINDS)
+@pytest.mark.parametrize("kind", sources.SIGNATURE_KINDS)
 def test_sign_webhook_and_verify_webhook_agree_for_every_kind(kind: str) -> None:
     secret = SECRETS_BY_KIND[kind]
-    headers = sig.sign_webhook(kind, secret, BODY, now=NOW, msg_id="evt_1", url=HS_URI)
+    headers = sources.sign_webhook(kind, secret, BODY, now=NOW, msg_id="evt_1", url=HS_URI)
     lower = {k.lower(): v for k, v in headers.items()}
-    sig.verify_webhook(kind, [secret], lower, BODY, now=NOW, url=HS_URI)
+    sources.verify_webhook(kind, [secret], lower, BODY, now=NOW, url=HS_URI)
     assert (
-        _reason(lambda: sig.verify_webhook(kind, [secret], lower, BODY + b" ", now=NOW, url=HS_URI))
+        _reason(lambda: sources.verify_webhook(kind, [secret], lower, BODY + b" ", now=NOW, url=HS_URI))
         == "mismatch"
     )
-    assert _reason(lambda: sig.verify_webhook(kind, [secret], {}, BODY, now=NOW, url=HS_URI)) == "missing"
+    assert _reason(lambda: sources.verify_webhook(kind, [secret], {}, BODY, now=NOW, url=HS_URI)) == "missing"
 
 
 def test_unknown_kind_and_a_lone_string_of_secrets_are_programming_errors() -> None:
-    with pytest.raises(ValueError, match="unknown signature kind"):
-        sig.verify_webhook("paypal", ["x"], {}, BODY, now=NOW)
+    with pytest.raises(ValueError, match="unknown source kind"):
+        sources.verify_webhook("paypal", ["x"], {}, BODY, now=NOW)
     with pytest.raises(TypeError):
         sig.verify_shopify("secret", signature="x", body=BODY)

@@ -3,6 +3,8 @@ directly, as aiokafka calls them): cached CRM state and the rate-limit share fol
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import pytest
 from aiokafka import TopicPartition
@@ -13,7 +15,9 @@ from shopbotly.common.kafka import KafkaSettings
 from shopbotly.common.topics import Topic
 from shopbotly.crm_writer.connectors.base import ContactState
 from shopbotly.crm_writer.connectors.hubspot import HubSpotConnector
-from shopbotly.crm_writer.engine import Writer
+from shopbotly.crm_writer.domain import Envelope
+from shopbotly.crm_writer.engine import Writer, _Partition
+from shopbotly.crm_writer.lanes import PartitionLanes
 from shopbotly.crm_writer.testing import settings_for
 
 pytestmark = pytest.mark.unit
@@ -102,3 +106,58 @@ async def test_keeping_some_partitions_keeps_their_cache_and_share(
     assert connector.cache.get("moved@example.com") is None
     assert writer._client is not None
     await writer._client.aclose()
+
+
+async def test_a_draining_partition_stops_on_a_write_boundary(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Revoked while an identity's writes are under way: the write in flight completes, the next ones are
+    not started (left unfinished for the next owner) rather than cut off by the grace's cancel mid-request."""
+    writer, connector, topic = _writer(monkeypatch)
+    writer._ledger = _NoLedger()  # type: ignore[assignment]
+    applied: list[list[str]] = []
+
+    class _Outcomes:
+        async def applied(self, write: Any, members: Any, delivery: Any) -> None:
+            applied.append([c.command_id for c in write.commands])
+
+    writer._outcomes = _Outcomes()  # type: ignore[assignment]
+    part = _Partition(TopicPartition(topic, 0), PartitionLanes(max_active=4, max_take=10, max_queued=10))
+    sent: list[str] = []
+
+    async def apply(write: Any, *, partition: int) -> dict[str, str]:
+        sent.append(write.commands[0].command_id)
+        part.closing = True  # the revoke arrives while the first write is in flight
+        return {"contact": "1"}
+
+    monkeypatch.setattr(connector, "apply", apply)
+    # Tags, a note, tags: three writes (only neighbours of one kind merge).
+    ops = [CommandOp.ADD_TAGS, CommandOp.ADD_NOTE, CommandOp.ADD_TAGS]
+    envs = [_envelope(topic, offset, op) for offset, op in enumerate(ops)]
+    for env in envs:  # fetched and queued, as the consumer loop does
+        part.tracker.add(env.offset)
+        assert part.lanes.admit(env, now_ms=0)
+    assert part.lanes.take(lambda label: False) is not None
+    finished: set[int] = set()
+    left = await writer._process(part, envs, finished)
+    assert sent == ["c0"] and applied == [["c0"]]
+    assert finished == {0} and [e.offset for e in left] == [1, 2]
+
+
+class _NoLedger:
+    def get(self, command_id: str) -> None:
+        return None
+
+
+def _envelope(topic: str, offset: int, op: CommandOp) -> Envelope:
+    extra: dict[str, Any] = {"tags": ["x"]} if op is CommandOp.ADD_TAGS else {"body": "hello"}
+    cmd = CrmCommand(
+        command_id=f"c{offset}",
+        tenant="t1",
+        connection="hs",
+        identity="a@example.com",
+        op=op,
+        causation_event_id=f"e{offset}",
+        rule_id="r",
+        mapping_version="1",
+        **extra,
+    )
+    return Envelope(topic, 0, offset, cmd.key(), cmd.to_json(), (), None, cmd)

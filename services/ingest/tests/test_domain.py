@@ -15,8 +15,9 @@ from shopbotly.common.config import SourceConfig
 from shopbotly.common.events import RawEvent
 from shopbotly.common.expressions import compile_expression
 from shopbotly.common.ids import content_event_id
+from shopbotly.common.sources import SOURCES
+from shopbotly.common.sources.hubspot import hubspot_elements, hubspot_subject
 from shopbotly.ingest.domain import (
-    KIND_DEFAULTS,
     BodyLimit,
     EventFields,
     ExtractionRules,
@@ -24,8 +25,6 @@ from shopbotly.ingest.domain import (
     TtlLru,
     build_raw_event,
     extract_event,
-    hubspot_elements,
-    hubspot_subject,
     is_json_media_type,
     parse_json,
     trace_id_from,
@@ -306,7 +305,7 @@ _json = st.recursive(
 _EXPRESSIONS = sorted(
     {
         e
-        for d in KIND_DEFAULTS.values()
+        for d in (s.defaults for s in SOURCES.values())
         for e in (d.event_id, d.event_type, d.subject, d.subject_fallback)
         if e
     }

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from shopbotly.common.config import ConfigError, parse_config
-from shopbotly.common.signatures import sign_webhook
+from shopbotly.common.sources import sign_webhook
 from shopbotly.ingest.domain import Rejection
 from shopbotly.ingest.intake import Source, WebhookRequest, resolve_sources, verify_request
 from shopbotly.ingest.lead_routes import validate_lead
@@ -54,7 +54,7 @@ def _request(
         now=now,
         msg_id="msg_1",
         url=url,
-        generic=GENERIC_SCHEME if kind == "generic_hmac" else None,
+        options=GENERIC_SCHEME if kind == "generic_hmac" else None,
     )
     return WebhookRequest(
         headers={k.lower(): v for k, v in headers.items()},

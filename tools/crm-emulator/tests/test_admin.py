@@ -44,6 +44,22 @@ async def test_state_counters_and_history(emulator: Emulator) -> None:
     assert set(only["records"]) == {"generic"}
 
 
+async def test_request_log_keeps_every_request_refused_ones_included(emulator: Emulator) -> None:
+    limit = {"systems": ["hubspot"], "rate_limit": {"max_requests": 2, "interval_ms": 10_000}}
+    assert (await emulator.client.post("/_emulator/faults", json=limit)).status_code == 200
+    for n in range(3):
+        await upsert(emulator, f"log{n}@example.com")
+    await emulator.client.post("/api/v1/leads", headers=GENERIC, json={"email": "g@example.com"})
+    hubspot = (await emulator.client.get("/_emulator/requests", params={"system": "hubspot"})).json()
+    assert [status for _, status in hubspot["requests"]] == [200, 200, 429]
+    times = [at for at, _ in hubspot["requests"]]
+    assert times == sorted(times)
+    every = (await emulator.client.get("/_emulator/requests")).json()["requests"]
+    assert len(every) == 4  # the admin calls themselves are not CRM requests
+    await emulator.client.post("/_emulator/reset")
+    assert (await emulator.client.get("/_emulator/requests")).json()["requests"] == []
+
+
 async def test_reset_forgets_records_counters_and_faults(emulator: Emulator) -> None:
     await upsert(emulator, "r@example.com")
     await emulator.client.post("/_emulator/faults", json={"latency_ms": 5, "outage": True})

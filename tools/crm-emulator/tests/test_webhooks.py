@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from shopbotly.common.signatures import verify_webhook
+from shopbotly.common.sources import verify_webhook
 from shopbotly.crm_emulator import EmulatorSettings, create_app, runtime_of
 from shopbotly.crm_emulator.signatures import hubspot_signature_v1
 from shopbotly.crm_emulator.testing import HUBSPOT, Clock, Emulator, Received, Receiver

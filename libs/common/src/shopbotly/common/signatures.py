@@ -1,12 +1,12 @@
 """Webhook signature schemes: verify and sign, pure (no I/O; the clock is an argument).
 
-One module for every scheme ShopBotly receives (ingest) or sends (crm-writer's bot notifications, the CRM
-emulator's HubSpot webhooks), so both ends of a test sign and verify with the same code. Every comparison of
-a secret-derived value is constant-time. Verifiers take several secrets (rotation): a request passes when any
-secret matches any signature it carries.
+The cryptography of the schemes ShopBotly receives (ingest, through the source kind modules in
+`shopbotly.common.sources`) and that the CRM emulator sends (HubSpot v3), so both ends of a test sign and
+verify with the same code. Every comparison of a secret-derived value is constant-time. Verifiers take
+several secrets (rotation): a request passes when any secret matches any signature it carries.
 
-Header names passed to `verify_webhook` are lowercase (as in ASGI); the `*_headers` helpers return the
-provider's own spelling, which HTTP treats case-insensitively.
+Header values are passed in by the kind modules; the `*_headers` helpers return the provider's own
+spelling, which HTTP treats case-insensitively.
 """
 
 from __future__ import annotations
@@ -15,21 +15,20 @@ import base64
 import binascii
 import hmac
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING, Literal, get_args
+from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 __all__ = [
     "DEFAULT_TOLERANCE_S",
-    "SIGNATURE_KINDS",
     "FailureReason",
     "HmacScheme",
     "SignatureError",
-    "check_secret",
+    "check_standard_webhooks_secret",
     "hubspot_v3_headers",
     "hubspot_v3_uri",
     "sign_generic_hmac",
@@ -40,7 +39,6 @@ __all__ = [
     "sign_slack",
     "sign_standard_webhooks",
     "sign_stripe",
-    "sign_webhook",
     "standard_webhooks_headers",
     "verify_generic_hmac",
     "verify_github",
@@ -50,23 +48,9 @@ __all__ = [
     "verify_slack",
     "verify_standard_webhooks",
     "verify_stripe",
-    "verify_webhook",
 ]
 
 DEFAULT_TOLERANCE_S = 300
-
-SignatureKind = Literal[
-    "shopbotly",
-    "standard_webhooks",
-    "stripe",
-    "shopify",
-    "github",
-    "slack",
-    "intercom",
-    "hubspot",
-    "generic_hmac",
-]
-SIGNATURE_KINDS: tuple[str, ...] = get_args(SignatureKind)
 
 FailureReason = Literal["missing", "malformed", "stale", "mismatch"]
 
@@ -532,133 +516,12 @@ def verify_generic_hmac(
         raise SignatureError("mismatch", "no signature matches")
 
 
-# --- by kind ---------------------------------------------------------------------------------------
+# --- secrets ---------------------------------------------------------------------------------------
 
 
-def check_secret(kind: str, secret: str) -> None:
-    """Raise ValueError when a resolved secret cannot work for `kind` (the message never holds the value)."""
-    if not secret:
-        raise ValueError("the secret is empty")
-    if kind in ("shopbotly", "standard_webhooks"):
-        if secret.startswith(_WHPK) or secret.startswith(_WHSK):
-            _sw_public_key(secret)
-        else:
-            _sw_hmac_key(secret)
-
-
-def verify_webhook(
-    kind: str,
-    secrets: Sequence[str],
-    headers: Mapping[str, str],
-    body: bytes,
-    *,
-    now: float,
-    tolerance_s: float = DEFAULT_TOLERANCE_S,
-    method: str = "POST",
-    url: str = "",
-    generic: HmacScheme | None = None,
-) -> None:
-    """Verify a request of a source kind. `headers` has lowercase names; `url` is the full public URL
-    (HubSpot signs it). Raises SignatureError."""
-    h = headers.get
-    match kind:
-        case "shopbotly" | "standard_webhooks":
-            # Senders that deliver through Svix name the same headers `svix-*`; like the svix library's
-            # own verifier, each `svix-*` header is read first and its `webhook-*` twin otherwise.
-            verify_standard_webhooks(
-                secrets,
-                msg_id=h("svix-id") or h("webhook-id"),
-                timestamp=h("svix-timestamp") or h("webhook-timestamp"),
-                signature=h("svix-signature") or h("webhook-signature"),
-                body=body,
-                now=now,
-                tolerance_s=tolerance_s,
-            )
-        case "stripe":
-            verify_stripe(secrets, header=h("stripe-signature"), body=body, now=now, tolerance_s=tolerance_s)
-        case "shopify":
-            verify_shopify(secrets, signature=h("x-shopify-hmac-sha256"), body=body)
-        case "github":
-            verify_github(secrets, signature=h("x-hub-signature-256"), body=body)
-        case "intercom":
-            verify_intercom(secrets, signature=h("x-hub-signature"), body=body)
-        case "slack":
-            verify_slack(
-                secrets,
-                signature=h("x-slack-signature"),
-                timestamp=h("x-slack-request-timestamp"),
-                body=body,
-                now=now,
-                tolerance_s=tolerance_s,
-            )
-        case "hubspot":
-            verify_hubspot_v3(
-                secrets,
-                signature=h("x-hubspot-signature-v3"),
-                timestamp=h("x-hubspot-request-timestamp"),
-                method=method,
-                uri=url,
-                body=body,
-                now=now,
-                tolerance_s=tolerance_s,
-            )
-        case "generic_hmac":
-            scheme = generic or HmacScheme()
-            verify_generic_hmac(
-                secrets,
-                signature=h(scheme.header.lower()),
-                timestamp=h(scheme.timestamp_header.lower()) if scheme.timestamp_header else None,
-                body=body,
-                scheme=scheme,
-                now=now,
-                tolerance_s=tolerance_s,
-            )
-        case _:
-            raise ValueError(f"unknown signature kind {kind!r}; known: {', '.join(SIGNATURE_KINDS)}")
-
-
-_Signer = Callable[[], dict[str, str]]
-
-
-def sign_webhook(
-    kind: str,
-    secret: str,
-    body: bytes,
-    *,
-    now: float,
-    msg_id: str = "msg_0",
-    method: str = "POST",
-    url: str = "",
-    generic: HmacScheme | None = None,
-) -> dict[str, str]:
-    """The signature headers a sender of `kind` attaches to `body` at time `now` (for emulators and tests)."""
-    ts = int(now)
-    signers: dict[str, _Signer] = {
-        "shopbotly": lambda: standard_webhooks_headers(secret, msg_id, ts, body),
-        "standard_webhooks": lambda: standard_webhooks_headers(secret, msg_id, ts, body),
-        "stripe": lambda: {"Stripe-Signature": sign_stripe(secret, ts, body)},
-        "shopify": lambda: {"X-Shopify-Hmac-Sha256": sign_shopify(secret, body)},
-        "github": lambda: {"X-Hub-Signature-256": sign_github(secret, body)},
-        "intercom": lambda: {"X-Hub-Signature": sign_intercom(secret, body)},
-        "slack": lambda: {
-            "X-Slack-Signature": sign_slack(secret, ts, body),
-            "X-Slack-Request-Timestamp": str(ts),
-        },
-        "hubspot": lambda: hubspot_v3_headers(
-            secret, method=method, uri=url, body=body, timestamp_ms=int(now * 1000)
-        ),
-        "generic_hmac": lambda: _generic_headers(secret, body, generic or HmacScheme(), now),
-    }
-    if kind not in signers:
-        raise ValueError(f"unknown signature kind {kind!r}; known: {', '.join(SIGNATURE_KINDS)}")
-    return signers[kind]()
-
-
-def _generic_headers(secret: str, body: bytes, scheme: HmacScheme, now: float) -> dict[str, str]:
-    if scheme.timestamp_header is None:
-        return {scheme.header: sign_generic_hmac(secret, body, scheme=scheme)}
-    ts = int(now * 1000) if scheme.timestamp_unit == "ms" else int(now)
-    return {
-        scheme.header: sign_generic_hmac(secret, body, scheme=scheme, timestamp=ts),
-        scheme.timestamp_header: str(ts),
-    }
+def check_standard_webhooks_secret(secret: str) -> None:
+    """Raise ValueError when `secret` is not a usable `whsec_`, `whpk_` or `whsk_` key."""
+    if secret.startswith(_WHPK) or secret.startswith(_WHSK):
+        _sw_public_key(secret)
+    else:
+        _sw_hmac_key(secret)

@@ -389,7 +389,12 @@ class Writer:
             max_merge=min(self.settings.max_coalesce, route.connector.max_merge),
             group_of=route.connector.group_of,
         )
-        for write in writes:
+        for n, write in enumerate(writes):
+            if part.closing:
+                # Draining a revoked partition: end on a write boundary. What is not sent stays unfinished
+                # (uncommitted) for the next owner; going on until the grace cancels a request in flight
+                # is what makes the next owner send it again.
+                return [pending[h] for w in writes[n:] for h in w.handles] + later
             members = [pending[h] for h in write.handles]
             delivery = await self._deliverer.deliver(route, write, partition=part.tp.partition)
             if delivery.ok:

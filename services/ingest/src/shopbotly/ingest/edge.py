@@ -18,6 +18,7 @@ from shopbotly.common.config import ShopbotlyConfig
 from shopbotly.common.health import Health
 from shopbotly.common.logging import bound, get_logger
 from shopbotly.common.problems import FieldProblem, Problem, problem_response
+from shopbotly.common.sources import Answer
 from shopbotly.ingest import metrics
 from shopbotly.ingest.domain import BodyLimit, Rejection, is_json_media_type, trace_id_from
 from shopbotly.ingest.intake import Intake
@@ -82,10 +83,16 @@ def json_response(status: int, payload: BaseModel, headers: dict[str, str] | Non
     return Response(body, status_code=status, media_type="application/json", headers=headers)
 
 
-async def read_json_body(request: Request, limit: int) -> bytes:
-    """The raw body of a JSON request, refused (415, 413) before or while it streams in."""
-    if not is_json_media_type(request.headers.get("content-type")):
-        raise Rejection(415, "unsupported_media_type", "Content-Type must be application/json")
+async def read_json_body(
+    request: Request,
+    limit: int,
+    accepts: Callable[[str | None], bool] = is_json_media_type,
+    media: str = "application/json",
+) -> bytes:
+    """The raw body of a JSON request (or of the `media` that `accepts` takes), refused (415, 413) before
+    or while it streams in."""
+    if not accepts(request.headers.get("content-type")):
+        raise Rejection(415, "unsupported_media_type", f"Content-Type must be {media}")
     guard = BodyLimit(limit)
     guard.check_declared(request.headers.get("content-length"))
     chunks: list[bytes] = []
@@ -115,7 +122,7 @@ class Call:
 
 
 async def serve(
-    route: str, request: Request, handler: Callable[[Call], Awaitable[tuple[int, BaseModel]]]
+    route: str, request: Request, handler: Callable[[Call], Awaitable[tuple[int, BaseModel | Answer]]]
 ) -> Response:
     """Run a handler: render its answer or its Rejection, and count both."""
     started = time.perf_counter()
@@ -127,6 +134,10 @@ async def serve(
                 status, payload = await handler(call)
             except Rejection as rejection:
                 return _rejected(call, rejection)
+            if isinstance(payload, Answer):
+                outcome = payload.outcome or call.outcome or "accepted"
+                metrics.REQUESTS.labels(call.tenant, call.source, outcome).inc()
+                return Response(payload.body, status, payload.headers, media_type=payload.media_type)
             outcome = call.outcome or ("accepted" if status == 202 else "duplicate")
             metrics.REQUESTS.labels(call.tenant, call.source, outcome).inc()
             return json_response(status, payload)

@@ -16,13 +16,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-import orjson
-
-from shopbotly.common.config import ConfigError, ShopbotlyConfig, SourceConfig
+from shopbotly.common.config import ConfigError, ShopbotlyConfig
 from shopbotly.common.events import RawEvent
 from shopbotly.common.ids import normalize_email
 from shopbotly.common.logging import bound, get_logger
-from shopbotly.common.signatures import HmacScheme, SignatureError, check_secret, verify_webhook
+from shopbotly.common.signatures import SignatureError
+from shopbotly.common.sources import Answer, InboundRequest, SourceKeys, WebhookSource, source_kind
 from shopbotly.ingest import metrics
 from shopbotly.ingest.domain import (
     EventFields,
@@ -32,8 +31,6 @@ from shopbotly.ingest.domain import (
     TtlLru,
     build_raw_event,
     extract_event,
-    hubspot_elements,
-    parse_json,
     source_uri,
 )
 from shopbotly.ingest.idempotency import LeadIdempotency
@@ -41,7 +38,6 @@ from shopbotly.ingest.publisher import PublishFailed
 from shopbotly.ingest.schemas import (
     EventAccepted,
     Lead,
-    SlackChallenge,
     WebhookAccepted,
     lead_event_id,
     lead_fingerprint,
@@ -56,6 +52,7 @@ __all__ = [
     "Source",
     "WebhookRequest",
     "resolve_sources",
+    "verify_content",
     "verify_request",
 ]
 
@@ -75,34 +72,15 @@ class Publisher(Protocol):
 
 @dataclass(frozen=True)
 class Source:
-    """A configured source with its secrets resolved and its expressions compiled."""
+    """A configured source with its kind looked up, its secrets resolved and its expressions compiled."""
 
     tenant: str
     name: str
     kind: str
-    secrets: tuple[str, ...]
-    tolerance_s: int
+    impl: WebhookSource
+    keys: SourceKeys
     max_body_bytes: int
     rules: ExtractionRules
-    scheme: HmacScheme | None
-    signature_base_url: str | None
-
-
-def _scheme(config: SourceConfig) -> HmacScheme | None:
-    if config.kind != "generic_hmac":
-        return None
-    g = config.generic
-    if g is None:
-        return HmacScheme()
-    return HmacScheme(
-        header=g.header,
-        encoding=g.encoding,
-        prefix=g.prefix,
-        algorithm=g.algorithm,
-        timestamp_header=g.timestamp_header,
-        timestamp_unit=g.timestamp_unit,
-        signed_payload=g.signed_payload,
-    )
 
 
 def resolve_sources(
@@ -114,12 +92,13 @@ def resolve_sources(
     sources: dict[tuple[str, str], Source] = {}
     for tenant, tenant_config in config.tenants.items():
         for name, src in tenant_config.sources.items():
+            impl = source_kind(src.kind)
             resolved: list[str] = []
             for i, ref in enumerate(src.secrets):
                 path = f"tenants.{tenant}.sources.{name}.secrets.{i}"
                 try:
                     secret = ref.resolve()
-                    check_secret(src.kind, secret)
+                    impl.check_secret(secret)
                 except (LookupError, ValueError) as exc:
                     problems.append(f"{origin}: {path}: {exc} ({ref.describe()})")
                     continue
@@ -128,12 +107,10 @@ def resolve_sources(
                 tenant=tenant,
                 name=name,
                 kind=src.kind,
-                secrets=tuple(resolved),
-                tolerance_s=src.tolerance_s,
+                impl=impl,
+                keys=SourceKeys(tuple(resolved), src.tolerance_s, impl.prepare(src)),
                 max_body_bytes=src.max_body_bytes or settings.max_body_bytes,
                 rules=ExtractionRules.for_source(src),
-                scheme=_scheme(src),
-                signature_base_url=src.signature_base_url,
             )
     if problems:
         raise ConfigError("\n".join(problems))
@@ -151,33 +128,34 @@ class WebhookRequest:
     received_at: datetime
 
 
+def _refused(exc: SignatureError) -> Rejection:
+    # One answer for every failure, so the response does not help a forger; the reason is counted
+    # (shopbotly_ingest_rejections_total) and logged, never sent.
+    return Rejection(
+        401,
+        f"signature_{exc.reason}",
+        "missing or invalid signature, or a timestamp outside the allowed window",
+        code="invalid_signature",
+        note=exc.message,
+    )
+
+
 def verify_request(source: Source, request: WebhookRequest, *, now: float) -> None:
-    """Check the request's signature with the source's scheme and secrets; 401 when it fails."""
-    url = request.url
-    if source.signature_base_url is not None:
-        url = source.signature_base_url + request.path_qs
+    """Check what the sender attached (a signature, a token) with the source's kind and secrets; 401 when
+    it fails."""
+    inbound = InboundRequest(request.headers, request.body, request.method, request.url, request.path_qs)
     try:
-        verify_webhook(
-            source.kind,
-            source.secrets,
-            request.headers,
-            request.body,
-            now=now,
-            tolerance_s=source.tolerance_s,
-            method=request.method,
-            url=url,
-            generic=source.scheme,
-        )
+        source.impl.verify(source.keys, inbound, now=now)
     except SignatureError as exc:
-        # One answer for every failure, so the response does not help a forger; the reason is counted
-        # (shopbotly_ingest_rejections_total) and logged, never sent.
-        raise Rejection(
-            401,
-            f"signature_{exc.reason}",
-            "missing or invalid signature, or a timestamp outside the allowed window",
-            code="invalid_signature",
-            note=exc.message,
-        ) from None
+        raise _refused(exc) from None
+
+
+def verify_content(source: Source, parsed: Any) -> None:
+    """Check what the parsed body must hold for the source's kind (Salesforce: a configured org id); 401."""
+    try:
+        source.impl.verify_content(source.keys, parsed)
+    except SignatureError as exc:
+        raise _refused(exc) from None
 
 
 def _no_record(event: RawEvent) -> None:
@@ -228,38 +206,26 @@ class Intake:
 
     # --- webhooks --------------------------------------------------------------------------------
 
-    async def webhook(
-        self, source: Source, request: WebhookRequest
-    ) -> tuple[int, WebhookAccepted | SlackChallenge]:
+    async def webhook(self, source: Source, request: WebhookRequest) -> tuple[int, WebhookAccepted | Answer]:
+        """Verify, parse and publish a delivery; the answer is the sender's own (a challenge, an
+        acknowledgement) where its kind defines one, else ShopBotly's JSON."""
         verify_request(source, request, now=self._clock())
-        body = parse_json(request.body)
-        if source.kind == "slack" and isinstance(body, dict) and body.get("type") == "url_verification":
-            # Slack's endpoint check: answer the challenge, publish nothing.
-            challenge = body.get("challenge")
-            if not isinstance(challenge, str):
-                raise Rejection(
-                    422,
-                    "invalid_event",
-                    "url_verification needs a string challenge",
-                    errors=[FieldError("body.challenge", "expected a string", "type")],
-                )
-            return 200, SlackChallenge(challenge=challenge)
+        body = source.impl.parse(request.body)
+        verify_content(source, body)
+        challenge = source.impl.challenge(body)
+        if challenge is not None:
+            return challenge.status, challenge
         events = self._events(source, request, body)
-        return await self._publish_once(source, events)
+        status, accepted = await self._publish_once(source, events)
+        ack = source.impl.acknowledge(accepted.event_ids, duplicate=accepted.duplicate)
+        return (ack.status, ack) if ack is not None else (status, accepted)
 
     def _events(self, source: Source, request: WebhookRequest, body: Any) -> list[RawEvent]:
         hash_source = source_uri(source.tenant, source.name)
-        items: list[tuple[Any, bytes, str]]
-        if source.kind == "hubspot":
-            items = [
-                (e, orjson.dumps(e, option=orjson.OPT_SORT_KEYS), f"body[{i}]")
-                for i, e in enumerate(hubspot_elements(body))
-            ]
-        else:
-            items = [(body, request.body, "body")]
         events: list[RawEvent] = []
         errors: list[FieldError] = []
-        for data, raw, loc in items:
+        for item in source.impl.split(body, request.body):
+            data, raw, loc = item.data, item.raw, item.loc
             try:
                 fields = extract_event(
                     source.rules, data, request.headers, hash_source=hash_source, raw=raw, loc=loc

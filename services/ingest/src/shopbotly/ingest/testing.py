@@ -18,7 +18,8 @@ from fastapi import FastAPI
 from shopbotly.common.config import ApiKey, ShopbotlyConfig, parse_config
 from shopbotly.common.events import decode_headers
 from shopbotly.common.kafka import KafkaSettings, make_consumer
-from shopbotly.common.signatures import HmacScheme, sign_webhook
+from shopbotly.common.signatures import HmacScheme
+from shopbotly.common.sources import sign_webhook
 from shopbotly.common.topics import Topic
 from shopbotly.ingest.app import create_app
 from shopbotly.ingest.edge import IngestRuntime
@@ -28,6 +29,8 @@ __all__ = [
     "API_KEY",
     "BASE_URL",
     "GENERIC_SCHEME",
+    "SALESFORCE_ORG_ID",
+    "SALESFORCE_TOKEN",
     "SECRETS",
     "Received",
     "Running",
@@ -70,6 +73,9 @@ GENERIC_SCHEME = HmacScheme(
     signed_payload="{timestamp}.{body}",
 )
 HUBSPOT_PUBLIC_BASE = "https://hooks.example.com/ingest"
+# Salesforce sources authenticate by org id; `salesforce` also wants the URL token (`?token=`).
+SALESFORCE_ORG_ID = "00D000000000001EAA"
+SALESFORCE_TOKEN = "sf-url-token-0123456789abcdef"  # noqa: S105 - a test value
 
 
 def _env(kind: str, old: bool = False) -> str:
@@ -81,6 +87,7 @@ def set_secret_env(environ: Any = os.environ) -> None:
     for kind, value in SECRETS.items():
         environ[_env(kind)] = value
         environ[_env(kind, old=True)] = OLD_SECRETS[kind]
+    environ[_env("salesforce")] = SALESFORCE_TOKEN
 
 
 def demo_config(**source_overrides: Mapping[str, Any]) -> ShopbotlyConfig:
@@ -101,6 +108,12 @@ def demo_config(**source_overrides: Mapping[str, Any]) -> ShopbotlyConfig:
         "signature_base_url": HUBSPOT_PUBLIC_BASE,
     }
     sources["small"] = {"kind": "shopbotly", "secrets": [{"env": _env("shopbotly")}], "max_body_bytes": 2048}
+    sources["salesforce"] = {
+        "kind": "salesforce",
+        "organization_ids": [SALESFORCE_ORG_ID],
+        "secrets": [{"env": _env("salesforce")}],
+    }
+    sources["salesforce_org_only"] = {"kind": "salesforce", "organization_ids": [SALESFORCE_ORG_ID[:15]]}
     for name, override in source_overrides.items():
         sources[name] = {**sources.get(name, {}), **override}
     return parse_config(
@@ -141,7 +154,7 @@ def signed_headers(
         now=time.time() if now is None else now,
         msg_id=msg_id,
         url=url,
-        generic=GENERIC_SCHEME if kind == "generic_hmac" else None,
+        options=GENERIC_SCHEME if kind == "generic_hmac" else None,
     )
     return {"content-type": "application/json", **headers, **(extra or {})}
 

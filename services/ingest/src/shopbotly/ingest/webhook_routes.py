@@ -6,6 +6,8 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel
 from starlette.responses import Response
 
+from shopbotly.common.sources import Answer
+from shopbotly.common.sources.salesforce import ACK
 from shopbotly.ingest.edge import PROBLEM_RESPONSES, Call, IngestRuntime, read_json_body, serve
 from shopbotly.ingest.intake import WebhookRequest
 from shopbotly.ingest.schemas import SlackChallenge, WebhookAccepted
@@ -23,8 +25,11 @@ _OPENAPI = {
     ],
     "requestBody": {
         "required": True,
-        "description": "The platform's JSON payload, exactly as signed (HubSpot: an array of events).",
-        "content": {"application/json": {"schema": {}}},
+        "description": (
+            "The platform's payload, exactly as signed: JSON (HubSpot: an array of events), or for a"
+            " salesforce source the SOAP outbound message (text/xml, up to 100 notifications)."
+        ),
+        "content": {"application/json": {"schema": {}}, "text/xml": {"schema": {"type": "string"}}},
     },
 }
 
@@ -55,13 +60,13 @@ async def receive_webhook(request: Request) -> Response:
     tenant: str = request.path_params["tenant"]
     source: str = request.path_params["source"]
 
-    async def handle(call: Call) -> tuple[int, BaseModel]:
+    async def handle(call: Call) -> tuple[int, BaseModel | Answer]:
         src = runtime.intake.source(tenant, source)
         call.tenant, call.source = src.tenant, src.name
-        body = await read_json_body(request, src.max_body_bytes)
+        body = await read_json_body(request, src.max_body_bytes, src.impl.accepts, src.impl.media_description)
         call.body_bytes = len(body)
         headers, url, path_qs = _request_parts(request)
-        status, answer = await runtime.intake.webhook(
+        return await runtime.intake.webhook(
             src,
             WebhookRequest(
                 headers=headers,
@@ -73,9 +78,6 @@ async def receive_webhook(request: Request) -> Response:
                 received_at=call.received_at,
             ),
         )
-        if isinstance(answer, SlackChallenge):
-            call.outcome = "challenge"
-        return status, answer
 
     return await serve("webhook", request, handle)
 
@@ -94,7 +96,11 @@ router.post(
     responses={
         200: {
             "model": WebhookAccepted | SlackChallenge,
-            "description": "Repeated delivery, or Slack's check.",
+            "description": (
+                "Repeated delivery, or Slack's check; for a salesforce source every stored message"
+                " (new or repeated) gets the SOAP acknowledgement Salesforce expects."
+            ),
+            "content": {"text/xml": {"schema": {"type": "string"}, "example": ACK.decode()}},
         },
         **PROBLEM_RESPONSES,
     },

@@ -8,7 +8,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hmac
-from typing import Annotated, Any, Literal
+from hashlib import sha256
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query
 from fastapi.responses import JSONResponse
@@ -18,10 +19,17 @@ from starlette.concurrency import run_in_threadpool
 from shopbotly.common.logging import get_logger
 from shopbotly.crm_emulator import salesforce_rules as sf
 from shopbotly.crm_emulator.deps import RuntimeDep
-from shopbotly.crm_emulator.domain import FaultPlan, RateLimitPolicy, System, iso_ms
+from shopbotly.crm_emulator.domain import (
+    FaultPlan,
+    RateLimitPolicy,
+    StoredObject,
+    System,
+    iso_ms,
+    salesforce_id,
+)
 from shopbotly.crm_emulator.hubspot_rules import object_json, parse_contact_create, parse_ticket_update
 from shopbotly.crm_emulator.runtime import Runtime
-from shopbotly.crm_emulator.settings import WebhookSettings, reveal
+from shopbotly.crm_emulator.settings import reveal
 
 __all__ = ["router"]
 
@@ -142,6 +150,7 @@ async def reset(rt: RuntimeDep, body: ResetRequest | None = None) -> dict[str, A
     rt.counters = type(rt.counters)()
     rt.reset_limits()
     rt.webhooks.clear()
+    rt.outbound.clear()
     if request.faults:
         rt.reset_faults()
     if request.tokens:
@@ -174,6 +183,14 @@ async def state(
     peaks = {system.value: limiter.window_peak for system, limiter in rt.limiters.items()}
     counters["rate_window_peak"] = {system: peak for system, peak in peaks.items() if peak is not None}
     return {**view, "counters": counters, "webhooks": dict(rt.webhooks.stats)}
+
+
+@router.get("/requests")
+async def requests_log(rt: RuntimeDep, system: System | None = None) -> dict[str, Any]:
+    """Every CRM API request in arrival order (the last `REQUEST_LOG_SIZE`): `[arrived_at, status]` pairs, so
+    a test can count what clients sent in any window, the requests the rate limiter refused included."""
+    log = [(r.at, r.status) for r in rt.counters.log if system is None or r.system is system]
+    return {"size": rt.counters.log.maxlen, "requests": log}
 
 
 class Reply(_Strict):
@@ -255,14 +272,20 @@ async def get_webhooks(rt: RuntimeDep) -> dict[str, Any]:
     return rt.webhooks.view()
 
 
+Config = TypeVar("Config", bound=BaseModel)
+
+
+def _updated(current: Config, update: BaseModel) -> Config:
+    """`current` with the fields `update` sets; ValueError when the result is invalid."""
+    return type(current).model_validate({**current.model_dump(), **update.model_dump(exclude_unset=True)})
+
+
 @router.post("/webhooks")
 async def set_webhooks(update: WebhookUpdate, rt: RuntimeDep) -> JSONResponse:
-    merged = {**rt.webhooks.config.model_dump(), **update.model_dump(exclude_unset=True)}
     try:
-        config = WebhookSettings.model_validate(merged)
+        rt.webhooks.configure(_updated(rt.webhooks.config, update))
     except ValueError as exc:
         return JSONResponse({"detail": str(exc)}, 422)
-    rt.webhooks.configure(config)
     return JSONResponse(rt.webhooks.view())
 
 
@@ -293,3 +316,89 @@ async def seed_salesforce(sobject: str, seed: SeedRecord, rt: RuntimeDep) -> JSO
     identity = seed.identity.strip().lower() if seed.identity else None
     obj = await run_in_threadpool(rt.store.salesforce_insert, spec, fields, identity, rt.clock())
     return JSONResponse({"id": obj.object_id}, 201)
+
+
+# --- Salesforce: an agent works a Case; outbound messages -------------------------------------------
+
+
+class CaseChange(_Strict):
+    fields: dict[str, str | None] = Field(default_factory=dict)
+    reply: Reply | None = None
+
+
+def _case_record(rt: Runtime, case: StoredObject) -> dict[str, Any]:
+    """A Case's fields as an outbound message reads them, formula fields (IsClosed, ContactEmail) included."""
+    record = {k: v for k, v in sf.record_json(case, "v62.0").items() if k != "attributes"}
+    record["IsClosed"] = "true" if record.get("Status") == "Closed" else "false"
+    contact_id = record.get("ContactId")
+    contact = rt.store.get(System.SALESFORCE, "Contact", contact_id) if contact_id else None
+    record["ContactEmail"] = contact.properties.get("Email") if contact is not None else None
+    return record
+
+
+@router.post("/salesforce/cases/{case_id}")
+async def change_case(case_id: str, change: CaseChange, rt: RuntimeDep) -> JSONResponse:
+    """An agent works a Salesforce Case: field edits (Status, Priority, ...) and a public comment. The
+    org's flows send an outbound message for the Case when its fields changed and one for the comment."""
+    spec = sf.SOBJECTS["Case"]
+    try:
+        incoming = sf.canonical_fields(spec, change.fields)
+    except sf.SalesforceRejected as exc:
+        return JSONResponse({"detail": exc.body}, 422)
+    now = rt.clock()
+    reply = None
+    if change.reply is not None:
+        reply = {"text": change.reply.text, "author": change.reply.author, "at": iso_ms(now)}
+    result = await run_in_threadpool(
+        rt.store.update_object, System.SALESFORCE, "Case", case_id, incoming, now, reply
+    )
+    if result is None:
+        return JSONResponse({"detail": f"no Salesforce Case {case_id}"}, 404)
+    case, changes = result
+    record = await run_in_threadpool(_case_record, rt, case)
+    notification_ids = []
+    if changes and (sent := rt.outbound.notify("Case", record)) is not None:
+        notification_ids.append(sent)
+    if change.reply is not None:
+        comment = {
+            # CaseComment ids: one per reply of this Case, the same on every emulator run.
+            "Id": salesforce_id(
+                "00a",
+                int(sha256(f"{case.object_id}:{len(case.extra['replies'])}".encode()).hexdigest()[:12], 16),
+            ),
+            "ParentId": case.object_id,
+            "IsPublished": "true",
+            "CommentBody": change.reply.text,
+            "CreatedDate": sf.sf_datetime(now),
+        }
+        if (sent := rt.outbound.notify("CaseComment", comment)) is not None:
+            notification_ids.append(sent)
+    return JSONResponse({"case": record, "notification_ids": notification_ids})
+
+
+class OutboundUpdate(_Strict):
+    url: str | None = None
+    action_id: str | None = None
+    fields: dict[str, list[str]] | None = None
+    batch_window_ms: int | None = None
+    max_batch_size: int | None = None
+    max_attempts: int | None = None
+    max_age_s: float | None = None
+    retry_initial_ms: int | None = None
+    retry_max_ms: int | None = None
+    timeout_ms: int | None = None
+
+
+@router.get("/outbound-messages")
+async def get_outbound(rt: RuntimeDep) -> dict[str, Any]:
+    return rt.outbound.view()
+
+
+@router.post("/outbound-messages")
+async def set_outbound(update: OutboundUpdate, rt: RuntimeDep) -> JSONResponse:
+    """Set up the org's outbound messages (endpoint URL with its token, fields, retry pace)."""
+    try:
+        rt.outbound.configure(_updated(rt.outbound.config, update))
+    except ValueError as exc:
+        return JSONResponse({"detail": str(exc)}, 422)
+    return JSONResponse(rt.outbound.view())

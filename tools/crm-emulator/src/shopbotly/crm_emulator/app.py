@@ -39,6 +39,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await runtime.webhooks.start()
+        await runtime.outbound.start()
         runtime.health.set_ready("store", runtime.store.ping(), "SQLite store")
         log.info("crm_emulator_started", database=runtime.store.path)
         try:
@@ -46,6 +47,7 @@ def create_app(
         finally:
             runtime.health.draining = True
             await runtime.webhooks.aclose()
+            await runtime.outbound.aclose()
 
     app = FastAPI(
         title="ShopBotly CRM emulator",

@@ -520,6 +520,10 @@ def salesforce_id(prefix: str, sequence: int, pod: str = "5g") -> str:
     return id15 + salesforce_id_suffix(id15)
 
 
+# The emulated org (the one a fresh Developer Edition org would be): tokens and outbound messages name it.
+SALESFORCE_ORG_ID = salesforce_id("00D", 1)
+
+
 def is_valid_salesforce_id(value: str) -> bool:
     if not _SF_ID.match(value):
         return False

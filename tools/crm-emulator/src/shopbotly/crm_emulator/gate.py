@@ -91,6 +91,7 @@ class Gate:
             return
         system, kind = target
         started = time.perf_counter()
+        arrived_at = self.runtime.clock()
         status_box: list[int] = [500]
 
         async def counted(message: Message) -> None:
@@ -102,7 +103,7 @@ class Gate:
             await self._handle(system, kind, scope, receive, counted)
         finally:
             status = status_box[0]
-            self.runtime.counters.answered(system, self._endpoint(scope), status)
+            self.runtime.counters.answered(system, self._endpoint(scope), status, arrived_at=arrived_at)
             metrics.REQUESTS.labels(system.value, str(status)).inc()
             metrics.REQUEST_SECONDS.labels(system.value).observe(time.perf_counter() - started)
 

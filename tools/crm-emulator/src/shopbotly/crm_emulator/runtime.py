@@ -1,4 +1,5 @@
-"""The emulator's live state: store, tokens, limiters, faults, counters, webhooks — one per app.
+"""The emulator's live state: store, tokens, limiters, faults, counters, webhooks and Salesforce outbound
+messages — one per app.
 
 Everything but the store is touched only from the event loop's thread, so it needs no lock.
 """
@@ -8,21 +9,42 @@ from __future__ import annotations
 import dataclasses
 import random
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from shopbotly.common.health import Health
-from shopbotly.crm_emulator.domain import FaultPlan, RateLimiter, RateLimitPolicy, System, TokenRegistry
+from shopbotly.crm_emulator.domain import (
+    SALESFORCE_ORG_ID,
+    FaultPlan,
+    RateLimiter,
+    RateLimitPolicy,
+    System,
+    TokenRegistry,
+)
 from shopbotly.crm_emulator.hubspot_properties import PropertyRegistry
 from shopbotly.crm_emulator.hubspot_rules import CONTACT_PROPERTIES, PropertySchema
 from shopbotly.crm_emulator.salesforce_describe import CustomFieldRegistry, custom_field
+from shopbotly.crm_emulator.salesforce_outbound import OutboundMessenger
 from shopbotly.crm_emulator.settings import EmulatorSettings, reveal
 from shopbotly.crm_emulator.store import Store
 from shopbotly.crm_emulator.webhooks import WebhookDispatcher
 
-__all__ = ["Counters", "Runtime", "build_runtime", "default_policies"]
+__all__ = ["Counters", "LoggedRequest", "Runtime", "build_runtime", "default_policies"]
+
+
+# Requests kept in the request log: at HubSpot's 100 per 10 s, well over an hour of traffic.
+REQUEST_LOG_SIZE = 200_000
+
+
+@dataclass(frozen=True)
+class LoggedRequest:
+    """One CRM API request as the emulator saw it: when it arrived, for which CRM, how it was answered."""
+
+    at: float
+    system: System
+    status: int
 
 
 @dataclass
@@ -35,10 +57,13 @@ class Counters:
     injected: Counter[str] = field(default_factory=Counter)
     outage_rejections: Counter[str] = field(default_factory=Counter)
     by_endpoint: dict[str, Counter[str]] = field(default_factory=dict)
+    # Every request, refused ones included, in arrival order: what a client really sent in any window.
+    log: deque[LoggedRequest] = field(default_factory=lambda: deque(maxlen=REQUEST_LOG_SIZE))
 
-    def answered(self, system: System, endpoint: str, status: int) -> None:
+    def answered(self, system: System, endpoint: str, status: int, *, arrived_at: float) -> None:
         self.requests[system] += 1
         self.by_endpoint.setdefault(endpoint, Counter())[str(status)] += 1
+        self.log.append(LoggedRequest(arrived_at, system, status))
 
     def view(self) -> dict[str, Any]:
         return {
@@ -73,6 +98,7 @@ class Runtime:
     settings: EmulatorSettings
     store: Store
     webhooks: WebhookDispatcher
+    outbound: OutboundMessenger
     health: Health
     clock: Callable[[], float]
     rng: random.Random
@@ -116,6 +142,7 @@ def build_runtime(settings: EmulatorSettings, clock: Callable[[], float] = time.
         settings=settings,
         store=store,
         webhooks=WebhookDispatcher(settings.webhooks, settings.hubspot_portal_id, store, clock),
+        outbound=OutboundMessenger(settings.salesforce_outbound, SALESFORCE_ORG_ID, store, clock),
         health=Health(),
         clock=clock,
         rng=random.Random(settings.seed),

@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from shopbotly.crm_emulator import salesforce_rules as sf
 from shopbotly.crm_emulator.deps import RuntimeDep, read_json
 from shopbotly.crm_emulator.domain import (
+    SALESFORCE_ORG_ID,
     StoredObject,
     System,
     is_valid_salesforce_id,
@@ -39,7 +40,7 @@ __all__ = ["ORG_ID", "router"]
 
 router = APIRouter(tags=["salesforce"])
 
-ORG_ID = salesforce_id("00D", 1)
+ORG_ID = SALESFORCE_ORG_ID
 _NOT_FOUND = salesforce_error("NOT_FOUND", "The requested resource does not exist")
 
 

@@ -18,6 +18,7 @@ from shopbotly.common.config import SecretRef
 __all__ = [
     "EmulatorSettings",
     "OAuthClient",
+    "OutboundMessageSettings",
     "SalesforceCustomField",
     "Secret",
     "WebhookSettings",
@@ -88,6 +89,45 @@ class WebhookSettings(BaseModel):
             ("contact.propertyChange", "hs_lead_status"),
         ]
     )
+
+
+class OutboundMessageSettings(BaseModel):
+    """Salesforce Outbound Messages the emulated org sends (a flow's "Send outbound message" action per
+    sObject type). Changeable at run time by the admin API."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # The endpoint URL as an admin enters it, a shared token included (e.g. `...?token=<secret>`).
+    url: str | None = None
+    action_id: str = "04k5g0000000001AAA"
+    instance_url: str = "https://emulator.my.salesforce.com"
+    # sObject type -> the fields the outbound message sends (Id always); types not listed send nothing.
+    fields: dict[str, list[str]] = Field(
+        default_factory=lambda: {
+            "Case": [
+                "CaseNumber",
+                "Subject",
+                "Status",
+                "Priority",
+                "IsClosed",
+                "ContactEmail",
+                "SuppliedEmail",
+                "CreatedDate",
+                "LastModifiedDate",
+            ],
+            "CaseComment": ["ParentId", "IsPublished", "CommentBody", "CreatedDate"],
+            "Contact": ["Email", "FirstName", "LastName", "LastModifiedDate"],
+        }
+    )
+    batch_window_ms: int = Field(default=100, ge=0, le=60_000)
+    max_batch_size: int = Field(default=100, ge=1, le=100)
+    # Salesforce retries for 24 hours with delays growing up to two hours; tests shorten both.
+    max_attempts: int = Field(default=1000, ge=1)
+    max_age_s: float = Field(default=86_400.0, gt=0)
+    retry_initial_ms: int = Field(default=1_000, ge=1)
+    retry_max_ms: int = Field(default=7_200_000, ge=1)
+    # Salesforce gives a listener 60 seconds.
+    timeout_ms: int = Field(default=60_000, ge=1)
 
 
 class EmulatorSettings(BaseSettings):
@@ -175,6 +215,7 @@ class EmulatorSettings(BaseSettings):
     generic_rate_limit_interval_ms: int = Field(default=10_000, ge=1)
 
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+    salesforce_outbound: OutboundMessageSettings = Field(default_factory=OutboundMessageSettings)
 
     @model_validator(mode="after")
     def _not_in_production(self) -> Self:

@@ -12,9 +12,8 @@ import asyncio
 import itertools
 import json
 import time
-from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import httpx
@@ -26,10 +25,10 @@ from shopbotly.crm_emulator.domain import (
     PropertyChange,
     Subscription,
     event_payload,
-    retry_delay_s,
     subscription_for,
     webhook_should_retry,
 )
+from shopbotly.crm_emulator.sender import BackgroundSender, Outcome
 from shopbotly.crm_emulator.settings import WebhookSettings, reveal
 from shopbotly.crm_emulator.signatures import hubspot_signature_v1
 from shopbotly.crm_emulator.store import Store
@@ -56,7 +55,9 @@ class DeliveryAttempt:
     outcome: Literal["delivered", "retry", "exhausted"]
 
 
-class WebhookDispatcher:
+class WebhookDispatcher(BackgroundSender[dict[str, Any], DeliveryAttempt]):
+    name = "crm-emulator-webhooks"
+
     def __init__(
         self,
         config: WebhookSettings,
@@ -65,26 +66,14 @@ class WebhookDispatcher:
         clock: Callable[[], float] = time.time,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        stats = {"events_emitted": 0, "events_dropped": 0, "batches_delivered": 0, "batches_exhausted": 0}
+        super().__init__(stats, clock, transport)
         self.config = config
         self.portal_id = portal_id
         self._store = store
-        self._clock = clock
         self._event_ids = range(0)  # reserved in the store, not handed out yet
-        self._transport = transport
-        self._pending: deque[dict[str, Any]] = deque()
         self._batch_ids = itertools.count(1)
-        self._client: httpx.AsyncClient | None = None
-        self._flusher: asyncio.Task[None] | None = None
-        self._deliveries: set[asyncio.Task[None]] = set()
-        self._wakeup: asyncio.Event | None = None
         self._semaphore: asyncio.Semaphore | None = None
-        self.attempts: deque[DeliveryAttempt] = deque(maxlen=2000)
-        self.stats = {
-            "events_emitted": 0,
-            "events_dropped": 0,
-            "batches_delivered": 0,
-            "batches_exhausted": 0,
-        }
 
     # ---------------------------------------------------------------------------------------------
     # Configuration and events
@@ -139,10 +128,7 @@ class WebhookDispatcher:
         events = [{"eventId": event_id, **event} for event_id, event in zip(ids, events, strict=True)]
         self.stats["events_emitted"] += len(events)
         metrics.WEBHOOK_EVENTS.labels("emitted").inc(len(events))
-        self._pending.extend(events)
-        self._ensure_started()
-        assert self._wakeup is not None
-        self._wakeup.set()
+        self._enqueue(events)
         return [e["eventId"] for e in events]
 
     def _reserve_event_ids(self, count: int) -> range:
@@ -159,116 +145,62 @@ class WebhookDispatcher:
     # ---------------------------------------------------------------------------------------------
     # Lifecycle
 
-    def _ensure_started(self) -> None:
-        # Started by the app's lifespan; also lazily, for apps driven without one (ASGITransport).
-        if self._flusher is not None and not self._flusher.done():
-            return
-        self._wakeup = asyncio.Event()
+    def _on_start(self) -> None:
         self._semaphore = asyncio.Semaphore(self.config.max_concurrency)
-        self._client = httpx.AsyncClient(transport=self._transport, follow_redirects=False)
-        self._flusher = asyncio.create_task(self._run(), name="crm-emulator-webhooks")
-
-    async def start(self) -> None:
-        self._ensure_started()
-
-    async def aclose(self) -> None:
-        tasks = [t for t in (self._flusher, *self._deliveries) if t is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._flusher = None
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
-
-    def clear(self) -> None:
-        """Forget queued events and the attempt log (the admin reset); deliveries in flight finish."""
-        self._pending.clear()
-        self.attempts.clear()
-        for key in self.stats:
-            self.stats[key] = 0
-
-    @property
-    def idle(self) -> bool:
-        return not self._pending and not self._deliveries
-
-    async def drain(self, timeout_s: float) -> bool:
-        """Wait until every queued event was delivered or given up on; False on timeout."""
-        deadline = time.monotonic() + timeout_s
-        while not self.idle:
-            if time.monotonic() >= deadline:
-                return False
-            await asyncio.sleep(0.01)
-        return True
 
     def view(self) -> dict[str, Any]:
         config = self.config.model_dump()
         config["client_secret"] = "***"  # noqa: S105 - a mask, not a secret
-        return {
-            "config": config,
-            "pending_events": len(self._pending),
-            "deliveries_in_flight": len(self._deliveries),
-            "stats": dict(self.stats),
-            "attempts": [asdict(a) for a in self.attempts],
-        }
+        return self._view(config, "pending_events", "deliveries_in_flight")
 
     # ---------------------------------------------------------------------------------------------
     # Delivery
 
-    async def _run(self) -> None:
-        assert self._wakeup is not None
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            # HubSpot groups events that happen close together into one request.
-            if self.config.batch_window_ms:
-                await asyncio.sleep(self.config.batch_window_ms / 1000)
-            while self._pending:
-                size = self.config.max_batch_size
-                batch = [self._pending.popleft() for _ in range(min(size, len(self._pending)))]
-                task = asyncio.create_task(self._deliver(next(self._batch_ids), batch))
-                self._deliveries.add(task)
-                task.add_done_callback(self._deliveries.discard)
+    def _batch_window_s(self) -> float:
+        return self.config.batch_window_ms / 1000
+
+    def _dispatch(self) -> None:
+        while self._pending:
+            size = self.config.max_batch_size
+            batch = [self._pending.popleft() for _ in range(min(size, len(self._pending)))]
+            self._spawn(self._deliver(next(self._batch_ids), batch))
 
     async def _deliver(self, batch_id: int, events: list[dict[str, Any]]) -> None:
-        assert self._semaphore is not None and self._client is not None
+        assert self._semaphore is not None
+        ids = [e["eventId"] for e in events]
+        names: dict[Outcome, Literal["delivered", "retry", "exhausted"]] = {
+            "ok": "delivered",
+            "retry": "retry",
+            "gave_up": "exhausted",
+        }
+
+        async def attempt_once(attempt: int) -> tuple[int | None, str | None, bool]:
+            status, error = await self._attempt(self.config, events, attempt)
+            return status, error, status is not None and 200 <= status < 300
+
+        def record(attempt: int, status: int | None, error: str | None, outcome: Outcome) -> None:
+            at_ms = int(self._clock() * 1000)
+            self.attempts.append(
+                DeliveryAttempt(batch_id, attempt, ids, status, error, at_ms, names[outcome])
+            )
+            metrics.WEBHOOK_ATTEMPTS.labels(names[outcome]).inc()
+            if outcome == "gave_up":
+                log.warning(
+                    "webhook_batch_exhausted",
+                    batch_id=batch_id,
+                    attempts=attempt + 1,
+                    status=status,
+                    error=error,
+                )
+
         async with self._semaphore:
-            attempt = 0
-            while True:
-                config = self.config
-                status, error = await self._attempt(config, events, attempt)
-                retry = webhook_should_retry(status, attempt, config.max_attempts)
-                delivered = status is not None and 200 <= status < 300
-                outcome: Literal["delivered", "retry", "exhausted"] = (
-                    "delivered" if delivered else "retry" if retry else "exhausted"
-                )
-                self.attempts.append(
-                    DeliveryAttempt(
-                        batch_id,
-                        attempt,
-                        [e["eventId"] for e in events],
-                        status,
-                        error,
-                        int(self._clock() * 1000),
-                        outcome,
-                    )
-                )
-                metrics.WEBHOOK_ATTEMPTS.labels(outcome).inc()
-                if delivered:
-                    self.stats["batches_delivered"] += 1
-                    return
-                if not retry:
-                    self.stats["batches_exhausted"] += 1
-                    log.warning(
-                        "webhook_batch_exhausted",
-                        batch_id=batch_id,
-                        attempts=attempt + 1,
-                        status=status,
-                        error=error,
-                    )
-                    return
-                await asyncio.sleep(retry_delay_s(attempt, config.retry_initial_ms, config.retry_max_ms))
-                attempt += 1
+            delivered = await self._until_accepted(
+                attempt_once,
+                may_retry=lambda attempt: webhook_should_retry(None, attempt, self.config.max_attempts),
+                pace_ms=lambda: (self.config.retry_initial_ms, self.config.retry_max_ms),
+                record=record,
+            )
+        self.stats["batches_delivered" if delivered else "batches_exhausted"] += 1
 
     async def _attempt(
         self, config: WebhookSettings, events: list[dict[str, Any]], attempt: int
@@ -287,12 +219,5 @@ class WebhookDispatcher:
             "X-HubSpot-Signature": hubspot_signature_v1(secret, body),
             "X-HubSpot-Signature-Version": "v1",
         }
-        try:
-            response = await self._client.post(
-                config.url, content=body, headers=headers, timeout=config.timeout_ms / 1000
-            )
-        except httpx.TimeoutException:
-            return None, "timeout"
-        except httpx.HTTPError as exc:
-            return None, f"{type(exc).__name__}: {exc}"
-        return response.status_code, None
+        status, _, error = await self._post(config.url, body, headers, config.timeout_ms / 1000)
+        return status, error

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal
 
 import jmespath
 from jmespath.exceptions import JMESPathError
@@ -25,8 +25,8 @@ from pydantic import (
 )
 
 from shopbotly.common.config._base import Name, StrictModel
-from shopbotly.common.config._sources import SourceKind
 from shopbotly.common.events import CommandOp
+from shopbotly.common.sources import SOURCE_KINDS, SOURCES
 
 __all__ = [
     "BOT_CONNECTION",
@@ -49,10 +49,31 @@ __all__ = [
 # notify_bot commands go to this reserved connection: crm-writer delivers them to the tenant's bot_webhook.
 BOT_CONNECTION = "bot"
 
-PresetName = Literal["shopbotly", "shopify", "stripe", "intercom", "hubspot", "api"]
-PRESET_NAMES: tuple[str, ...] = get_args(PresetName)
-# Source kinds a rule may filter on: the configured kinds plus "api", the Sync Lead API's built-in source.
-RuleKind = SourceKind | Literal["api"]
+# The presets shipped with the mapper: one per source kind that names one, plus "api" (the Sync Lead API).
+PRESET_NAMES: tuple[str, ...] = (*(s.preset for s in SOURCES.values() if s.preset is not None), "api")
+# Source kinds a rule may filter on: the registered kinds plus "api", the Sync Lead API's built-in source.
+RULE_KINDS: tuple[str, ...] = (*SOURCE_KINDS, "api")
+
+
+def _one_of(known: tuple[str, ...], what: str) -> Any:
+    def check(value: str) -> str:
+        if value not in known:
+            raise ValueError(f"unknown {what} {value!r}; expected one of {', '.join(map(repr, known))}")
+        return value
+
+    return check
+
+
+PresetName = Annotated[
+    str,
+    AfterValidator(_one_of(PRESET_NAMES, "preset")),
+    WithJsonSchema({"type": "string", "enum": list(PRESET_NAMES)}),
+]
+RuleKind = Annotated[
+    str,
+    AfterValidator(_one_of(RULE_KINDS, "source kind")),
+    WithJsonSchema({"type": "string", "enum": list(RULE_KINDS)}),
+]
 
 _FUNCTIONS = Functions().FUNCTION_TABLE
 

@@ -11,23 +11,26 @@ from urllib.parse import urlsplit
 
 import jmespath
 from jmespath.exceptions import JMESPathError
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, WithJsonSchema, field_validator, model_validator
 
 from shopbotly.common.config._base import SecretRef, StrictModel
+from shopbotly.common.sources import SOURCE_KINDS, SOURCES, source_kind
 
 __all__ = ["MAX_BODY_BYTES_LIMIT", "GenericHmac", "SourceConfig", "SourceKind"]
 
-SourceKind = Literal[
-    "shopbotly",
-    "standard_webhooks",
-    "stripe",
-    "shopify",
-    "github",
-    "slack",
-    "intercom",
-    "hubspot",
-    "generic_hmac",
+
+def _known_kind(value: str) -> str:
+    source_kind(value)  # ValueError naming the known kinds
+    return value
+
+
+# The registered kinds (shopbotly.common.sources); the JSON Schema lists them as an enum.
+SourceKind = Annotated[
+    str, AfterValidator(_known_kind), WithJsonSchema({"type": "string", "enum": list(SOURCE_KINDS)})
 ]
+# Kind-specific fields of SourceConfig: only the kinds that name them in `WebhookSource.options` take them.
+_KIND_OPTIONS = tuple(sorted({option for source in SOURCES.values() for option in source.options}))
+_ORG_ID = r"^00D[A-Za-z0-9]{12}([A-Za-z0-9]{3})?$"
 
 # The body becomes one Kafka record; brokers refuse records above ~1 MiB by default (message.max.bytes).
 MAX_BODY_BYTES_LIMIT = 1024 * 1024
@@ -69,8 +72,9 @@ class SourceConfig(StrictModel):
     """
 
     kind: SourceKind
-    # Several secrets are active at once during a rotation; a request passes with any of them.
-    secrets: Annotated[list[SecretRef], Field(min_length=1, max_length=8)]
+    # Several secrets are active at once during a rotation; a request passes with any of them. Kinds that
+    # authenticate otherwise (salesforce: the org id) take none or use one as a URL token.
+    secrets: Annotated[list[SecretRef], Field(max_length=8)] = Field(default_factory=list)
     tolerance_s: Annotated[int, Field(ge=1, le=86_400)] = 300
     # None: the service's SHOPBOTLY_MAX_BODY_BYTES (512 KiB by default).
     max_body_bytes: Annotated[int, Field(ge=1024, le=MAX_BODY_BYTES_LIMIT)] | None = None
@@ -82,6 +86,10 @@ class SourceConfig(StrictModel):
     # public URL that maps to this service's root, e.g. https://hooks.example.com/ingest.
     signature_base_url: str | None = None
     generic: GenericHmac | None = None
+    # salesforce: the orgs whose outbound messages this source accepts (15- or 18-character ids).
+    organization_ids: Annotated[list[Annotated[str, Field(pattern=_ORG_ID)]], Field(max_length=20)] | None = (
+        None
+    )
 
     @field_validator("event_id", "event_type", "subject", "subject_fallback")
     @classmethod
@@ -108,8 +116,12 @@ class SourceConfig(StrictModel):
 
     @model_validator(mode="after")
     def _kind_specific(self) -> SourceConfig:
-        if self.generic is not None and self.kind != "generic_hmac":
-            raise ValueError(f"`generic` applies to kind generic_hmac only, not {self.kind}")
-        if self.signature_base_url is not None and self.kind != "hubspot":
-            raise ValueError(f"`signature_base_url` applies to kind hubspot only, not {self.kind}")
+        source = SOURCES[self.kind]
+        for option in _KIND_OPTIONS:
+            if getattr(self, option) is not None and option not in source.options:
+                takers = [k for k, s in SOURCES.items() if option in s.options]
+                raise ValueError(f"`{option}` applies to kind {' or '.join(takers)} only, not {self.kind}")
+        if source.needs_secret and not self.secrets:
+            raise ValueError(f"kind {self.kind} needs at least one entry in `secrets`")
+        source.check_config(self)
         return self

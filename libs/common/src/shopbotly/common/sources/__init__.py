@@ -1,0 +1,128 @@
+"""Webhook source kinds, one module each, registered by kind.
+
+Each module under this package says everything about one sender (see `WebhookSource`); the list of kinds
+that config validation, ingest and the JSON Schema know comes from `SOURCES` here and nowhere else.
+Adding a kind: write its module, list it in `_MODULES` (docs/architecture.md, "Adding an integration").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+from typing import Any
+
+from shopbotly.common.signatures import DEFAULT_TOLERANCE_S
+from shopbotly.common.sources import (
+    generic_hmac,
+    github,
+    hubspot,
+    intercom,
+    salesforce,
+    shopify,
+    slack,
+    standard_webhooks,
+    stripe,
+)
+from shopbotly.common.sources._base import (
+    MAX_JSON_DEPTH,
+    Answer,
+    ExtractionDefaults,
+    FieldError,
+    InboundRequest,
+    Item,
+    Rejection,
+    SourceKeys,
+    WebhookSource,
+    is_json_media_type,
+    json_depth,
+    parse_json,
+)
+
+__all__ = [
+    "MAX_JSON_DEPTH",
+    "SIGNATURE_KINDS",
+    "SOURCES",
+    "SOURCE_KINDS",
+    "Answer",
+    "ExtractionDefaults",
+    "FieldError",
+    "InboundRequest",
+    "Item",
+    "Rejection",
+    "SourceKeys",
+    "WebhookSource",
+    "check_secret",
+    "is_json_media_type",
+    "json_depth",
+    "parse_json",
+    "sign_webhook",
+    "source_kind",
+    "verify_webhook",
+]
+
+_MODULES = (standard_webhooks, stripe, shopify, github, slack, intercom, hubspot, generic_hmac, salesforce)
+
+
+def _registry() -> Mapping[str, WebhookSource]:
+    found: dict[str, WebhookSource] = {}
+    for module in _MODULES:
+        for source in module.SOURCES:
+            if source.kind in found:
+                raise RuntimeError(f"source kind {source.kind!r} is registered twice")
+            found[source.kind] = source
+    return MappingProxyType(found)
+
+
+SOURCES: Mapping[str, WebhookSource] = _registry()
+SOURCE_KINDS: tuple[str, ...] = tuple(SOURCES)
+# Kinds whose sender signs the body into headers (every kind but those authenticated otherwise).
+SIGNATURE_KINDS: tuple[str, ...] = tuple(k for k, s in SOURCES.items() if s.signs_body)
+
+
+def source_kind(kind: str) -> WebhookSource:
+    """The registered kind; ValueError naming the known ones otherwise."""
+    found = SOURCES.get(kind)
+    if found is None:
+        raise ValueError(
+            f"unknown source kind {kind!r}; expected one of {', '.join(map(repr, SOURCE_KINDS))}"
+        )
+    return found
+
+
+def check_secret(kind: str, secret: str) -> None:
+    """Raise ValueError when a resolved secret cannot work for `kind` (the message never holds the value)."""
+    source_kind(kind).check_secret(secret)
+
+
+def verify_webhook(
+    kind: str,
+    secrets: Sequence[str],
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    now: float,
+    tolerance_s: float = DEFAULT_TOLERANCE_S,
+    method: str = "POST",
+    url: str = "",
+    options: Any = None,
+) -> None:
+    """Verify a request of a source kind. `headers` has lowercase names; `url` is the full public URL
+    (HubSpot signs it); `options` the kind's prepared options (generic_hmac: an HmacScheme). Raises
+    SignatureError."""
+    source_kind(kind).verify(
+        SourceKeys(secrets, tolerance_s, options), InboundRequest(headers, body, method, url), now=now
+    )
+
+
+def sign_webhook(
+    kind: str,
+    secret: str,
+    body: bytes,
+    *,
+    now: float,
+    msg_id: str = "msg_0",
+    url: str = "",
+    options: Any = None,
+) -> dict[str, str]:
+    """The headers a sender of `kind` attaches to `body` at time `now` (for emulators and tests)."""
+    return source_kind(kind).sign(secret, body, now=now, msg_id=msg_id, url=url, options=options)

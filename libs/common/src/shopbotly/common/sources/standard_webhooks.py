@@ -1,0 +1,58 @@
+"""Standard Webhooks (https://www.standardwebhooks.com) and ShopBotly's own bot, which signs with it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shopbotly.common import signatures as sig
+from shopbotly.common.sources._base import ExtractionDefaults, InboundRequest, SourceKeys, WebhookSource
+
+__all__ = ["SOURCES"]
+
+_EMAIL = (
+    "body.data.email || body.data.customer.email || body.data.contact.email || body.email"
+    " || body.customer.email || body.contact.email"
+)
+_ID = (
+    "body.data.contact_id || body.data.conversation_id || body.data.customer.id || body.data.contact.id"
+    " || body.data.conversation.id || body.contact_id || body.conversation_id"
+)
+
+
+class StandardWebhooks(WebhookSource):
+    kind = "standard_webhooks"
+    # svix-id first, as the signature check reads it (Svix senders name the headers svix-*).
+    defaults = ExtractionDefaults('headers."svix-id" || headers."webhook-id"', "body.type", _EMAIL, _ID)
+
+    def check_secret(self, secret: str) -> None:
+        super().check_secret(secret)
+        sig.check_standard_webhooks_secret(secret)
+
+    def verify(self, keys: SourceKeys, request: InboundRequest, *, now: float) -> None:
+        h = request.headers.get
+        # Senders that deliver through Svix name the same headers `svix-*`; like the svix library's own
+        # verifier, each `svix-*` header is read first and its `webhook-*` twin otherwise.
+        sig.verify_standard_webhooks(
+            keys.secrets,
+            msg_id=h("svix-id") or h("webhook-id"),
+            timestamp=h("svix-timestamp") or h("webhook-timestamp"),
+            signature=h("svix-signature") or h("webhook-signature"),
+            body=request.body,
+            now=now,
+            tolerance_s=keys.tolerance_s,
+        )
+
+    def sign(
+        self, secret: str, body: bytes, *, now: float, msg_id: str, url: str, options: Any = None
+    ) -> dict[str, str]:
+        return sig.standard_webhooks_headers(secret, msg_id, int(now), body)
+
+
+class ShopBotly(StandardWebhooks):
+    """ShopBotly's own chatbot: Standard Webhooks, with the bot's mapping preset."""
+
+    kind = "shopbotly"
+    preset = "shopbotly"
+
+
+SOURCES = (ShopBotly(), StandardWebhooks())
