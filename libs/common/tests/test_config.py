@@ -91,3 +91,8 @@ def test_empty_config_is_valid_and_schema_exports() -> None:
     assert parse_config(None).tenants == {}
     schema = json_schema()
     assert '"tenants"' in schema and "SecretRef" in schema
+
+
+def test_the_exported_schema_is_up_to_date() -> None:
+    exported = Path(__file__).resolve().parents[3] / "config" / "shopbotly.schema.json"
+    assert exported.read_text() == json_schema(), "config/shopbotly.schema.json is stale: run `make schema`"

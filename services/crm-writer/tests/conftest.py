@@ -17,7 +17,7 @@ import pytest
 import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 
-from shopbotly.common.config import ConnectionConfig
+from shopbotly.common.config import ConnectionConfig, parse_connection
 from shopbotly.crm_writer.runtime import BreakerSettings, ConnectionRuntime
 
 RuntimeFactory = Callable[..., ConnectionRuntime]
@@ -36,7 +36,7 @@ async def make_runtime() -> AsyncIterator[RuntimeFactory]:
         breaker: BreakerSettings | None = None,
         share: float = 1.0,
     ) -> ConnectionRuntime:
-        cfg = config if isinstance(config, ConnectionConfig) else ConnectionConfig.model_validate(config)
+        cfg = config if isinstance(config, ConnectionConfig) else parse_connection(config)
         client = httpx.AsyncClient(transport=transport)
         clients.append(client)
         return ConnectionRuntime(
@@ -78,7 +78,7 @@ def _free_port() -> int:
 async def _set_up(client: httpx.AsyncClient) -> None:
     """What `shopbotly connections setup --apply` creates in the emulator's fresh portal for a HubSpot
     connection with default options (the tags property, the unique command-id property, ...)."""
-    from shopbotly.common.config._connections import HubSpotOptions
+    from shopbotly.common.config.crm_kinds.hubspot import HubSpotOptions
     from shopbotly.crm_writer.schema import hubspot_definition, owned_hubspot_properties
 
     for prop in owned_hubspot_properties(HubSpotOptions()):

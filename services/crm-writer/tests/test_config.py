@@ -6,7 +6,9 @@ from typing import Any
 
 import pytest
 
-from shopbotly.common.config import ConfigError, ConnectionConfig, parse_config
+from shopbotly.common.config import ConfigError, parse_config, parse_connection
+from shopbotly.common.config.crm_kinds.bot_webhook import BotWebhookOptions
+from shopbotly.common.config.crm_kinds.salesforce import SalesforceOptions
 from shopbotly.crm_writer.settings import Settings
 
 pytestmark = pytest.mark.unit
@@ -41,8 +43,9 @@ def test_a_complete_connection_loads_with_typed_options() -> None:
         )
     )
     conn = cfg.tenants["demo"].connections["crm"]
-    assert conn.salesforce_options().tags_field == "Tags__c"
-    assert conn.salesforce_options().external_id_field == "ShopBotly_Email__c"
+    assert isinstance(conn.options, SalesforceOptions)
+    assert conn.options.tags_field == "Tags__c"
+    assert conn.options.external_id_field == "ShopBotly_Email__c"
     assert conn.rate_limit.effective_burst() == 5
 
 
@@ -75,10 +78,9 @@ def test_errors_name_the_field_and_what_is_expected() -> None:
 
 
 def test_bot_connection_needs_no_url() -> None:
-    conn = ConnectionConfig.model_validate(
-        {"kind": "bot_webhook", "rate_limit": {"requests": 20, "per_seconds": 1}}
-    )
-    assert conn.base_url is None and conn.bot_options().default_type == "crm.notification"
+    conn = parse_connection({"kind": "bot_webhook", "rate_limit": {"requests": 20, "per_seconds": 1}})
+    assert isinstance(conn.options, BotWebhookOptions)
+    assert conn.base_url is None and conn.options.default_type == "crm.notification"
 
 
 def test_settings_defaults_and_env(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,7 +13,8 @@ import pytest
 from shopbotly.common.config import BotWebhookConfig
 from shopbotly.common.errors import PermanentError, RetryableError
 from shopbotly.common.events import CommandOp, CrmCommand
-from shopbotly.crm_writer.connectors import BotConnector, GenericConnector
+from shopbotly.crm_writer.connectors.bot import BotConnector
+from shopbotly.crm_writer.connectors.generic import GenericConnector
 from shopbotly.crm_writer.domain import Write, WriteKind, coalesce
 from shopbotly.crm_writer.testing import BotReceiver
 

@@ -12,11 +12,11 @@ import orjson
 import pytest
 import yaml
 
-from shopbotly.common.config import ConnectionConfig
+from shopbotly.common.config import parse_connection
+from shopbotly.common.config.crm_kinds.generic import GenericOptions
 from shopbotly.common.errors import AuthError, PermanentError
 from shopbotly.common.events import CommandOp, CrmCommand
-from shopbotly.crm_writer.connectors import GenericConnector
-from shopbotly.crm_writer.connectors.generic import classify_generic, crm_reason
+from shopbotly.crm_writer.connectors.generic import GenericConnector, classify_generic, crm_reason
 from shopbotly.crm_writer.domain import Write, WriteKind
 from shopbotly.crm_writer.verdict import VerdictKind
 
@@ -111,7 +111,7 @@ async def test_documented_recipes_find_then_create_or_update(
     name: str, answer: Any, env: str, make_runtime: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(env, "pd-token" if name == "pipedrive" else "espo-key")
-    cfg = ConnectionConfig.model_validate(documented_recipes()[name])
+    cfg = parse_connection(documented_recipes()[name])
     crm = FakeCrm(answer)
     op = CommandOp.UPSERT_CONTACT if name == "pipedrive" else CommandOp.UPSERT_LEAD
     first = GenericConnector(make_runtime(cfg, crm.transport))
@@ -159,7 +159,7 @@ async def test_espocrm_duplicate_answer_converges_with_lookup_on_duplicate(
     raw["options"]["operations"]["upsert_lead"]["lookup"] = "on_duplicate"
     crm = FakeCrm(espocrm)
     crm.people["ann@example.com"] = 7  # created by a request whose answer was lost
-    conn = GenericConnector(make_runtime(ConnectionConfig.model_validate(raw), crm.transport))
+    conn = GenericConnector(make_runtime(parse_connection(raw), crm.transport))
     assert await conn.apply(write(1, CommandOp.UPSERT_LEAD), partition=0) == {"lead": "L7"}
     assert [(m, p) for m, p, _, _ in crm.seen] == [
         ("POST", "/api/v1/Lead"),
@@ -178,7 +178,7 @@ def test_the_crm_reason_is_kept_not_its_error_flag() -> None:
 
 
 def test_response_rules_come_before_the_default_classes() -> None:
-    cfg = ConnectionConfig.model_validate(
+    cfg = parse_connection(
         {
             "kind": "generic",
             "base_url": "https://crm",
@@ -195,7 +195,8 @@ def test_response_rules_come_before_the_default_classes() -> None:
             },
         }
     )
-    rules = cfg.generic_options().responses
+    assert isinstance(cfg.options, GenericOptions)
+    rules = cfg.options.responses
 
     def kind(status: int, body: Any = None) -> VerdictKind:
         return classify_generic(httpx.Response(status, json=body), frozenset({200, 201}), rules).kind
@@ -222,7 +223,7 @@ def test_response_rules_come_before_the_default_classes() -> None:
 )
 def test_recipe_mistakes_are_load_errors_naming_the_field(options: dict[str, Any], where: str) -> None:
     with pytest.raises(ValueError, match=where.replace(".", r"\.")):
-        ConnectionConfig.model_validate({"kind": "generic", "base_url": "https://crm", "options": options})
+        parse_connection({"kind": "generic", "base_url": "https://crm", "options": options})
 
 
 async def test_value_maps_and_a_remembered_id_that_is_gone(make_runtime: Any) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from shopbotly.common.config import ConnectionConfig
+from shopbotly.common.config import parse_connection
 from shopbotly.crm_writer.circuit import CircuitState
 from shopbotly.crm_writer.runtime import BatchQueue, BreakerSettings, Permit
 from shopbotly.crm_writer.verdict import Verdict, VerdictKind
@@ -68,7 +68,7 @@ async def test_open_circuit_holds_callers_until_a_probe_succeeds(make_runtime: A
         calls.append(asyncio.get_running_loop().time())
         return httpx.Response(200 if healthy.is_set() else 503)
 
-    cfg = ConnectionConfig.model_validate({**CFG, "rate_limit": {"requests": 1000, "per_seconds": 1}})
+    cfg = parse_connection({**CFG, "rate_limit": {"requests": 1000, "per_seconds": 1}})
     breaker = BreakerSettings(failure_threshold=2, open_s=0.5, max_open_s=1.0)
     rt = make_runtime(cfg, httpx.MockTransport(crm), breaker=breaker)
 

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from shopbotly.common.config import SourceConfig
 from shopbotly.common.events import RawEvent
+from shopbotly.common.expressions import compile_expression
 from shopbotly.common.ids import content_event_id
 from shopbotly.common.sources import SOURCES
 from shopbotly.common.sources.hubspot import hubspot_elements, hubspot_subject
@@ -23,7 +24,6 @@ from shopbotly.ingest.domain import (
     Rejection,
     TtlLru,
     build_raw_event,
-    compile_expression,
     extract_event,
     is_json_media_type,
     parse_json,

@@ -20,6 +20,7 @@ from shopbotly.cli.app import app
 from shopbotly.cli.connections_cmd import check_rows, plan_connections
 from shopbotly.common.config import load_config
 from shopbotly.common.config._mapping import PRESET_NAMES
+from shopbotly.common.config.crm_kinds.hubspot import HubSpotOptions
 from shopbotly.crm_emulator import EmulatorSettings, create_app
 from shopbotly.crm_emulator.hubspot_properties import standard_definitions
 from shopbotly.crm_emulator.testing import serve
@@ -176,9 +177,9 @@ def test_every_preset_fits_a_fresh_portal_once_setup_ran(preset: str, tmp_path: 
     schema = FetchedSchema()
     for object_type, props in standard_definitions().items():
         schema.objects[object_type] = parse_hubspot_properties({"results": list(props.values())})
-    created = owned_hubspot_properties(
-        cfg.tenants["acme"].connections["hubspot"].hubspot_options(), plan.written
-    )
+    options = cfg.tenants["acme"].connections["hubspot"].options
+    assert isinstance(options, HubSpotOptions)
+    created = owned_hubspot_properties(options, plan.written)
     for prop in created:
         body = {**hubspot_definition(prop), "modificationMetadata": {"readOnlyValue": False}}
         schema.objects[prop.object_type].update(parse_hubspot_properties({"results": [body]}))

@@ -25,6 +25,7 @@ from shopbotly.cli.app import app
 from shopbotly.cli.connections_cmd import check_rows, plan_connections
 from shopbotly.common.config import load_config
 from shopbotly.common.config._mapping import PRESET_NAMES
+from shopbotly.common.config.crm_kinds.salesforce import SalesforceOptions
 from shopbotly.crm_emulator import EmulatorSettings, create_app
 from shopbotly.crm_emulator.salesforce_describe import standard_fields
 from shopbotly.crm_emulator.salesforce_tooling import field_from_metadata
@@ -222,7 +223,9 @@ def test_every_preset_fits_a_fresh_org_once_setup_ran(preset: str, options: str,
     for sobject, fields in standard_fields().items():
         schema.objects[sobject] = parse_salesforce_describe({"fields": fields})
     sent = [key for key, w in plan.written.items() if w.target.not_sent is None]
-    for prop in owned_salesforce_fields(cfg.tenants["acme"].connections["sf"].salesforce_options(), sent):
+    options = cfg.tenants["acme"].connections["sf"].options
+    assert isinstance(options, SalesforceOptions)
+    for prop in owned_salesforce_fields(options, sent):
         sobject, described = field_from_metadata(salesforce_definition(prop))
         schema.objects[sobject].update(parse_salesforce_describe({"fields": [described]}))
     rows = check_rows(plan, schema)

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
 from shopbotly.common.config import BotWebhookConfig, ConnectionConfig, RateLimitConfig, ShopbotlyConfig
 from shopbotly.common.config._connections import RESERVED_BOT_CONNECTION
+from shopbotly.common.config.crm_kinds.bot_webhook import BotWebhookConnection
 from shopbotly.common.errors import PermanentError
 from shopbotly.common.events import CrmCommand
 from shopbotly.common.logging import get_logger
@@ -33,7 +35,7 @@ _MIN_SHARE = 1e-6
 @dataclass
 class Route:
     runtime: ConnectionRuntime
-    connector: Connector
+    connector: Connector[Any]
 
 
 class Router:
@@ -101,7 +103,7 @@ class Router:
             bot = tenant.bot_webhook
             if bot is None:
                 raise PermanentError(f"tenant {cmd.tenant!r} has no bot_webhook for connection 'bot'")
-            conn = tenant.connections.get(RESERVED_BOT_CONNECTION) or ConnectionConfig(
+            conn = tenant.connections.get(RESERVED_BOT_CONNECTION) or BotWebhookConnection(
                 kind="bot_webhook", rate_limit=BOT_DEFAULT_LIMIT
             )
             if conn.kind != "bot_webhook":

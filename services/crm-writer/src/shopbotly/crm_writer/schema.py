@@ -19,7 +19,8 @@ from typing import Any, Literal
 import httpx
 
 from shopbotly.common.config import ConnectionConfig
-from shopbotly.common.config._connections import HubSpotOptions, SalesforceOptions
+from shopbotly.common.config.crm_kinds.hubspot import HubSpotOptions
+from shopbotly.common.config.crm_kinds.salesforce import SalesforceOptions
 from shopbotly.common.events import CommandOp
 
 __all__ = [
@@ -296,10 +297,10 @@ def hubspot_object_types() -> tuple[str, ...]:
 
 def targets(connection: ConnectionConfig, command: CommandShape) -> list[Target]:
     """The properties a command writes through `connection`, as its connector sends them."""
-    if connection.kind == "hubspot":
-        return _hubspot_targets(connection.hubspot_options(), command)
-    if connection.kind == "salesforce":
-        return _salesforce_targets(connection, command)
+    if isinstance(connection.options, HubSpotOptions):
+        return _hubspot_targets(connection.options, command)
+    if isinstance(connection.options, SalesforceOptions):
+        return _salesforce_targets(connection.options, command)
     return []
 
 
@@ -337,8 +338,7 @@ def _hubspot_targets(o: HubSpotOptions, c: CommandShape) -> list[Target]:
     return out
 
 
-def _salesforce_targets(connection: ConnectionConfig, c: CommandShape) -> list[Target]:
-    o = connection.salesforce_options()
+def _salesforce_targets(o: SalesforceOptions, c: CommandShape) -> list[Target]:
     out: list[Target] = []
 
     def mapped(sobject: str, field_map: Mapping[str, str]) -> None:
@@ -434,12 +434,12 @@ async def fetch_schema(
     result = FetchedSchema()
     parse: Callable[[Any], dict[str, CrmProperty]]
     for object_type in sorted(set(object_types)):
-        if connection.kind == "hubspot":
-            url, parse = f"{base}/crm/v3/properties/{object_type}", parse_hubspot_properties
-        else:
-            version = connection.salesforce_options().api_version
+        if isinstance(connection.options, SalesforceOptions):
+            version = connection.options.api_version
             url = f"{base}/services/data/{version}/sobjects/{object_type}/describe"
             parse = parse_salesforce_describe
+        else:
+            url, parse = f"{base}/crm/v3/properties/{object_type}", parse_hubspot_properties
         try:
             response = await client.get(url, headers=dict(headers), timeout=connection.timeout_s)
         except httpx.HTTPError as exc:

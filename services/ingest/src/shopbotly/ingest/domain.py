@@ -11,13 +11,12 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Generic, Protocol, TypeVar
-
-import jmespath
-from jmespath.parser import ParsedResult
+from typing import Any, Generic, TypeVar
 
 from shopbotly.common.config import SourceConfig
 from shopbotly.common.events import RawEvent
+from shopbotly.common.expressions import CompiledExpression as Expression
+from shopbotly.common.expressions import compile_expression
 from shopbotly.common.ids import content_event_id, normalize_email
 from shopbotly.common.sources import (
     MAX_JSON_DEPTH,
@@ -38,7 +37,6 @@ __all__ = [
     "Rejection",
     "TtlLru",
     "build_raw_event",
-    "compile_expression",
     "extract_event",
     "is_json_media_type",
     "json_depth",
@@ -97,78 +95,6 @@ def trace_id_from(traceparent: str | None, new: Callable[[], str] = lambda: uuid
 
 
 # --- event id, type and subject --------------------------------------------------------------------
-
-
-class Expression(Protocol):
-    def search(self, value: Any) -> Any: ...
-
-
-_Getter = Callable[[Any], Any]
-
-
-def _jmespath_false(value: Any) -> bool:
-    # JMESPath's falsy values: null, false, and empty string, array and object (0 is true).
-    return value is None or value is False or (isinstance(value, str | list | dict) and not value)
-
-
-def _getter(node: dict[str, Any]) -> _Getter | None:
-    """A Python closure for the JMESPath subset used to find ids (fields, `a.b`, `a[0]`, `a || b`,
-    literals); None for anything else, which then goes through the jmespath interpreter."""
-    kind = node["type"]
-    if kind == "field":
-        name = node["value"]
-        return lambda v: v.get(name) if isinstance(v, dict) else None
-    if kind == "index":
-        index = node["value"]
-
-        def at(v: Any) -> Any:
-            if isinstance(v, list) and -len(v) <= index < len(v):
-                return v[index]
-            return None
-
-        return at
-    if kind == "literal":
-        constant = node["value"]
-        return lambda _v: constant
-    if kind == "current":
-        return lambda v: v
-    parts = [_getter(child) for child in node["children"]]
-    if any(p is None for p in parts):
-        return None
-    steps: list[_Getter] = [p for p in parts if p is not None]
-    if kind in ("subexpression", "index_expression"):
-
-        def chain(v: Any) -> Any:
-            for step in steps:
-                v = step(v)
-            return v
-
-        return chain
-    if kind == "or_expression" and len(steps) == 2:
-        left, right = steps
-
-        def either(v: Any) -> Any:
-            found = left(v)
-            return right(v) if _jmespath_false(found) else found
-
-        return either
-    return None
-
-
-@dataclass(frozen=True)
-class _Compiled:
-    getter: _Getter
-
-    def search(self, value: Any) -> Any:
-        return self.getter(value)
-
-
-def compile_expression(text: str) -> Expression:
-    """A JMESPath expression ready to search. The common shapes run as plain Python closures (the
-    interpreter costs ~10% of a request's CPU); the result is the same as jmespath's (tested)."""
-    parsed: ParsedResult = jmespath.compile(text)
-    getter = _getter(dict(parsed.parsed))
-    return parsed if getter is None else _Compiled(getter)
 
 
 def _compile(expr: str | None) -> Expression | None:

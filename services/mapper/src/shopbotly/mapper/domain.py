@@ -26,7 +26,8 @@ from typing import Any, Protocol
 import orjson
 from pydantic import ValidationError
 
-from shopbotly.common.config import ShopbotlyConfig, TenantConfig
+from shopbotly.common.config import ShopbotlyConfig, TenantConfig, crm_kind
+from shopbotly.common.config._mapping import BOT_CONNECTION
 from shopbotly.common.errors import ErrorClass
 from shopbotly.common.events import (
     CommandOp,
@@ -51,7 +52,6 @@ from shopbotly.mapper.transforms import FieldError, to_text
 
 __all__ = [
     "API_SOURCE",
-    "FIELD_LIMITS",
     "Mappings",
     "Outcome",
     "StateRoute",
@@ -69,28 +69,6 @@ __all__ = [
 
 # The Sync Lead API publishes under this source name without a configured source; its kind is "api".
 API_SOURCE = "api"
-
-# Text limits per CRM connection kind. HubSpot: 65,536 characters for any text property. Salesforce: the
-# standard Contact/Lead/Case fields below; custom long text areas go up to 131,072; a Case description or
-# note body up to 32,000. The bot webhook and generic CRMs get what the event had.
-FIELD_LIMITS: dict[str, FieldLimits] = {
-    "hubspot": FieldLimits(per_field={}, default=65_536, body=65_536),
-    "salesforce": FieldLimits(
-        per_field={
-            "firstname": 40,
-            "lastname": 80,
-            "email": 80,
-            "phone": 40,
-            "company": 255,
-            "subject": 255,
-            "order_number": 255,
-        },
-        default=131_072,
-        body=32_000,
-    ),
-    "generic": FieldLimits(per_field={}, default=None, body=None),
-    "bot_webhook": FieldLimits(per_field={}, default=None, body=None),
-}
 
 
 class StateView(Protocol):
@@ -502,8 +480,9 @@ def _finish(outcome: Outcome, overlay: _Overlay) -> Outcome:
 
 
 def _limits(tenant: TenantConfig) -> dict[str, FieldLimits]:
-    limits = {name: FIELD_LIMITS[conn.kind] for name, conn in tenant.connections.items()}
-    limits.setdefault("bot", FIELD_LIMITS["bot_webhook"])
+    """Text limits per connection: its CRM kind's (config/crm_kinds/<kind>.py)."""
+    limits = {name: conn.field_limits for name, conn in tenant.connections.items()}
+    limits.setdefault(BOT_CONNECTION, crm_kind("bot_webhook").field_limits)
     return limits
 
 
@@ -512,7 +491,8 @@ def compile_tenant(name: str, tenant: TenantConfig) -> TenantMapping:
     disabled that does not exist, or a rule id that collides with a preset's)."""
     mapping = tenant.mapping
     limits = _limits(tenant)
-    default_limits = FIELD_LIMITS["generic"]
+    # Only a fallback: loading the config already refuses a rule whose connection is not defined.
+    default_limits = crm_kind("generic").field_limits
     include_bot = tenant.bot_webhook is not None
     compiled: list[CompiledRule] = []
     resolved: list[Any] = []

@@ -1,7 +1,7 @@
 """Rules compiled from config: JMESPath expressions, field specs and command templates ready to evaluate.
 
 Compiling once at start keeps per-event work to dictionary lookups and compiled expressions
-(shopbotly.mapper.expressions).
+(shopbotly.common.expressions).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from jmespath.exceptions import JMESPathError, JMESPathTypeError
 
 from shopbotly.common.config import (
     CommandTemplate,
+    FieldLimits,
     FieldSpec,
     OrderTemplate,
     RuleConfig,
@@ -23,8 +24,8 @@ from shopbotly.common.config import (
 )
 from shopbotly.common.config._mapping import BOT_CONNECTION, template_parts
 from shopbotly.common.events import CommandOp, CrmCommand
+from shopbotly.common.expressions import compile_expression, truthy
 from shopbotly.common.ids import command_id
-from shopbotly.mapper.expressions import compile_expression, is_false
 from shopbotly.mapper.transforms import FieldError, Transform, compile_transform, to_text
 
 __all__ = [
@@ -37,7 +38,6 @@ __all__ = [
     "FieldLimits",
     "compile_rule",
     "is_empty",
-    "truthy",
 ]
 
 
@@ -59,7 +59,7 @@ class Expr:
 
     def __init__(self, source: str) -> None:
         self.source = source
-        self._run = compile_expression(source)
+        self._run = compile_expression(source).search
 
     def search(self, context: Mapping[str, Any]) -> Any:
         try:
@@ -76,11 +76,6 @@ class Expr:
         except (TypeError, ValueError) as exc:
             # The jmespath package lets a few of these through (e.g. sort() of mixed types).
             raise FieldError(f"expression {self.source!r} failed: {type(exc).__name__}") from None
-
-
-def truthy(value: Any) -> bool:
-    """JMESPath truthiness: false, null, "", [] and {} are false; 0 is true."""
-    return not is_false(value)
 
 
 def is_empty(value: Any) -> bool:
@@ -137,18 +132,6 @@ class CompiledField:
                 raise FieldError(f"{self.label}: required but empty")
             return None
         return value
-
-
-@dataclass(frozen=True)
-class FieldLimits:
-    """Text length limits of a CRM kind: per canonical field, a default, and the note/ticket body."""
-
-    per_field: Mapping[str, int]
-    default: int | None
-    body: int | None
-
-    def for_field(self, name: str) -> int | None:
-        return self.per_field.get(name, self.default)
 
 
 _TRUNCATED = "\n…[truncated]"

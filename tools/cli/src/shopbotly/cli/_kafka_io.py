@@ -20,6 +20,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from shopbotly.common.events import Headers
+from shopbotly.common.expressions import truthy
 from shopbotly.common.kafka import KafkaSettings, make_admin, make_consumer
 from shopbotly.common.topics import Topic
 
@@ -217,11 +218,6 @@ def filter_document(record: Record) -> dict[str, Any]:
     }
 
 
-def _truthy(result: Any) -> bool:
-    # JMESPath's truth: false, null, "", [] and {} are false; everything else (0 included) is true.
-    return not (result is None or result is False or result in ("", [], {}))
-
-
 class FilterError(ValueError):
     """A filter expression that does not parse, or that failed on one message."""
 
@@ -242,7 +238,7 @@ class RecordFilter:
 
     def matches(self, record: Record) -> bool:
         try:
-            return _truthy(self._compiled.search(filter_document(record)))
+            return truthy(self._compiled.search(filter_document(record)))
         except jmespath.exceptions.JMESPathError as exc:
             raise FilterError(f"filter failed on {record.coordinates}: {exc}") from None
 

@@ -21,6 +21,8 @@ from rich.table import Table
 
 from shopbotly.cli._common import console, err_console, run
 from shopbotly.common.config import ConnectionConfig, FieldSpec, ShopbotlyConfig, load_config
+from shopbotly.common.config.crm_kinds.hubspot import HubSpotOptions
+from shopbotly.common.config.crm_kinds.salesforce import SalesforceOptions
 from shopbotly.common.errors import ConfigError, ShopbotlyError
 from shopbotly.crm_writer.schema import (
     CommandShape,
@@ -198,7 +200,7 @@ async def _read_schema(
     except ShopbotlyError as exc:
         return FetchedSchema(errors={t: f"authentication failed: {exc}" for t in object_types})
     base = None
-    if plan.config.kind == "salesforce" and plan.config.salesforce_options().use_instance_url:
+    if isinstance(plan.config.options, SalesforceOptions) and plan.config.options.use_instance_url:
         base = tokens.instance_url
     return await fetch_schema(plan.config, client, headers, object_types, base_url=base)
 
@@ -250,7 +252,7 @@ def check_rows(plan: ConnectionPlan, schema: FetchedSchema) -> list[Row]:
                 "(extra_fields)",
                 "unchecked",
                 "property names come from each event; ones the CRM lacks are dropped at run time "
-                f"(unknown_properties: {plan.config.options.get('unknown_properties', 'drop')})",
+                f"(unknown_properties: {getattr(plan.config.options, 'unknown_properties', 'drop')})",
                 rule,
             )
         )
@@ -259,9 +261,11 @@ def check_rows(plan: ConnectionPlan, schema: FetchedSchema) -> list[Row]:
 
 def _owned(plan: ConnectionPlan) -> list[OwnedProperty]:
     sent = [key for key, w in plan.written.items() if w.target.not_sent is None]
-    if plan.config.kind == "salesforce":
-        return owned_salesforce_fields(plan.config.salesforce_options(), sent)
-    return owned_hubspot_properties(plan.config.hubspot_options(), sent)
+    options = plan.config.options
+    if isinstance(options, SalesforceOptions):
+        return owned_salesforce_fields(options, sent)
+    assert isinstance(options, HubSpotOptions), plan.config.kind  # plans are of _CHECKED_KINDS only
+    return owned_hubspot_properties(options, sent)
 
 
 def _owned_names(plan: ConnectionPlan) -> set[tuple[str, str]]:
@@ -360,15 +364,15 @@ async def setup_connection(
             detail = "" if existing.unique or not prop.unique else "exists WITHOUT unique values: recreate it"
             steps.append(SetupStep(label, prop.object_type, prop.name, "exists", detail))
             continue
-        salesforce = plan.config.kind == "salesforce"
+        options = plan.config.options
+        salesforce = isinstance(options, SalesforceOptions)
         what = salesforce_setup_instruction(prop) if salesforce else _describe(prop)
         if not apply:
             steps.append(SetupStep(label, prop.object_type, prop.name, "create", what))
             continue
         headers = await tokens.headers()
-        if salesforce:
+        if isinstance(options, SalesforceOptions):
             # Custom fields are metadata: the Tooling API's CustomField object creates one.
-            options = plan.config.salesforce_options()
             api = (tokens.instance_url or base).rstrip("/") if options.use_instance_url else base
             url = f"{api}/services/data/{options.api_version}/tooling/sobjects/CustomField"
             body = salesforce_definition(prop)

@@ -15,7 +15,12 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from shopbotly.common.config._base import ApiKey, Name, SecretRef, StrictModel
-from shopbotly.common.config._connections import AuthConfig, ConnectionConfig, RateLimitConfig
+from shopbotly.common.config._connections import (
+    AuthConfig,
+    ConnectionConfig,
+    FieldLimits,
+    RateLimitConfig,
+)
 from shopbotly.common.config._mapping import (
     CommandTemplate,
     FieldSpec,
@@ -29,15 +34,18 @@ from shopbotly.common.config._mapping import (
 )
 from shopbotly.common.config._readside import BotWebhookConfig, OrderApiConfig
 from shopbotly.common.config._sources import GenericHmac, SourceConfig, SourceKind
+from shopbotly.common.config.crm_kinds import CRM_KINDS, AnyConnection, crm_kind, parse_connection
 from shopbotly.common.errors import ConfigError
 
 __all__ = [
+    "CRM_KINDS",
     "ApiKey",
     "AuthConfig",
     "BotWebhookConfig",
     "CommandTemplate",
     "ConfigError",
     "ConnectionConfig",
+    "FieldLimits",
     "FieldSpec",
     "GenericHmac",
     "MappingConfig",
@@ -53,10 +61,12 @@ __all__ = [
     "TenantConfig",
     "TicketTemplate",
     "TransformSpec",
+    "crm_kind",
     "json_schema",
     "load_config",
     "parse_config",
     "parse_config_text",
+    "parse_connection",
 ]
 
 
@@ -65,7 +75,8 @@ class TenantConfig(StrictModel):
     api_keys: list[ApiKey] = Field(default_factory=list)
     sources: dict[Name, SourceConfig] = Field(default_factory=dict)
     mapping: MappingConfig = Field(default_factory=MappingConfig)
-    connections: dict[Name, ConnectionConfig] = Field(default_factory=dict)
+    # Each validated as its kind's model (config/crm_kinds/<kind>.py).
+    connections: dict[Name, AnyConnection] = Field(default_factory=dict)
     order_api: OrderApiConfig | None = None
     bot_webhook: BotWebhookConfig | None = None
 
@@ -98,10 +109,27 @@ class ShopbotlyConfig(StrictModel):
 _SECRETISH = re.compile(r"(secret|token|password|private_key)", re.I)
 
 
-def _format_errors(origin: str, exc: ValidationError) -> str:
+def _field_path(loc: tuple[int | str, ...], data: Any) -> str:
+    """The loc as the file spells it: without the kind pydantic adds where a union is keyed on `kind`."""
+    parts: list[str] = []
+    node = data
+    for step in loc:
+        if isinstance(node, dict) and step not in node and node.get("kind") == step:
+            continue
+        parts.append(str(step))
+        if isinstance(node, dict):
+            node = node.get(step)
+        elif isinstance(node, list) and isinstance(step, int) and 0 <= step < len(node):
+            node = node[step]
+        else:
+            node = None
+    return ".".join(parts)
+
+
+def _format_errors(origin: str, exc: ValidationError, data: Any = None) -> str:
     lines = []
     for err in exc.errors():
-        path = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        path = _field_path(err["loc"], data) or "(top level)"
         msg = err["msg"].removeprefix("Value error, ")
         got = err.get("input")
         # Never echo what may be a secret: anything under a secret-like key is left out.
@@ -115,7 +143,7 @@ def parse_config(data: Any, *, origin: str = "<config>") -> ShopbotlyConfig:
     try:
         return ShopbotlyConfig.model_validate(data if data is not None else {})
     except ValidationError as exc:
-        raise ConfigError(_format_errors(origin, exc)) from None
+        raise ConfigError(_format_errors(origin, exc, data)) from None
 
 
 def load_config(path: str | Path) -> ShopbotlyConfig:

@@ -1,36 +1,25 @@
-"""CRM connectors, one module each behind one interface (`Connector`)."""
+"""CRM connectors, one module per CRM kind behind one interface (`Connector`), found by kind.
+
+Each `<kind>.py` declares `class XConnector(Connector[XOptions], kind="<kind>")`; importing this package
+imports every module, so a new kind's connector is one module and no list here changes.
+"""
 
 from __future__ import annotations
 
-from shopbotly.common.config import BotWebhookConfig, ConnectionConfig
-from shopbotly.common.errors import PermanentError
-from shopbotly.crm_writer.connectors.base import Connector
-from shopbotly.crm_writer.connectors.bot import BotConnector
-from shopbotly.crm_writer.connectors.generic import GenericConnector
-from shopbotly.crm_writer.connectors.hubspot import HubSpotConnector
-from shopbotly.crm_writer.connectors.salesforce import SalesforceConnector
+from typing import Any
+
+from shopbotly.common.config import BotWebhookConfig
+from shopbotly.common.registry import import_submodules
+from shopbotly.crm_writer.connectors.base import Connector, connector_class, connector_kinds
 from shopbotly.crm_writer.runtime import ConnectionRuntime
 
-__all__ = [
-    "BotConnector",
-    "Connector",
-    "GenericConnector",
-    "HubSpotConnector",
-    "SalesforceConnector",
-    "make_connector",
-]
+__all__ = ["Connector", "connector_class", "connector_kinds", "make_connector"]
+
+import_submodules(__name__, __path__)
 
 
-def make_connector(runtime: ConnectionRuntime, *, bot_webhook: BotWebhookConfig | None = None) -> Connector:
-    config: ConnectionConfig = runtime.config
-    if config.kind == "hubspot":
-        return HubSpotConnector(runtime)
-    if config.kind == "salesforce":
-        return SalesforceConnector(runtime)
-    if config.kind == "generic":
-        return GenericConnector(runtime)
-    if config.kind == "bot_webhook":
-        if bot_webhook is None:
-            raise PermanentError(f"connection {runtime.name} is a bot webhook but its tenant has none")
-        return BotConnector(runtime, bot_webhook)
-    raise PermanentError(f"connection {runtime.name} has kind {config.kind!r}, which no connector implements")
+def make_connector(
+    runtime: ConnectionRuntime, *, bot_webhook: BotWebhookConfig | None = None
+) -> Connector[Any]:
+    """The connector of a connection, by its kind; PermanentError when the kind has none."""
+    return connector_class(runtime.config.kind).create(runtime, bot_webhook=bot_webhook)

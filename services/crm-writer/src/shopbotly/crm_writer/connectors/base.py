@@ -1,4 +1,5 @@
-"""The one interface every connector implements, and what connectors share (contact state cache, JSON)."""
+"""The one interface every connector implements, the registry of connectors by CRM kind, and what connectors
+share (contact state cache, JSON)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, Generic, TypeVar, cast
 
 import httpx
 
+from shopbotly.common.config import BotWebhookConfig, crm_kind
+from shopbotly.common.config._base import StrictModel
 from shopbotly.common.errors import PermanentError
 from shopbotly.common.events import CommandOp
 from shopbotly.crm_writer.domain import Write, WriteKind
@@ -21,19 +24,56 @@ __all__ = [
     "Connector",
     "ContactCache",
     "ContactState",
+    "connector_class",
+    "connector_kinds",
     "json_body",
     "unsupported",
 ]
 
+OptionsT = TypeVar("OptionsT", bound=StrictModel)
 
-class Connector(abc.ABC):
-    """Applies writes to one connection. Raises ShopbotlyError subclasses to say what went wrong."""
+# CRM kind → the connector class that applies its writes (each registers itself: `kind=` in its class line).
+_CONNECTORS: dict[str, type[Connector[Any]]] = {}
+
+
+class Connector(abc.ABC, Generic[OptionsT]):
+    """Applies writes to one connection. Raises ShopbotlyError subclasses to say what went wrong.
+
+    A CRM kind's connector is declared `class XConnector(Connector[XOptions], kind="x")`: that registers it,
+    and gives it `options`, the connection's options as validated at load (config/crm_kinds/x.py).
+    """
 
     # Commands merged into one write at most (1 turns coalescing off).
     max_merge: int = 1_000_000
+    # The CRM kind this connector is registered for (unset: not registered, e.g. a test double).
+    kind: ClassVar[str | None] = None
+
+    def __init_subclass__(cls, *, kind: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if kind is None:
+            return
+        crm_kind(kind)  # LookupError for a kind that has no model in config/crm_kinds
+        if kind in _CONNECTORS:
+            raise TypeError(f"CRM kind {kind!r} already has a connector: {_CONNECTORS[kind].__qualname__}")
+        cls.kind = kind
+        _CONNECTORS[kind] = cls
 
     def __init__(self, runtime: ConnectionRuntime) -> None:
         self.runtime = runtime
+        config = runtime.config
+        if self.kind is not None and not isinstance(config, crm_kind(self.kind)):
+            raise PermanentError(
+                f"connection {runtime.name} is of kind {config.kind!r}; "
+                f"{type(self).__name__} applies {self.kind!r}"
+            )
+        self.options = cast(OptionsT, config.options)
+
+    @classmethod
+    def create(
+        cls, runtime: ConnectionRuntime, *, bot_webhook: BotWebhookConfig | None = None
+    ) -> Connector[OptionsT]:
+        """The connector of a configured connection (`bot_webhook`: the tenant's, for kinds that need it)."""
+        return cls(runtime)
 
     @abc.abstractmethod
     def kind_of(self, op: CommandOp) -> WriteKind:
@@ -47,10 +87,10 @@ class Connector(abc.ABC):
     async def apply(self, write: Write, *, partition: int) -> dict[str, str]:
         """Apply one write; returns the CRM ids it touched (e.g. {"contact": "123", "ticket": "9"})."""
 
-    def forget_partitions(self, partitions: set[int]) -> None:  # noqa: B027 - optional hook
+    def forget_partitions(self, partitions: set[int]) -> None:
         """Drop cached CRM state of identities in partitions another replica may have written meanwhile."""
 
-    async def aclose(self) -> None:  # noqa: B027 - optional hook
+    async def aclose(self) -> None:
         """Stop background work (batch senders)."""
 
     def request(
@@ -77,6 +117,21 @@ class Connector(abc.ABC):
             )
 
         return build
+
+
+def connector_class(kind: str) -> type[Connector[Any]]:
+    """The connector registered for a CRM kind; PermanentError names the kinds that have one."""
+    found = _CONNECTORS.get(kind)
+    if found is None:
+        raise PermanentError(
+            f"no connector implements CRM kind {kind!r}; known kinds: {', '.join(sorted(_CONNECTORS))}"
+        )
+    return found
+
+
+def connector_kinds() -> list[str]:
+    """The CRM kinds that have a registered connector."""
+    return sorted(_CONNECTORS)
 
 
 def unsupported(connection_kind: str, op: CommandOp) -> PermanentError:

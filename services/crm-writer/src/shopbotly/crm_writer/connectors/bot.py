@@ -15,6 +15,7 @@ import orjson
 from standardwebhooks.webhooks import Webhook
 
 from shopbotly.common.config import BotWebhookConfig
+from shopbotly.common.config.crm_kinds.bot_webhook import BotWebhookOptions
 from shopbotly.common.errors import PermanentError
 from shopbotly.common.events import CommandOp
 from shopbotly.crm_writer.connectors.base import Connector, unsupported
@@ -40,15 +41,22 @@ def notification_body(write: Write, *, default_type: str) -> bytes:
     return orjson.dumps(payload)
 
 
-class BotConnector(Connector):
+class BotConnector(Connector[BotWebhookOptions], kind="bot_webhook"):
     max_merge = 1  # every notification is delivered on its own
 
     def __init__(self, runtime: ConnectionRuntime, webhook: BotWebhookConfig) -> None:
         super().__init__(runtime)
         self._webhook = webhook
-        self._options = runtime.config.bot_options()
         self._timeout = runtime.config.timeout_s
         self._signer: tuple[str, Webhook] | None = None
+
+    @classmethod
+    def create(
+        cls, runtime: ConnectionRuntime, *, bot_webhook: BotWebhookConfig | None = None
+    ) -> BotConnector:
+        if bot_webhook is None:
+            raise PermanentError(f"connection {runtime.name} is a bot webhook but its tenant has none")
+        return cls(runtime, bot_webhook)
 
     def kind_of(self, op: CommandOp) -> WriteKind:
         if op is not CommandOp.NOTIFY_BOT:
@@ -71,7 +79,7 @@ class BotConnector(Connector):
         return self._signer[1].sign(msg_id, when, body)
 
     async def apply(self, write: Write, *, partition: int) -> dict[str, str]:
-        body = notification_body(write, default_type=self._options.default_type)
+        body = notification_body(write, default_type=self.options.default_type)
         msg_id = write.key
         url = self._webhook.url
 

@@ -21,13 +21,14 @@ import orjson
 from jmespath.parser import ParsedResult
 from pydantic import JsonValue
 
-from shopbotly.common.config._connections import (
+from shopbotly.common.config._mapping import template_parts
+from shopbotly.common.config.crm_kinds.generic import (
     GenericOperation,
+    GenericOptions,
     GenericRequest,
     GenericResponses,
     ResponseOutcome,
 )
-from shopbotly.common.config._mapping import template_parts
 from shopbotly.common.errors import ErrorClass, PermanentError, RetryableError, classify_http_status
 from shopbotly.common.events import CommandOp
 from shopbotly.crm_writer.connectors.base import Connector, ContactCache, ContactState, json_body
@@ -202,11 +203,10 @@ def _uses_record_id(call: _Call) -> bool:
     return "record_id" in orjson.dumps([call.path, call.query, call.body]).decode()
 
 
-class GenericConnector(Connector):
+class GenericConnector(Connector[GenericOptions], kind="generic"):
     def __init__(self, runtime: ConnectionRuntime) -> None:
         super().__init__(runtime)
         cfg = runtime.config
-        self.options = cfg.generic_options()
         assert cfg.base_url is not None
         self._base = cfg.base_url.rstrip("/")
         self.max_merge = 1_000_000 if self.options.coalesce else 1

@@ -36,6 +36,7 @@ import httpx
 import orjson
 import structlog
 
+from shopbotly.common.config.crm_kinds.hubspot import HubSpotOptions
 from shopbotly.common.errors import PermanentError, RetryableError, ShopbotlyError
 from shopbotly.common.events import CommandOp
 from shopbotly.crm_writer.connectors.base import (
@@ -209,11 +210,10 @@ def _error_keys(error: dict[str, Any]) -> list[str]:
     return keys
 
 
-class HubSpotConnector(Connector):
+class HubSpotConnector(Connector[HubSpotOptions], kind="hubspot"):
     def __init__(self, runtime: ConnectionRuntime) -> None:
         super().__init__(runtime)
         cfg = runtime.config
-        self.options = cfg.hubspot_options()
         assert cfg.base_url is not None
         self._base = cfg.base_url.rstrip("/")
         self.cache = ContactCache(ttl_s=self.options.state_ttl_s)

@@ -34,6 +34,7 @@ from typing import Any
 import httpx
 import orjson
 
+from shopbotly.common.config.crm_kinds.salesforce import SalesforceOptions
 from shopbotly.common.errors import OutageError, PermanentError, RetryableError, ShopbotlyError
 from shopbotly.common.events import CommandOp
 from shopbotly.crm_writer.connectors.base import Connector, ContactCache, ContactState, json_body, unsupported
@@ -186,11 +187,11 @@ class _Upserted:
     dropped: tuple[str, ...] = ()
 
 
-class SalesforceConnector(Connector):
+class SalesforceConnector(Connector[SalesforceOptions], kind="salesforce"):
     def __init__(self, runtime: ConnectionRuntime) -> None:
         super().__init__(runtime)
         cfg = runtime.config
-        self.options = o = cfg.salesforce_options()
+        o = self.options
         assert cfg.base_url is not None
         self._base_url = cfg.base_url.rstrip("/")
         self.cache = ContactCache(ttl_s=o.state_ttl_s)

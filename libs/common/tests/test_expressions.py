@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shopbotly.mapper.expressions import compile_expression
+from shopbotly.common.expressions import compile_expression, truthy
 
 pytestmark = pytest.mark.unit
 
@@ -70,7 +70,29 @@ def test_compiled_expression_matches_jmespath(expression: str, document: Any) ->
         expected = reference(expression, document)
     except jmespath.exceptions.JMESPathError as exc:
         with pytest.raises(type(exc)):
-            compiled(document)
+            compiled.search(document)
         return
-    got = compiled(document)
+    got = compiled.search(document)
     assert got == expected and type(got) is type(expected)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, False),
+        (False, False),
+        ("", False),
+        ([], False),
+        ({}, False),
+        (0, True),
+        (0.0, True),
+        (True, True),
+        ("0", True),
+        ([None], True),
+        ({"a": None}, True),
+    ],
+)
+def test_truthiness_is_jmespaths(value: Any, expected: bool) -> None:
+    assert truthy(value) is expected
+    # What `!` and `||` decide on: the compiled expressions and the interpreter agree with it.
+    assert truthy(value) is (jmespath.search("!!@", value) is True)

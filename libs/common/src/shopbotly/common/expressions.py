@@ -1,22 +1,24 @@
-"""JMESPath expressions compiled to Python closures, for the per-event hot path.
+"""JMESPath expressions compiled to Python closures, for per-event hot paths (ingest's id/type/subject
+extraction, the mapper's triggers and fields), and JMESPath truthiness.
 
 The `jmespath` package interprets the syntax tree on every search (and builds a new interpreter each
 time). The node types that make up nearly every trigger and field (fields, sub-expressions, indexes,
 literals, comparisons, `&&`, `||`, `!`, pipes) become closures here, with the package's semantics; any
 other node (functions, projections, filters, multiselects) is handed to one shared `TreeInterpreter`, so
-the result is always what `jmespath.search` gives. tests/test_expressions.py checks the two agree.
+the result is always what `jmespath.search` gives. libs/common/tests/test_expressions.py checks the two agree.
 """
 
 from __future__ import annotations
 
 import operator
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, cast
 
 import jmespath
 from jmespath.visitor import TreeInterpreter
 
-__all__ = ["Compiled", "compile_expression", "is_false"]
+__all__ = ["Compiled", "CompiledExpression", "compile_expression", "is_false", "truthy"]
 
 Compiled = Callable[[Any], Any]
 
@@ -26,6 +28,11 @@ _INTERPRETER = TreeInterpreter()
 def is_false(value: Any) -> bool:
     """JMESPath falsiness: "", [], {}, null and false (0 is true)."""
     return value == "" or value == [] or value == {} or value is None or value is False
+
+
+def truthy(value: Any) -> bool:
+    """JMESPath truthiness: false, null, "", [] and {} are false; everything else (0 included) is true."""
+    return not is_false(value)
 
 
 def _number(value: Any) -> bool:
@@ -162,6 +169,15 @@ def _compile(node: dict[str, Any]) -> Compiled:
     return lambda v: visit(tree, v)
 
 
-def compile_expression(source: str) -> Compiled:
-    """A callable equivalent to `jmespath.search(source, value)`. Raises jmespath's ParseError."""
-    return _compile(cast(dict[str, Any], jmespath.compile(source).parsed))
+@dataclass(frozen=True, slots=True)
+class CompiledExpression:
+    """A JMESPath expression ready to run: `search(value)` is what `jmespath.search(source, value)` is."""
+
+    source: str
+    # The compiled closure itself (not a method wrapping it): one call per search on the hot path.
+    search: Compiled
+
+
+def compile_expression(source: str) -> CompiledExpression:
+    """Compile a JMESPath expression once. Raises jmespath's ParseError (a JMESPathError) if invalid."""
+    return CompiledExpression(source, _compile(cast(dict[str, Any], jmespath.compile(source).parsed)))

@@ -1,0 +1,96 @@
+"""CRM connection kinds, one module each, found by `kind`.
+
+`<kind>.py` defines the kind's connection model: a `ConnectionConfig` subclass with `kind: Literal["<kind>"]`,
+its typed `options`, and its limits (`max_batch_size`, `field_limits`). A tenant's `connections` are the union
+of these models keyed on `kind` (validated once, at load); crm-writer registers a connector class per kind
+(services/crm-writer connectors/<kind>.py). Modules are discovered, so adding a kind edits no list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType, ModuleType
+from typing import TYPE_CHECKING, Annotated, Any, Union, get_args
+
+from pydantic import BeforeValidator, Discriminator, TypeAdapter
+
+from shopbotly.common.config._connections import ConnectionConfig
+from shopbotly.common.registry import import_submodules
+
+__all__ = ["CRM_KINDS", "AnyConnection", "crm_kind", "parse_connection"]
+
+
+def _model_of(module: ModuleType) -> type[ConnectionConfig]:
+    models = [
+        value
+        for value in vars(module).values()
+        if isinstance(value, type)
+        and issubclass(value, ConnectionConfig)
+        and value is not ConnectionConfig
+        and value.__module__ == module.__name__
+    ]
+    if len(models) != 1:
+        raise ImportError(
+            f"CRM kind module {module.__name__} must define exactly one ConnectionConfig subclass "
+            f"(found {[m.__name__ for m in models]})"
+        )
+    return models[0]
+
+
+def _kind_name(model: type[ConnectionConfig]) -> str:
+    tags = get_args(model.model_fields["kind"].annotation)
+    if len(tags) != 1 or not isinstance(tags[0], str):
+        raise ImportError(f"{model.__name__}.kind must be a Literal of one name (the kind), got {tags}")
+    return tags[0]
+
+
+def _discover() -> dict[str, type[ConnectionConfig]]:
+    found: dict[str, type[ConnectionConfig]] = {}
+    for module in import_submodules(__name__, __path__):
+        model = _model_of(module)
+        name = _kind_name(model)
+        if name != module.__name__.rpartition(".")[2]:
+            raise ImportError(f"{module.__name__} defines kind {name!r}: a kind's module is named after it")
+        found[name] = model
+    return found
+
+
+# kind → its connection model.
+CRM_KINDS: Mapping[str, type[ConnectionConfig]] = MappingProxyType(_discover())
+
+
+def crm_kind(name: str) -> type[ConnectionConfig]:
+    """The connection model of a kind; LookupError lists the known kinds."""
+    try:
+        return CRM_KINDS[name]
+    except KeyError:
+        raise LookupError(f"unknown CRM kind {name!r}; known kinds: {', '.join(CRM_KINDS)}") from None
+
+
+def _known_kind(data: Any) -> Any:
+    # pydantic's own message for a bad tag is about "tags"; this one says what to write.
+    if isinstance(data, dict):
+        kind = data.get("kind")
+        if kind is None:
+            raise ValueError(f"kind: required, one of: {', '.join(CRM_KINDS)}")
+        if not isinstance(kind, str) or kind not in CRM_KINDS:
+            raise ValueError(f"kind: unknown CRM kind {kind!r}; known kinds: {', '.join(CRM_KINDS)}")
+    return data
+
+
+if TYPE_CHECKING:
+    # Statically a connection is its base class; narrow with isinstance on the kind's model or its options.
+    AnyConnection = ConnectionConfig
+else:
+    AnyConnection = Annotated[
+        Union[tuple(CRM_KINDS.values())],  # noqa: UP007 - built from the registry at run time
+        Discriminator("kind"),
+        BeforeValidator(_known_kind),
+    ]
+
+_ADAPTER: TypeAdapter[ConnectionConfig] = TypeAdapter(AnyConnection)
+
+
+def parse_connection(data: Any) -> ConnectionConfig:
+    """One connection (the `connections.<name>` mapping of the file) validated as its kind's model."""
+    return _ADAPTER.validate_python(data)
