@@ -1,3 +1,3 @@
-"""Root conftest: the real-Kafka fixtures from shopbotly.common.testing apply to every test tree."""
+"""Root conftest: the real-Kafka fixtures from shopbotly.testkit.kafka apply to every test tree."""
 
-pytest_plugins = ["shopbotly.common.testing"]
+pytest_plugins = ["shopbotly.testkit.kafka"]

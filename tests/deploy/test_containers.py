@@ -249,3 +249,33 @@ def test_prometheus_scrapes_every_service_and_grafana_is_provisioned(compose: di
     assert datasource["type"] == "prometheus" and datasource["url"] == "http://prometheus:9090"
     (provider,) = yaml.safe_load((prov / "dashboards" / "shopbotly.yml").read_text())["providers"]
     assert provider["options"]["path"] in host, "the dashboards folder is mounted where the provider reads"
+
+
+def _workspace_dependencies(package: str, seen: set[str] | None = None) -> set[str]:
+    """The workspace packages `package` needs, itself included (from each member's pyproject.toml)."""
+    seen = set() if seen is None else seen
+    if package in seen:
+        return seen
+    seen.add(package)
+    members = {
+        tomllib.loads(p.read_text())["project"]["name"]: p
+        for p in ROOT.glob("*/*/pyproject.toml")
+        if "project" in tomllib.loads(p.read_text())
+    }
+    project = tomllib.loads(members[package].read_text())["project"]
+    for requirement in project.get("dependencies", []):
+        name = re.split(r"[<>=!~\[ ;]", requirement, maxsplit=1)[0]
+        if name in members:
+            _workspace_dependencies(name, seen)
+    return seen
+
+
+def test_no_image_installs_the_testkit(compose: dict[str, Any]) -> None:
+    """Test doubles, signers and receivers live in shopbotly-testkit, which no deployable depends on."""
+    builds = _compose_builds(compose)
+    assert builds, "no image is built by compose"
+    for build in builds.values():
+        target, packages = build["target"], build["args"]["PACKAGES"]
+        needed = set().union(*(_workspace_dependencies(p) for p in packages.split()))
+        assert "shopbotly-testkit" not in needed, f"the {target} image would install the testkit"
+    assert not list(ROOT.glob("*/*/src/shopbotly/*/testing.py")), "a testing.py is back under a package's src"

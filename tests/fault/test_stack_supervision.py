@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shopbotly.console.testing import operators_json
+from shopbotly.testkit.console import operators_json
 from tests.stack import REPO_ROOT, SERVICES, StackSecrets, free_port, poll, tenants_yaml
 
 pytestmark = pytest.mark.fault

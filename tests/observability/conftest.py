@@ -22,7 +22,7 @@ import yaml
 
 from shopbotly.common.kafka import KafkaSettings, make_admin
 from shopbotly.common.topics import ensure_topics
-from shopbotly.console.testing import operators_json
+from shopbotly.testkit.console import operators_json
 from tests.stack import OPTIONAL_SERVICES, SERVICES, Stack, free_port
 
 from .catalogue import PROMETHEUS_YML, RULES, load_yaml

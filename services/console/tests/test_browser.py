@@ -25,7 +25,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from shopbotly.common.events import ATTEMPTS_HEADER, CommandOutcome
 from shopbotly.common.kafka import KafkaSettings
 from shopbotly.common.topics import Topic
-from shopbotly.console.testing import OPERATOR_KEYS, console_settings, result, serve_in_thread
+from shopbotly.testkit.console import OPERATOR_KEYS, console_settings, result, serve_in_thread
 
 from .test_pages import publish, scenario
 

@@ -8,7 +8,7 @@ import pytest
 from shopbotly.common.kafka import KafkaSettings
 from shopbotly.console.app import create_app
 from shopbotly.console.replicas import resolve_host
-from shopbotly.console.testing import OPERATOR_KEYS, console_settings
+from shopbotly.testkit.console import OPERATOR_KEYS, console_settings
 
 pytestmark = pytest.mark.component
 

@@ -14,7 +14,7 @@ from prometheus_client import REGISTRY
 from shopbotly.common.events import CommandOutcome, CrmCommand, RawEvent
 from shopbotly.common.kafka import KafkaSettings, make_producer
 from shopbotly.common.topics import Topic
-from shopbotly.console.testing import (
+from shopbotly.testkit.console import (
     OPERATOR_KEYS,
     command,
     console_settings,

@@ -13,8 +13,8 @@ from shopbotly.common.kafka import KafkaSettings
 from shopbotly.console.app import create_app
 from shopbotly.console.materializer import topic_roles
 from shopbotly.console.readmodel import Record
-from shopbotly.console.testing import OPERATOR_KEYS, console_settings
 from shopbotly.mapper.presets import sample_events
+from shopbotly.testkit.console import OPERATOR_KEYS, console_settings
 
 pytestmark = pytest.mark.component
 

@@ -6,7 +6,7 @@ import pytest
 
 from shopbotly.common.events import CommandOp, CommandOutcome, CrmCommand, RawEvent
 from shopbotly.console.readmodel import EventQuery, Outcome, ReadModel, Record, TopicRole
-from shopbotly.console.testing import NOW, command, dead_letter_headers_of, headers_of, raw_event, result
+from shopbotly.testkit.console import NOW, command, dead_letter_headers_of, headers_of, raw_event, result
 
 pytestmark = pytest.mark.unit
 

@@ -16,10 +16,10 @@ from shopbotly.common.config import load_config
 from shopbotly.common.events import CrmCommand, RawEvent, utcnow
 from shopbotly.common.kafka import KafkaSettings
 from shopbotly.common.topics import Topic
-from shopbotly.console.testing import console_settings, headers_of, serve_in_thread
 from shopbotly.mapper.domain import Mappings, map_event
 from shopbotly.mapper.presets import sample_events
 from shopbotly.mapper.state import StateStore
+from shopbotly.testkit.console import console_settings, headers_of, serve_in_thread
 
 from .test_pages import publish, signed_in
 

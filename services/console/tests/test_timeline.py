@@ -15,7 +15,7 @@ from shopbotly.common.kafka import KafkaSettings
 from shopbotly.console.app import create_app
 from shopbotly.console.materializer import topic_roles
 from shopbotly.console.readmodel import Record
-from shopbotly.console.testing import OPERATOR_KEYS, command, console_settings, headers_of, raw_event, result
+from shopbotly.testkit.console import OPERATOR_KEYS, command, console_settings, headers_of, raw_event, result
 
 pytestmark = pytest.mark.component
 

@@ -13,7 +13,7 @@ from shopbotly.common.kafka import KafkaSettings
 from shopbotly.common.topics import Topic
 from shopbotly.crm_writer.circuit import CircuitState
 from shopbotly.crm_writer.engine import Writer
-from shopbotly.crm_writer.testing import (
+from shopbotly.testkit.crm_writer import (
     ExpectedContact,
     TopicReader,
     command_record,

@@ -18,7 +18,7 @@ from shopbotly.cli.demo_cmd import BotReceiver
 from shopbotly.common.events import CommandOp, CrmCommand
 from shopbotly.common.kafka import KafkaSettings
 from shopbotly.common.topics import Topic
-from shopbotly.crm_writer.testing import (
+from shopbotly.testkit.crm_writer import (
     TopicReader,
     command_record,
     count_results,

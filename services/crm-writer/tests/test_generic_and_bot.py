@@ -16,7 +16,7 @@ from shopbotly.common.events import CommandOp, CrmCommand
 from shopbotly.crm_writer.connectors.bot import BotConnector
 from shopbotly.crm_writer.connectors.generic import GenericConnector
 from shopbotly.crm_writer.domain import Write, WriteKind, coalesce
-from shopbotly.crm_writer.testing import BotReceiver
+from shopbotly.testkit.crm_writer import BotReceiver
 
 pytestmark = pytest.mark.component
 

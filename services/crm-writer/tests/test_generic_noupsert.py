@@ -19,7 +19,7 @@ from shopbotly.common.events import ATTEMPTS_HEADER, CommandOp, CommandResult, C
 from shopbotly.common.kafka import KafkaSettings
 from shopbotly.common.topics import Topic
 from shopbotly.crm_writer.engine import Writer
-from shopbotly.crm_writer.testing import (
+from shopbotly.testkit.crm_writer import (
     TopicReader,
     command_record,
     count_results,

@@ -13,8 +13,8 @@ from shopbotly.common.events import CommandOp, CrmCommand
 from shopbotly.crm_writer.circuit import CircuitState
 from shopbotly.crm_writer.connectors.hubspot import HubSpotConnector
 from shopbotly.crm_writer.domain import Write, WriteKind
-from shopbotly.crm_writer.testing import FakeHubSpot
 from shopbotly.crm_writer.verdict import ThrottledError
+from shopbotly.testkit.crm_writer import FakeHubSpot
 
 pytestmark = pytest.mark.component
 

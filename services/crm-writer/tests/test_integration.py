@@ -20,7 +20,7 @@ from shopbotly.crm_writer import metrics
 from shopbotly.crm_writer.circuit import CircuitState
 from shopbotly.crm_writer.engine import Writer
 from shopbotly.crm_writer.settings import Settings
-from shopbotly.crm_writer.testing import (
+from shopbotly.testkit.crm_writer import (
     BotReceiver,
     FakeHubSpot,
     RoutingTransport,

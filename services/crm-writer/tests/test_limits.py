@@ -9,7 +9,7 @@ import pytest
 from shopbotly.crm_writer.circuit import CircuitBreaker, CircuitState
 from shopbotly.crm_writer.ratelimit import AdaptiveRateLimit, TokenBucket, partition_share
 from shopbotly.crm_writer.retry import RetryPolicy, full_jitter
-from shopbotly.crm_writer.testing import max_in_window
+from shopbotly.testkit.crm_writer import max_in_window
 
 pytestmark = pytest.mark.unit
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pytest
 
 from shopbotly.crm_writer.ratelimit import AdaptiveRateLimit, partition_share
-from shopbotly.crm_writer.testing import max_in_window
+from shopbotly.testkit.crm_writer import max_in_window
 
 pytestmark = pytest.mark.unit
 

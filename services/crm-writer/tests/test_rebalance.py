@@ -18,7 +18,7 @@ from shopbotly.crm_writer.connectors.hubspot import HubSpotConnector
 from shopbotly.crm_writer.domain import Envelope
 from shopbotly.crm_writer.engine import Writer, _Partition
 from shopbotly.crm_writer.lanes import PartitionLanes
-from shopbotly.crm_writer.testing import settings_for
+from shopbotly.testkit.crm_writer import settings_for
 
 pytestmark = pytest.mark.unit
 

@@ -22,7 +22,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from shopbotly.common.events import CommandOp, CrmCommand
 from shopbotly.common.kafka import KafkaSettings
 from shopbotly.common.topics import Topic
-from shopbotly.crm_writer.testing import (
+from shopbotly.testkit.crm_writer import (
     TopicReader,
     command_record,
     count_results,

@@ -17,11 +17,11 @@ import pytest
 from shopbotly.common.errors import OutageError, PermanentError
 from shopbotly.common.events import CommandOp, CrmCommand
 from shopbotly.crm_emulator import EmulatorSettings, create_app
-from shopbotly.crm_emulator.testing import Clock, Emulator
 from shopbotly.crm_writer.circuit import CircuitState
 from shopbotly.crm_writer.connectors.salesforce import PLACEHOLDER, SalesforceConnector
 from shopbotly.crm_writer.domain import Write, WriteKind
 from shopbotly.crm_writer.metrics import DROPPED_PROPERTIES
+from shopbotly.testkit.crm_emulator import Clock, Emulator
 
 pytestmark = pytest.mark.component
 

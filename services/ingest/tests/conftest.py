@@ -6,7 +6,7 @@ import pytest
 
 from shopbotly.common.kafka import KafkaSettings
 from shopbotly.ingest.settings import Settings
-from shopbotly.ingest.testing import set_secret_env
+from shopbotly.testkit.ingest import set_secret_env
 
 
 @pytest.fixture(autouse=True)

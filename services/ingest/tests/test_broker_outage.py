@@ -15,10 +15,10 @@ import pytest
 
 from shopbotly.common.events import RawEvent
 from shopbotly.common.kafka import KafkaSettings, make_admin
-from shopbotly.common.testing import KAFKA_SH
 from shopbotly.common.topics import ensure_topics
 from shopbotly.ingest.settings import Settings
-from shopbotly.ingest.testing import Running, read_topic, running_app, signed_headers
+from shopbotly.testkit.ingest import Running, read_topic, running_app, signed_headers
+from shopbotly.testkit.kafka import KAFKA_SH
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
 

@@ -16,7 +16,7 @@ from prometheus_client import REGISTRY
 
 from shopbotly.ingest import edge
 from shopbotly.ingest.settings import Settings
-from shopbotly.ingest.testing import API_KEY, READ_ONLY_KEY, Running, running_app, signed_headers
+from shopbotly.testkit.ingest import API_KEY, READ_ONLY_KEY, Running, running_app, signed_headers
 
 pytestmark = pytest.mark.component
 

@@ -22,7 +22,7 @@ from shopbotly.ingest.__main__ import uvicorn_config
 from shopbotly.ingest.app import create_app
 from shopbotly.ingest.domain import MAX_JSON_DEPTH
 from shopbotly.ingest.settings import Settings
-from shopbotly.ingest.testing import API_KEY, SECRETS, demo_config, read_topic, signed_headers
+from shopbotly.testkit.ingest import API_KEY, SECRETS, demo_config, read_topic, signed_headers
 
 pytestmark = pytest.mark.integration
 

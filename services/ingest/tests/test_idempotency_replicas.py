@@ -16,7 +16,7 @@ from shopbotly.common.topics import Topic
 from shopbotly.ingest.idempotency import IdempotencyRecord
 from shopbotly.ingest.schemas import Lead, lead_event_id, lead_fingerprint
 from shopbotly.ingest.settings import Settings
-from shopbotly.ingest.testing import API_KEY, Running, read_topic, running_app
+from shopbotly.testkit.ingest import API_KEY, Running, read_topic, running_app
 
 pytestmark = pytest.mark.integration
 

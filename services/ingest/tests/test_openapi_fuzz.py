@@ -31,7 +31,7 @@ from schemathesis.specs.openapi.checks import (
 from shopbotly.ingest.app import create_app
 from shopbotly.ingest.edge import IngestRuntime
 from shopbotly.ingest.settings import Settings
-from shopbotly.ingest.testing import API_KEY, demo_config, signed_headers
+from shopbotly.testkit.ingest import API_KEY, demo_config, signed_headers
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,7 @@ from shopbotly.common.kafka import KafkaSettings
 from shopbotly.common.topics import Topic
 from shopbotly.ingest.schemas import Lead, lead_event_id, lead_fingerprint
 from shopbotly.ingest.settings import Settings
-from shopbotly.ingest.testing import (
+from shopbotly.testkit.ingest import (
     API_KEY,
     OTHER_TENANT_KEY,
     Running,

@@ -14,7 +14,7 @@ from shopbotly.common.ids import raw_event_key
 from shopbotly.common.kafka import KafkaSettings
 from shopbotly.common.sources.salesforce import ACK, Notification, outbound_message
 from shopbotly.ingest.settings import Settings
-from shopbotly.ingest.testing import SALESFORCE_ORG_ID, SALESFORCE_TOKEN, Running, read_topic, running_app
+from shopbotly.testkit.ingest import SALESFORCE_ORG_ID, SALESFORCE_TOKEN, Running, read_topic, running_app
 
 XML = {"content-type": "text/xml; charset=utf-8", "soapaction": '""'}
 URL = f"/v1/webhooks/acme/salesforce?token={SALESFORCE_TOKEN}"

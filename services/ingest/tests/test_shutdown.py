@@ -22,7 +22,7 @@ from shopbotly.common.events import RawEvent
 from shopbotly.common.health import Health
 from shopbotly.common.kafka import KafkaSettings
 from shopbotly.ingest.publisher import RawEventPublisher
-from shopbotly.ingest.testing import demo_config, read_topic, signed_headers
+from shopbotly.testkit.ingest import demo_config, read_topic, signed_headers
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,7 @@ from shopbotly.ingest.intake import Source, WebhookRequest, resolve_sources, ver
 from shopbotly.ingest.lead_routes import validate_lead
 from shopbotly.ingest.schemas import lead_event_id, lead_fingerprint
 from shopbotly.ingest.settings import Settings
-from shopbotly.ingest.testing import (
+from shopbotly.testkit.ingest import (
     GENERIC_SCHEME,
     HUBSPOT_PUBLIC_BASE,
     OLD_SECRETS,

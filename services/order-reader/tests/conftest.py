@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from shopbotly.order_reader.testing import Running, ServeFactory, serve
+from shopbotly.testkit.order_reader import Running, ServeFactory, serve
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 
 from shopbotly.common.config import parse_config
 from shopbotly.order_reader.domain import Kind
-from shopbotly.order_reader.testing import KEYS, T0, ServeFactory, auth, config_data, minutes, order, ticket
+from shopbotly.testkit.order_reader import KEYS, T0, ServeFactory, auth, config_data, minutes, order, ticket
 
 pytestmark = pytest.mark.component
 

@@ -7,7 +7,7 @@ import pytest
 from shopbotly.common.config import parse_config
 from shopbotly.order_reader.auth import KeyRing, bearer_token
 from shopbotly.order_reader.problems import ProblemError
-from shopbotly.order_reader.testing import KEYS, config_data
+from shopbotly.testkit.order_reader import KEYS, config_data
 
 pytestmark = pytest.mark.unit
 

@@ -31,7 +31,7 @@ from shopbotly.order_reader.domain import (
     valid_email,
     valid_id,
 )
-from shopbotly.order_reader.testing import T0, minutes, order, ticket
+from shopbotly.testkit.order_reader import T0, minutes, order, ticket
 
 pytestmark = pytest.mark.unit
 

@@ -17,7 +17,7 @@ from shopbotly.common.events import Order, Ticket, message_headers
 from shopbotly.common.ids import order_key, ticket_key
 from shopbotly.common.kafka import KafkaSettings, make_admin, make_producer
 from shopbotly.common.topics import Topic, ensure_topics
-from shopbotly.order_reader.testing import T0, Running, ServeFactory, auth, minutes, order, ticket
+from shopbotly.testkit.order_reader import T0, Running, ServeFactory, auth, minutes, order, ticket
 
 pytestmark = pytest.mark.integration
 

@@ -28,7 +28,7 @@ from shopbotly.common.topics import Topic
 from shopbotly.order_reader.app import create_app
 from shopbotly.order_reader.runtime import Runtime
 from shopbotly.order_reader.settings import Settings
-from shopbotly.order_reader.testing import T0, auth, config_data, minutes, order, ticket
+from shopbotly.testkit.order_reader import T0, auth, config_data, minutes, order, ticket
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,7 @@ from shopbotly.common.events import message_headers
 from shopbotly.common.ids import order_key
 from shopbotly.common.kafka import KafkaSettings, make_producer
 from shopbotly.common.topics import Topic
-from shopbotly.order_reader.testing import auth, config_data, order
+from shopbotly.testkit.order_reader import auth, config_data, order
 
 pytestmark = pytest.mark.integration
 

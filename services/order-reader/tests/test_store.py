@@ -12,7 +12,7 @@ import pytest
 
 from shopbotly.order_reader.domain import Change, Delete, Kind, Upsert, decode_record
 from shopbotly.order_reader.store import Store
-from shopbotly.order_reader.testing import T0, minutes, order, ticket
+from shopbotly.testkit.order_reader import T0, minutes, order, ticket
 
 pytestmark = pytest.mark.component
 

@@ -23,13 +23,13 @@ from shopbotly.common.config._mapping import PRESET_NAMES
 from shopbotly.common.config.crm_kinds.hubspot import HubSpotOptions
 from shopbotly.crm_emulator import EmulatorSettings, create_app
 from shopbotly.crm_emulator.hubspot_properties import standard_definitions
-from shopbotly.crm_emulator.testing import serve
 from shopbotly.crm_writer.schema import (
     FetchedSchema,
     hubspot_definition,
     owned_hubspot_properties,
     parse_hubspot_properties,
 )
+from shopbotly.testkit.crm_emulator import serve
 
 TOKEN = "emulator-hubspot-token"
 # A fresh portal: the standard schema only, nothing pre-provisioned.

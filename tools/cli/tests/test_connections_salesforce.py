@@ -29,13 +29,13 @@ from shopbotly.common.config.crm_kinds.salesforce import SalesforceOptions
 from shopbotly.crm_emulator import EmulatorSettings, create_app
 from shopbotly.crm_emulator.salesforce_describe import standard_fields
 from shopbotly.crm_emulator.salesforce_tooling import field_from_metadata
-from shopbotly.crm_emulator.testing import free_port, serve
 from shopbotly.crm_writer.schema import (
     FetchedSchema,
     owned_salesforce_fields,
     parse_salesforce_describe,
     salesforce_definition,
 )
+from shopbotly.testkit.crm_emulator import free_port, serve
 
 CLIENT_ID, CLIENT_SECRET = "emulator-sf-client", "emulator-sf-secret"
 # What an admin creates in Setup for ShopBotly (`connections setup` says so); a fresh org has none of it.

@@ -16,8 +16,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from shopbotly.crm_emulator import EmulatorSettings, create_app, runtime_of
-from shopbotly.crm_emulator.testing import Clock, Emulator, EmulatorFactory, Received, Receiver
-from shopbotly.crm_emulator.testing import serve as _serve
+from shopbotly.testkit.crm_emulator import Clock, Emulator, EmulatorFactory, Received, Receiver
+from shopbotly.testkit.crm_emulator import serve as _serve
 
 
 @pytest.fixture

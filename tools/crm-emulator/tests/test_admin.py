@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from shopbotly.crm_emulator import EmulatorSettings, create_app
-from shopbotly.crm_emulator.testing import GENERIC, HUBSPOT, Emulator, EmulatorFactory, free_port
+from shopbotly.testkit.crm_emulator import GENERIC, HUBSPOT, Emulator, EmulatorFactory, free_port
 
 pytestmark = pytest.mark.component
 

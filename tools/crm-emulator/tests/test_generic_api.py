@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from shopbotly.crm_emulator.testing import GENERIC, Emulator, EmulatorFactory
+from shopbotly.testkit.crm_emulator import GENERIC, Emulator, EmulatorFactory
 
 pytestmark = pytest.mark.component
 

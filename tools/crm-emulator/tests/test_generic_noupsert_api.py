@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shopbotly.crm_emulator.testing import GENERIC, Emulator
+from shopbotly.testkit.crm_emulator import GENERIC, Emulator
 
 pytestmark = pytest.mark.component
 

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from shopbotly.crm_emulator import OAuthClient
 from shopbotly.crm_emulator.settings import SalesforceCustomField
-from shopbotly.crm_emulator.testing import Emulator, EmulatorFactory
+from shopbotly.testkit.crm_emulator import Emulator, EmulatorFactory
 
 pytestmark = pytest.mark.component
 

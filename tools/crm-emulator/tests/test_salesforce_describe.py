@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from shopbotly.crm_emulator.salesforce_rules import SOBJECTS
-from shopbotly.crm_emulator.testing import Emulator, EmulatorFactory
+from shopbotly.testkit.crm_emulator import Emulator, EmulatorFactory
 
 pytestmark = pytest.mark.component
 

@@ -17,7 +17,7 @@ from starlette.routing import Route
 from shopbotly.common.sources.salesforce import ACK, OutboundMessage, org_id_key, parse_outbound_message
 from shopbotly.crm_emulator.domain import SALESFORCE_ORG_ID
 from shopbotly.crm_emulator.salesforce_outbound import acknowledged
-from shopbotly.crm_emulator.testing import Emulator
+from shopbotly.testkit.crm_emulator import Emulator
 
 pytestmark = pytest.mark.component
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from shopbotly.crm_emulator.testing import HUBSPOT, Emulator, EmulatorFactory
+from shopbotly.testkit.crm_emulator import HUBSPOT, Emulator, EmulatorFactory
 
 pytestmark = pytest.mark.component
 

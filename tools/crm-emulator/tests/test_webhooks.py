@@ -15,7 +15,7 @@ import pytest
 from shopbotly.common.sources import verify_webhook
 from shopbotly.crm_emulator import EmulatorSettings, create_app, runtime_of
 from shopbotly.crm_emulator.signatures import hubspot_signature_v1
-from shopbotly.crm_emulator.testing import HUBSPOT, Clock, Emulator, Received, Receiver
+from shopbotly.testkit.crm_emulator import HUBSPOT, Clock, Emulator, Received, Receiver
 
 pytestmark = pytest.mark.component
 

@@ -23,7 +23,7 @@ from typing import Any
 from shopbotly.bench.ingest import ingest_topics
 from shopbotly.common.kafka import KafkaSettings
 from shopbotly.ingest.settings import Settings
-from shopbotly.ingest.testing import API_KEY, running_app, set_secret_env
+from shopbotly.testkit.ingest import API_KEY, running_app, set_secret_env
 
 __all__ = ["run"]
 

@@ -2,7 +2,9 @@
 
 Uses the broker at `SHOPBOTLY_KAFKA_BOOTSTRAP` when one answers; otherwise starts the project's local
 broker (deploy/local/kafka.sh) once for the session and stops it at the end if it started it.
-Loaded from the repository's root conftest.py.
+Loaded from the repository's root conftest.py. It also gives in-process services a log renderer with plain
+tracebacks: structlog's default renders each local variable of every frame, which took seconds per error
+under load, stalled the event loop past a consumer's session timeout and got the test's writer fenced.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 from shopbotly.common.kafka import KafkaSettings, make_admin
 from shopbotly.common.topics import ensure_topics
@@ -23,6 +26,19 @@ __all__ = ["REPO_ROOT", "broker_answers", "kafka_bootstrap", "kafka_settings", "
 
 REPO_ROOT = Path(__file__).resolve().parents[5]
 KAFKA_SH = REPO_ROOT / "deploy" / "local" / "kafka.sh"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.StackInfoRenderer(),
+            structlog.dev.set_exc_info,
+            structlog.processors.TimeStamper(fmt="%Y-%m-%d %H:%M:%S", utc=False),
+            structlog.dev.ConsoleRenderer(colors=False, exception_formatter=structlog.dev.plain_traceback),
+        ]
+    )
 
 
 def broker_answers(bootstrap: str, timeout: float = 1.0) -> bool:
