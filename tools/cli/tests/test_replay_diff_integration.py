@@ -170,6 +170,28 @@ async def stage(kafka_settings: KafkaSettings, produce: Produce, read_all: ReadA
             kafka=kafka_settings, mappings=mappings, store=store, producer=producer, log=get_logger("test")
         )
 
+        patches = kafka_settings.topic(Topic.STATE_PATCHES)
+        merged: set[tuple[int, int]] = set()
+
+        async def merge_patches() -> None:
+            """Stage 2, as the `merge` agent: the patches an event's stage 1 sent, merged in order."""
+            for r in sorted(await read_all(patches), key=lambda r: (r.partition, r.offset)):
+                if (r.partition, r.offset) not in merged:
+                    merged.add((r.partition, r.offset))
+                    await pipeline.handle(
+                        [
+                            Consumed(
+                                patches,
+                                r.partition,
+                                r.offset,
+                                r.key,
+                                r.value,
+                                r.headers,
+                                r.timestamp_ms / 1000,
+                            )
+                        ]
+                    )
+
         async def map_as_the_mapper(messages: list[dict[str, Any]]) -> None:
             placed = await produce(raw, messages)
             stored = {(r.partition, r.offset): r for r in await read_all(raw)}
@@ -178,6 +200,7 @@ async def stage(kafka_settings: KafkaSettings, produce: Produce, read_all: ReadA
                 await pipeline.handle(
                     [Consumed(raw, partition, offset, r.key, r.value, r.headers, r.timestamp_ms / 1000)]
                 )
+                await merge_patches()
 
         await map_as_the_mapper([_raw(e) for e in events])
         # The lead replayed once already: a copy in raw-events, mapped again to the same command ids.
