@@ -132,8 +132,8 @@ up() {
   cat <<MSG
 
 ShopBotly is up. Every /readyz is green. A service that exits is restarted (make ps counts it).
-The CRM emulator started as a fresh portal; crm-writer ran `shopbotly connections setup --apply` before its
-first write (output in its log), so the properties the mapping writes exist: `shopbotly connections check`.
+The CRM emulator started as a fresh portal; crm-writer ran \`shopbotly connections setup --apply\` before its
+first write (output in its log), so the properties the mapping writes exist: \`shopbotly connections check\`.
   ingest        http://127.0.0.1:$ingest   (OpenAPI: http://127.0.0.1:$ingest/docs)
   order-reader  http://127.0.0.1:$order_reader   (OpenAPI: http://127.0.0.1:$order_reader/docs)
   console       http://127.0.0.1:$console   (operator key: DEMO_OPERATOR_KEY in config/demo.env; docs/console.md)

@@ -23,7 +23,7 @@ from shopbotly.cli.replay_diff import run_mapping_diff
 from shopbotly.common.config import ShopbotlyConfig, load_config, parse_config_text
 from shopbotly.common.errors import ConfigError
 from shopbotly.common.logging import get_logger
-from shopbotly.common.sources import SOURCES
+from shopbotly.common.sources import LEAD_SOURCE, SOURCES
 from shopbotly.common.topics import Topic
 from shopbotly.console import metrics
 from shopbotly.console.auth import COOKIE, Operator, Sessions, admin_operator, current_operator
@@ -209,9 +209,6 @@ async def event_timeline(request: Request, operator: CurrentOperator, tenant: st
         letter_state=model.letter_state,
         command_outcome=model.command_outcome,
     )
-
-
-LEAD_SOURCE = "api"  # ingest's source name for the Sync Lead API (shopbotly.ingest.intake)
 
 
 def _verified_by(request: Request, tenant: str, source: str) -> str:

@@ -21,7 +21,14 @@ from shopbotly.common.events import RawEvent
 from shopbotly.common.ids import normalize_email
 from shopbotly.common.logging import bound, get_logger
 from shopbotly.common.signatures import SignatureError
-from shopbotly.common.sources import Answer, InboundRequest, SourceKeys, WebhookSource, source_kind
+from shopbotly.common.sources import (
+    LEAD_SOURCE,
+    Answer,
+    InboundRequest,
+    SourceKeys,
+    WebhookSource,
+    source_kind,
+)
 from shopbotly.ingest import metrics
 from shopbotly.ingest.domain import (
     EventFields,
@@ -58,7 +65,6 @@ __all__ = [
 
 log = get_logger(__name__)
 
-LEAD_SOURCE = "api"
 LEAD_EVENT_TYPE = "lead.submitted"
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 

@@ -39,6 +39,7 @@ from shopbotly.common.sources._base import (
 )
 
 __all__ = [
+    "LEAD_SOURCE",
     "MAX_JSON_DEPTH",
     "SIGNATURE_KINDS",
     "SOURCES",
@@ -73,6 +74,9 @@ def _registry() -> Mapping[str, WebhookSource]:
     return MappingProxyType(found)
 
 
+# The source name of events that come through the Sync Lead API (authenticated by the tenant's API key, not
+# by a webhook source kind): ingest stamps it, the console names it.
+LEAD_SOURCE = "api"
 SOURCES: Mapping[str, WebhookSource] = _registry()
 SOURCE_KINDS: tuple[str, ...] = tuple(SOURCES)
 # Kinds whose sender signs the body into headers (every kind but those authenticated otherwise).
