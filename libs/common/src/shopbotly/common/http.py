@@ -4,7 +4,8 @@ httptools, a drain phase on SIGTERM, and limits that keep slow or idle clients f
 Limits (`SHOPBOTLY_HTTP_*`, see `HttpServerSettings`): a request's headers must arrive within
 `header_timeout_s` of its first byte (or of the connection opening), its body within `body_timeout_s` of
 the headers, and an idle keep-alive connection is closed after `keep_alive_s`. Past a deadline the client
-gets `408` (problem+json, `Connection: close`) if no answer has started, and the connection is closed. At
+gets `408` (problem+json, `Connection: close`) if no answer has started, and the connection is half-closed
+(what the client still sends is dropped for a second, so no reset destroys the 408) and then closed. At
 most `max_connections` connections are open per process; one more is answered `503` with `Retry-After`
 and closed at once, so file descriptors and memory stay bounded.
 """
@@ -77,6 +78,10 @@ def _raw_problem(status: int, detail: str, extra_headers: tuple[tuple[bytes, byt
     return head + b"\r\n" + body
 
 
+# How long a connection cut off at a deadline stays half-closed (its further input dropped) before the close.
+_LINGER_S = 1.0
+
+
 def _protocol_class(limits: HttpServerSettings) -> type[HttpToolsProtocol]:
     """uvicorn's httptools protocol with read deadlines and the connection cap of `limits`."""
     timed_out = _raw_problem(
@@ -93,6 +98,8 @@ def _protocol_class(limits: HttpServerSettings) -> type[HttpToolsProtocol]:
         # idle (between requests) → headers → body → app (the request is in, the app answers) → idle
         _phase = "idle"
         _refused = False
+        # Answered and half-closed: what the client still sends is read and dropped until the close.
+        _lingering = False
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             if len(self.connections) >= limits.max_connections:
@@ -112,7 +119,7 @@ def _protocol_class(limits: HttpServerSettings) -> type[HttpToolsProtocol]:
             super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
-            if self._refused:
+            if self._refused or self._lingering:
                 return
             if self._phase == "idle" and self._deadline is None:
                 self._arm(limits.header_timeout_s, self._headers_late)
@@ -159,7 +166,7 @@ def _protocol_class(limits: HttpServerSettings) -> type[HttpToolsProtocol]:
             if self.cycle is None or self.cycle.response_complete:
                 self.transport.write(timed_out)
             log.info("connection closed: request headers too slow", timeout_s=limits.header_timeout_s)
-            self.transport.close()
+            self._close_after_answer()
 
         def _body_late(self) -> None:
             self._deadline = None
@@ -173,7 +180,16 @@ def _protocol_class(limits: HttpServerSettings) -> type[HttpToolsProtocol]:
                 cycle.disconnected = True
                 cycle.message_event.set()
             log.info("connection closed: request body too slow", timeout_s=limits.body_timeout_s)
-            self.transport.close()
+            self._close_after_answer()
+
+        def _close_after_answer(self) -> None:
+            """A staged close (RFC 9112 §9.6): send what is written, then FIN, and drop the client's
+            further bytes for up to `_LINGER_S` before closing. Closing at once with the client's bytes
+            unread makes the kernel send a reset, which can destroy the 408 before the client reads it."""
+            self._lingering = True
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
+            self.loop.call_later(_LINGER_S, self.transport.close)
 
     return LimitedHttpToolsProtocol
 
