@@ -23,15 +23,16 @@ from typing import Any
 
 import orjson
 import uvicorn
+from fastapi import APIRouter
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from shopbotly.common.health import Health
+from shopbotly.common.health import Health, probe_app
 from shopbotly.common.logging import get_logger
 from shopbotly.common.problems import PROBLEM_TYPE
 
-__all__ = ["HttpServerSettings", "ServiceServer", "run_server", "server_config"]
+__all__ = ["HttpServerSettings", "ServiceServer", "run_server", "serve_probes", "server_config"]
 
 log = get_logger(__name__)
 
@@ -259,3 +260,22 @@ def run_server(config: uvicorn.Config, health: Health, *, drain_delay_s: float =
     signal.signal(signal.SIGTERM, lambda *_: None)
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: the same orderly shutdown, no traceback
         server.run()
+
+
+async def serve_probes(
+    health: Health, *, host: str, port: int, title: str, extra: APIRouter | None = None
+) -> tuple[ServiceServer, asyncio.Task[None]]:
+    """Serve probes and metrics (and a worker's own read-only `extra` routes) on the current event loop,
+    for workers whose main loop is Kafka (mapper, crm-writer): the same runner, read deadlines and
+    connection cap as the APIs (`SHOPBOTLY_HTTP_*`), so a slow client cannot hold a worker's probe port."""
+    config = server_config(
+        probe_app(health, title, extra), host=host, port=port, limits=HttpServerSettings(), shutdown_grace_s=1
+    )
+    server = ServiceServer(config, health)
+    # _serve, not serve: serve() captures SIGTERM/SIGINT, which belong to the worker's own shutdown.
+    task = asyncio.create_task(server._serve())
+    while not server.started and not task.done():  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
+        await asyncio.sleep(0.01)
+    if task.done():
+        task.result()
+    return server, task
