@@ -225,15 +225,11 @@ def build_raw_event(
 ) -> RawEvent:
     # model_construct: every field was checked above and `data` came out of a JSON parser, so pydantic's
     # validation would only cost time on the hot path.
-    # Every field is given, defaults too: model_construct would otherwise resolve (and copy) each default.
     return RawEvent.model_construct(
-        specversion="1.0",
         id=fields.id,
         source=source_uri(tenant, source),
         type=fields.type,
         subject=fields.subject,
-        time=None,
-        datacontenttype="application/json",
         data=data,
         tenant=tenant,
         sourcename=source,
