@@ -40,8 +40,8 @@ A 2xx answer means Kafka acknowledged the event (`acks=all`); 503 with `Retry-Af
 class IngestApi(FastAPI):
     """The FastAPI app, with `POST /v1/webhooks/{tenant}/{source}` served before its middleware stack and
     router: that stack (error and exception middlewares, body limit, telemetry, exit stack, route matching)
-    cost a quarter of the CPU of an accepted webhook (docs/benchmarks.md, "What bounds ingest"). Every
-    other request, the OpenAPI document and the lifespan are FastAPI's as usual."""
+    cost 37 % of the CPU of an accepted webhook in-process (docs/benchmarks.md, "What bounds ingest").
+    Every other request, the OpenAPI document and the lifespan are FastAPI's as usual."""
 
     runtime: IngestRuntime
 

@@ -10,7 +10,6 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import Depends, Request
-from prometheus_client import Histogram
 from pydantic import BaseModel
 from starlette.responses import Response
 from starlette.types import Receive
@@ -161,11 +160,11 @@ class Call:
             outcome = self.outcome or ("accepted" if status == 202 else "duplicate")
         metrics.requests(self.tenant, self.source, outcome).inc()
 
-    def finish(self, duration: Histogram) -> None:
+    def finish(self, route: str) -> None:
         metrics.IN_FLIGHT.dec()
         if self.body_bytes:
             metrics.body_bytes(self.tenant, self.source).inc(self.body_bytes)
-        duration.observe(time.perf_counter() - self.started)
+        metrics.request_duration(route).observe(time.perf_counter() - self.started)
 
 
 def answer_response(status: int, payload: BaseModel | Answer) -> Response:
@@ -187,7 +186,7 @@ async def serve(
         call.answered(status, payload)
         return answer_response(status, payload)
     finally:
-        call.finish(metrics.REQUEST_DURATION.labels(route))
+        call.finish(route)
 
 
 def rejected(call: Call, rejection: Rejection) -> Response:

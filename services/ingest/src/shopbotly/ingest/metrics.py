@@ -32,6 +32,7 @@ __all__ = [
     "body_bytes",
     "events_published",
     "rejections",
+    "request_duration",
     "requests",
 ]
 
@@ -116,6 +117,11 @@ def requests(tenant: str, source: str, outcome: str) -> Counter:
 @cache
 def rejections(tenant: str, source: str, reason: str) -> Counter:
     return REJECTIONS.labels(tenant, source, reason)
+
+
+@cache
+def request_duration(route: str) -> Histogram:
+    return REQUEST_DURATION.labels(route)
 
 
 @cache

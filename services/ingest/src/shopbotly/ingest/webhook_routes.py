@@ -9,7 +9,6 @@ from starlette.types import Receive, Scope, Send
 
 from shopbotly.common.sources import Answer
 from shopbotly.common.sources.salesforce import ACK
-from shopbotly.ingest import metrics
 from shopbotly.ingest.domain import Rejection
 from shopbotly.ingest.edge import (
     PROBLEM_RESPONSES,
@@ -75,9 +74,6 @@ class WebhookEndpoint:
     `IngestApi`); what those do for other routes (trace id, body limit, metrics, refusals as problems) is
     done here, once."""
 
-    def __init__(self) -> None:
-        self._duration = metrics.REQUEST_DURATION.labels("webhook")
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """As the router's endpoint, for what the app's fast path leaves to the router (a root path)."""
         params = scope["path_params"]
@@ -109,7 +105,7 @@ class WebhookEndpoint:
             )
             await send({"type": "http.response.body", "body": body})
         finally:
-            call.finish(self._duration)
+            call.finish("webhook")
 
     @staticmethod
     async def _handle(
