@@ -71,3 +71,13 @@ def test_a_ca_bundle_that_is_not_a_pem_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"tls\.ca_bundle: .*ca\.pem cannot be read as a PEM CA bundle"):
         TlsConfig(ca_bundle=bundle).ssl_context()
     assert TlsConfig().ssl_context() is None  # the client's default trust
+
+
+def test_the_documented_example_loads() -> None:
+    doc = Path(__file__).resolve().parents[3] / "docs" / "configuration.md"
+    section = doc.read_text().split("## TLS to CRMs", 1)[1]
+    block = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    connections = "\n".join("    " + line for line in block.splitlines())
+    cfg = parse_config_text(f"version: 1\ntenants:\n  acme:\n{connections}\n")
+    tls = cfg.tenants["acme"].connections["crm"].tls
+    assert tls == TlsConfig(ca_bundle=Path("/etc/shopbotly/tls/acme-ca.pem"))
