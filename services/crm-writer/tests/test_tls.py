@@ -14,9 +14,11 @@ import httpx
 import pytest
 import trustme
 
-from shopbotly.common.config import parse_connection
+from shopbotly.common.config import parse_config, parse_connection
 from shopbotly.common.errors import AuthError
-from shopbotly.common.events import CommandOp, CrmCommand
+from shopbotly.common.events import CommandOp, CrmCommand, decode_headers
+from shopbotly.common.kafka import KafkaSettings
+from shopbotly.common.topics import Topic
 from shopbotly.crm_emulator import EmulatorSettings, create_app
 from shopbotly.crm_emulator.tls import ServerTls, prepare_tls
 from shopbotly.crm_writer.circuit import CircuitState
@@ -24,9 +26,19 @@ from shopbotly.crm_writer.clients import HttpClients
 from shopbotly.crm_writer.connectors import make_connector
 from shopbotly.crm_writer.delivery import Deliverer, Delivery
 from shopbotly.crm_writer.domain import Write, WriteKind
+from shopbotly.crm_writer.engine import Writer
 from shopbotly.crm_writer.routing import Route
 from shopbotly.crm_writer.runtime import BreakerSettings, ConnectionRuntime
 from shopbotly.testkit.crm_emulator import HUBSPOT, serve
+from shopbotly.testkit.crm_writer import (
+    TopicReader,
+    command_record,
+    count_results,
+    produce,
+    results_of,
+    running,
+    settings_for,
+)
 
 
 @pytest.fixture
@@ -68,11 +80,11 @@ def _route(clients: HttpClients, base_url: str, ca_bundle: Path | None) -> Route
     return Route(runtime, make_connector(runtime))
 
 
-async def _upsert(route: Route, email: str) -> Delivery:
-    cmd = CrmCommand(
-        command_id=f"c-{email}",
+def _command(email: str, connection: str = "hs") -> CrmCommand:
+    return CrmCommand(
+        command_id=f"c-{connection}-{email}",
         tenant="t",
-        connection="hs",
+        connection=connection,
         identity=email,
         op=CommandOp.UPSERT_CONTACT,
         fields={"email": email, "firstname": "Ada"},
@@ -80,8 +92,11 @@ async def _upsert(route: Route, email: str) -> Delivery:
         rule_id="r",
         mapping_version="1",
     )
+
+
+async def _upsert(route: Route, email: str) -> Delivery:
     write = Write(WriteKind.CONTACT, "t", "hs", email)
-    write.absorb(cmd, 0)
+    write.absorb(_command(email), 0)
     deliverer = Deliverer(
         retry_base_s=0.001, retry_cap_s=0.002, throttle_outage_after=50, rng=random.Random(1)
     )
@@ -134,3 +149,51 @@ async def test_a_ca_bundle_that_cannot_be_read_names_the_file(clients: HttpClien
     missing = tmp_path / "nowhere.pem"
     with pytest.raises(ValueError, match=r"tls\.ca_bundle: .*nowhere\.pem cannot be read"):
         _route(clients, "https://127.0.0.1:1", missing)
+
+
+@pytest.mark.integration
+async def test_the_writer_dead_letters_an_untrusted_connections_writes_and_applies_the_trusted_ones(
+    https_crm: tuple[str, ServerTls], kafka_settings: KafkaSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Real Kafka, the real HTTPS emulator: a connection without the CA never holds its partition (its writes
+    end in the DLQ as `auth` after one try each), and the connection with the CA beside it is applied."""
+    url, tls = https_crm
+    monkeypatch.setenv("SB_TLS_TOKEN", HUBSPOT["Authorization"].removeprefix("Bearer "))
+    auth = {"kind": "bearer", "token": {"env": "SB_TLS_TOKEN"}}
+    config = parse_config(
+        {
+            "tenants": {
+                "t": {
+                    "connections": {
+                        "trusted": {
+                            "kind": "hubspot",
+                            "base_url": url,
+                            "auth": auth,
+                            "tls": {"ca_bundle": str(tls.ca_path)},
+                        },
+                        "untrusted": {"kind": "hubspot", "base_url": url, "auth": auth, "max_attempts": 8},
+                    }
+                }
+            }
+        }
+    )
+    emails = [f"p{i}@example.com" for i in range(10)]
+    commands = [_command(e, c) for e in emails for c in ("trusted", "untrusted")]
+    await produce(kafka_settings, [command_record(c) for c in commands])
+    async with (
+        TopicReader(kafka_settings, kafka_settings.topic(Topic.CRM_RESULTS)) as results,
+        TopicReader(kafka_settings, kafka_settings.topic(Topic.CRM_COMMANDS_DLQ)) as dlq,
+        running(Writer(settings_for(kafka_settings), config)),
+    ):
+        await results.wait_for(count_results(len(commands)), timeout_s=60)
+        await dlq.wait_for(lambda records: len(records) >= len(emails), timeout_s=10)
+    outcome = results_of(results)
+    assert {outcome[c.command_id].outcome.value for c in commands if c.connection == "trusted"} == {"applied"}
+    assert {outcome[c.command_id].outcome.value for c in commands if c.connection == "untrusted"} == {
+        "dead_lettered"
+    }
+    for record in dlq.records:
+        headers = decode_headers(record.headers)
+        assert headers["error.class"] == "auth" and headers["error.attempts"] == "1"
+        assert "is not trusted" in headers["error.message"]
+    assert set(emails) <= set(await _contacts(url, tls))
