@@ -287,10 +287,10 @@ class ConnectionRuntime:
         sent_token = self.tokens.current_value()
         response, verdict = await self._build_and_send(build, headers, op, classify, permit, records)
         # No answer and an auth verdict: the server's certificate was refused (`exchange`).
-        untrusted = verdict.kind is VerdictKind.AUTH and response is None
-        if untrusted and self._reload_trust():
-            permit = await self.permit()
-            response, verdict = await self._build_and_send(build, headers, op, classify, permit, records)
+        if verdict.kind is VerdictKind.AUTH and response is None:
+            if self._reload_trust():  # a new token would not help; a CA rotated on disk may
+                permit = await self.permit()
+                response, verdict = await self._build_and_send(build, headers, op, classify, permit, records)
         elif verdict.kind is VerdictKind.AUTH and self.tokens.refreshes:
             self.tokens.invalidate(sent_token)
             permit = await self.permit()
