@@ -29,16 +29,8 @@ from shopbotly.crm_writer.domain import Write, WriteKind
 from shopbotly.crm_writer.engine import Writer
 from shopbotly.crm_writer.routing import Route
 from shopbotly.crm_writer.runtime import BreakerSettings, ConnectionRuntime
+from shopbotly.testkit import crm_writer as kit
 from shopbotly.testkit.crm_emulator import HUBSPOT, serve
-from shopbotly.testkit.crm_writer import (
-    TopicReader,
-    command_record,
-    count_results,
-    produce,
-    results_of,
-    running,
-    settings_for,
-)
 
 
 @pytest.fixture
@@ -179,15 +171,15 @@ async def test_the_writer_dead_letters_an_untrusted_connections_writes_and_appli
     )
     emails = [f"p{i}@example.com" for i in range(10)]
     commands = [_command(e, c) for e in emails for c in ("trusted", "untrusted")]
-    await produce(kafka_settings, [command_record(c) for c in commands])
+    await kit.produce(kafka_settings, [kit.command_record(c) for c in commands])
     async with (
-        TopicReader(kafka_settings, kafka_settings.topic(Topic.CRM_RESULTS)) as results,
-        TopicReader(kafka_settings, kafka_settings.topic(Topic.CRM_COMMANDS_DLQ)) as dlq,
-        running(Writer(settings_for(kafka_settings), config)),
+        kit.TopicReader(kafka_settings, kafka_settings.topic(Topic.CRM_RESULTS)) as results,
+        kit.TopicReader(kafka_settings, kafka_settings.topic(Topic.CRM_COMMANDS_DLQ)) as dlq,
+        kit.running(Writer(kit.settings_for(kafka_settings), config)),
     ):
-        await results.wait_for(count_results(len(commands)), timeout_s=60)
+        await results.wait_for(kit.count_results(len(commands)), timeout_s=60)
         await dlq.wait_for(lambda records: len(records) >= len(emails), timeout_s=10)
-    outcome = results_of(results)
+    outcome = kit.results_of(results)
     assert {outcome[c.command_id].outcome.value for c in commands if c.connection == "trusted"} == {"applied"}
     assert {outcome[c.command_id].outcome.value for c in commands if c.connection == "untrusted"} == {
         "dead_lettered"
