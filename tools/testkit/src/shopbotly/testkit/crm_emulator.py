@@ -15,6 +15,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from shopbotly.crm_emulator.runtime import Runtime
+from shopbotly.crm_emulator.tls import ServerTls
 
 __all__ = [
     "GENERIC",
@@ -158,10 +159,21 @@ class Receiver:
         return self.received
 
 
-async def serve(app: Any, port: int | None = None) -> tuple[uvicorn.Server, asyncio.Task[None], int]:
+async def serve(
+    app: Any, port: int | None = None, *, tls: ServerTls | None = None
+) -> tuple[uvicorn.Server, asyncio.Task[None], int]:
+    """Serve `app` on 127.0.0.1 (over HTTPS with `tls`, as `shopbotly-crm-emulator --tls` does)."""
     port = port or free_port()
+    chain = str(tls.chain) if tls else None
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        ssl_certfile=chain,
+        ssl_keyfile=chain,
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server._serve())
