@@ -208,7 +208,7 @@ class MapperRuntime:
         within_s = s.mapper_batch_within_ms / 1000
         inbox = consumer.inbox(topics, max_events=s.mapper_batch_max, within_s=within_s)
         while True:
-            messages = consumer.current(await inbox.take())
+            messages = consumer.taken(await inbox.take())
             pipeline = pipeline_of()
             if not messages or pipeline is None or pipeline.stopping_since is not None:
                 continue  # stopping: leave them unfinished, they are redelivered after restart

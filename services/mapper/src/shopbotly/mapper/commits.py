@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Mapping
+from time import monotonic
 from typing import Any, ClassVar, cast
 
 from faust.transport.consumer import CONSUMER_FETCHING
@@ -138,12 +139,18 @@ class MapperConsumer(faust_aiokafka.Consumer):
         self._inbox_added.set()
         return inbox
 
-    def current(self, messages: Iterable[Message]) -> list[Message]:
-        """The messages of the current generation's assignment: others are fetched again after a rebalance
-        (from the committed offsets), so mapping them now would only publish them twice."""
+    def taken(self, messages: Iterable[Message]) -> list[Message]:
+        """The agent took `messages` from its inbox: those of the current generation's assignment, to map.
+
+        Others are fetched again after a rebalance (from the committed offsets), so mapping them now would
+        only publish them twice. Also tells faust's monitor the partitions' streams are moving (its
+        slow-processing check, which faust's stream used to feed per event, reads it)."""
         generation = self.watermarks.generation
         assigned = self.watermarks.assigned
-        return [m for m in messages if m.generation_id == generation and m.tp in assigned]
+        current = [m for m in messages if m.generation_id == generation and m.tp in assigned]
+        now = monotonic()
+        self.app.monitor.stream_inbound_time.update({m.tp: now for m in current})
+        return current
 
     async def _drain_messages(self, fetcher: ServiceT) -> None:  # pragma: no cover - the fetch loop
         """faust's fetch loop (`Consumer._drain_messages`), delivering a fetch per inbox at once."""
