@@ -21,7 +21,7 @@ from aiokafka.structs import RecordMetadata
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shopbotly.common.events import message_headers
-from shopbotly.common.follow import TopicFollower
+from shopbotly.common.follow import Batch, TopicFollower
 from shopbotly.common.health import Health
 from shopbotly.common.kafka import KafkaSettings
 from shopbotly.common.logging import get_logger
@@ -215,7 +215,11 @@ class LeadIdempotency:
 
     # --- reading -----------------------------------------------------------------------------------------
 
-    def _on_batch(self, topic: str, records: list[Any]) -> None:
+    def _on_batch(self, batch: Batch) -> None:
+        for records in batch.values():
+            self._on_records(records)
+
+    def _on_records(self, records: list[Any]) -> None:
         now_ms = self._now_ms()
         for r in records:
             try:
