@@ -168,7 +168,7 @@ class LeadIdempotency:
         self.follower = TopicFollower(
             kafka,
             [self.topic],
-            self._on_batch,
+            self._on_poll,
             client_role="ingest-idempotency",
             since_ms=lambda: self._now_ms() - self.index.ttl_ms,
             retry_s=retry_s,
@@ -215,11 +215,11 @@ class LeadIdempotency:
 
     # --- reading -----------------------------------------------------------------------------------------
 
-    def _on_batch(self, batch: Batch) -> None:
-        for records in batch.values():
-            self._on_records(records)
+    def _on_poll(self, batch: Batch) -> None:
+        for tp, records in batch.items():
+            self._on_batch(tp.topic, records)
 
-    def _on_records(self, records: list[Any]) -> None:
+    def _on_batch(self, topic: str, records: list[Any]) -> None:
         now_ms = self._now_ms()
         for r in records:
             try:
