@@ -111,6 +111,7 @@ class Materializer:
             },
         )
         self._reset_reason: str | None = None
+        self._still_ready = False  # a restart after a broker error resumes a caught-up table
         self._started = self._last_progress_log = 0.0
         self.catchup: CatchUp | None = None
         self.counts: dict[Kind, int] = {}
@@ -137,13 +138,19 @@ class Materializer:
             _log.error("order-reader consumer failed", exc_info=exc)
             return
         self._health.beat(LIVE, self._settings.liveness_max_age_s)
+        self._still_ready = False
         if isinstance(exc, OffsetOutOfRangeError):
             # Our positions are outside the log: the topic was deleted and created again, or records were
             # deleted. The next start is planned again; the stored offsets then call for a rebuild.
             _log.error("positions outside the topic; planning the start again", error=str(exc))
             self._health.set_ready(READY, False, "positions outside the topic; starting again")
+            self.catchup = None  # what it had read no longer counts
         else:
-            self._health.set_ready(READY, False, f"waiting: {detail}")
+            # A table that was caught up stays served while the consumer restarts and resumes from the store
+            # (lag is a metric, not a reason for every replica to leave the load balancer at once).
+            self._still_ready = self.catchup is not None and self.catchup.latched
+            if not self._still_ready:
+                self._health.set_ready(READY, False, f"waiting: {detail}")
             _log.warning("order-reader cannot consume; retrying", error=detail)
 
     async def _plan(self, bounds: LogBounds) -> dict[TopicPartition, int]:
@@ -166,7 +173,12 @@ class Materializer:
                 "resuming from stored offsets", partitions=len(bounds.partitions), new=plan.new_partitions
             )
         self._reset_reason = None
-        self.catchup = CatchUp(targets=end, start=dict(plan.offsets), max_lag=self._settings.ready_max_lag)
+        self.catchup = CatchUp(
+            targets=end,
+            start=dict(plan.offsets),
+            max_lag=self._settings.ready_max_lag,
+            latched=self._still_ready and plan.rebuild_reason is None,
+        )
         self._set_counts(await self._in_writer(self._store.counts))
         self._started = self._last_progress_log = time.monotonic()
         return {tp: plan.offsets[(tp.topic, tp.partition)] for tp in bounds.partitions}
