@@ -19,7 +19,7 @@ from typing import Any, Literal
 import httpx
 
 from shopbotly.common.config import ConnectionConfig
-from shopbotly.common.config.crm_kinds.hubspot import HubSpotOptions
+from shopbotly.common.config.crm_kinds.hubspot import HubSpotOptions, HubSpotPaths
 from shopbotly.common.config.crm_kinds.salesforce import SalesforceOptions
 from shopbotly.common.events import CommandOp
 
@@ -32,6 +32,7 @@ __all__ = [
     "fetch_schema",
     "hubspot_definition",
     "hubspot_object_types",
+    "hubspot_paths",
     "owned_hubspot_properties",
     "owned_salesforce_fields",
     "parse_hubspot_properties",
@@ -63,7 +64,8 @@ ObjectSchema = Mapping[str, CrmProperty]
 
 
 def parse_hubspot_properties(body: Any) -> dict[str, CrmProperty]:
-    """`GET /crm/v3/properties/{objectType}` → property name → CrmProperty."""
+    """The Properties API's list (`GET /crm/v3/properties/{objectType}`, or its date-version path) → property
+    name → CrmProperty."""
     out: dict[str, CrmProperty] = {}
     for p in (body or {}).get("results", []) if isinstance(body, dict) else []:
         if not isinstance(p, dict) or not p.get("name"):
@@ -273,7 +275,7 @@ def salesforce_definition(prop: OwnedProperty) -> dict[str, Any]:
 
 
 def hubspot_definition(prop: OwnedProperty) -> dict[str, Any]:
-    """The `POST /crm/v3/properties/{objectType}` body of an owned property."""
+    """The Properties API's create body (`POST` to `HubSpotPaths.properties`) of an owned property."""
     body: dict[str, Any] = {
         "name": prop.name,
         "label": prop.label,
@@ -289,6 +291,13 @@ def hubspot_definition(prop: OwnedProperty) -> dict[str, Any]:
 
 
 _GROUPS = {"contacts": "contactinformation", "tickets": "ticketinformation", "notes": "engagement"}
+
+
+def hubspot_paths(connection: ConnectionConfig) -> HubSpotPaths:
+    """The paths of the HubSpot API version a `hubspot` connection speaks (its `api_version` option)."""
+    if not isinstance(connection.options, HubSpotOptions):
+        raise TypeError(f"a {connection.kind} connection has no HubSpot API version")
+    return HubSpotPaths(connection.options.api_version)
 
 
 def hubspot_object_types() -> tuple[str, ...]:
@@ -439,7 +448,7 @@ async def fetch_schema(
             url = f"{base}/services/data/{version}/sobjects/{object_type}/describe"
             parse = parse_salesforce_describe
         else:
-            url, parse = f"{base}/crm/v3/properties/{object_type}", parse_hubspot_properties
+            url, parse = base + hubspot_paths(connection).properties(object_type), parse_hubspot_properties
         try:
             response = await client.get(url, headers=dict(headers), timeout=connection.timeout_s)
         except httpx.HTTPError as exc:

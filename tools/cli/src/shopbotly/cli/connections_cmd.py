@@ -33,6 +33,7 @@ from shopbotly.crm_writer.schema import (
     ValueKind,
     fetch_schema,
     hubspot_definition,
+    hubspot_paths,
     owned_hubspot_properties,
     owned_salesforce_fields,
     problem,
@@ -377,7 +378,8 @@ async def setup_connection(
             url = f"{api}/services/data/{options.api_version}/tooling/sobjects/CustomField"
             body = salesforce_definition(prop)
         else:
-            url, body = f"{base}/crm/v3/properties/{prop.object_type}", hubspot_definition(prop)
+            url = base + hubspot_paths(plan.config).properties(prop.object_type)
+            body = hubspot_definition(prop)
         response = await client.post(url, json=body, headers=headers, timeout=plan.config.timeout_s)
         if response.status_code == 201:
             steps.append(
