@@ -19,9 +19,10 @@ pytestmark = pytest.mark.component
 TOPICS = {Kind.ORDER: "p.orders.v1", Kind.TICKET: "p.tickets.v1"}
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(tmp_path / "s.sqlite3", topics=TOPICS)
+# Lookups read the file through a memory map by default (the service's setting); without one, with reads.
+@pytest.fixture(params=[0, 64], ids=["read", "mmap"])
+def store(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Store]:
+    s = Store(tmp_path / "s.sqlite3", topics=TOPICS, mmap_mb=request.param)
     assert s.open() is None
     yield s
     s.close()

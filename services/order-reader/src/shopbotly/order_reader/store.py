@@ -98,10 +98,13 @@ class ApplyResult:
 class Store:
     """The SQLite file under the data dir. Call `open()` first; `apply`/`reset` from one thread only."""
 
-    def __init__(self, path: Path, *, topics: Mapping[Kind, str], cache_mb: int = 64) -> None:
+    def __init__(
+        self, path: Path, *, topics: Mapping[Kind, str], cache_mb: int = 64, mmap_mb: int = 0
+    ) -> None:
         self.path = path
         self.topics = dict(topics)
         self._cache_kib = cache_mb * 1024
+        self._mmap_bytes = mmap_mb * 1024 * 1024
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
 
@@ -121,6 +124,8 @@ class Store:
             self.reset()
         self._reader = self._connect()
         self._reader.execute("PRAGMA query_only=ON")
+        # Lookups only: the writer's batches go through its page cache as before.
+        self._reader.execute(f"PRAGMA mmap_size={self._mmap_bytes}")
         return reason
 
     def _connect(self) -> sqlite3.Connection:
