@@ -5,16 +5,9 @@ from __future__ import annotations
 import pytest
 
 from shopbotly.common.cache import BoundedCache
+from shopbotly.testkit.crm_emulator import Clock
 
 pytestmark = pytest.mark.unit
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_the_least_recently_used_entry_goes_first_and_reads_count_as_use() -> None:
@@ -52,9 +45,9 @@ def test_entries_expire_ttl_after_they_were_put_and_not_after_a_read() -> None:
     clock = Clock()
     cache: BoundedCache[str, int] = BoundedCache(10, ttl_s=30.0, clock=clock)
     cache.put("a", 1)
-    clock.now = 129.9
+    clock.advance(29)
     assert cache.get("a") == 1 and "a" in cache
-    clock.now = 130.0
+    clock.advance(1)
     assert "a" not in cache
     assert cache.get("a") is None and len(cache) == 0
     assert (cache.hits, cache.misses) == (1, 1)
