@@ -25,6 +25,9 @@ __all__ = ["Lookups"]
 
 # Cached "not in the store", so repeated misses (typos, enumeration) cost no SQLite read either.
 _ABSENT: tuple[bytes, str] = (b"", "")
+# The kind in cache keys as a plain str: an enum member would keep every key tuple tracked by the garbage
+# collector (see below), and `Kind.value` is a property lookup on every request.
+_KEY_OF = {kind: str(kind.value) for kind in Kind}
 
 
 class Lookups:
@@ -41,7 +44,7 @@ class Lookups:
 
     def invalidate(self, kind: Kind, tenant: str, ident: str) -> None:
         """Called after a change to this key is committed to the store."""
-        self._cache.pop((kind.value, tenant, ident))
+        self._cache.pop((_KEY_OF[kind], tenant, ident))
         if kind is Kind.ORDER:
             self._readthrough.invalidate(tenant, ident)
 
@@ -51,7 +54,7 @@ class Lookups:
 
     def local(self, kind: Kind, tenant: str, ident: str) -> Answer | None:
         """The answer from the table (through the cache), or None when the table does not have it."""
-        key = (kind.value, tenant, ident)
+        key = (_KEY_OF[kind], tenant, ident)
         entry = self._cache.get(key)
         if entry is None:
             # One indexed read of the answer as stored (its bytes are sent as they are) and its version.

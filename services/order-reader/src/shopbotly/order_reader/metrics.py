@@ -130,7 +130,8 @@ class Metrics:
         self.cache.cache = cache
 
     def count_lookup(self, kind: str, outcome: str) -> None:
-        # Children are looked up once: `labels()` takes a lock and builds a key on every call.
+        # Children are looked up once: `labels()` takes a lock and builds a key on every call. LookupKind and
+        # Outcome members are passed as they are: they are str, and hash and compare as their values.
         child = self._lookup_counts.get((kind, outcome))
         if child is None:
             child = self._lookup_counts[(kind, outcome)] = self.lookups.labels(kind, outcome)

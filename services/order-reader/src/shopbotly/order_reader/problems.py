@@ -51,7 +51,7 @@ def bad_parameter(location: str, name: str, problem: str | None = None) -> Probl
 
 def refusal(metrics: Metrics, kind: LookupKind, exc: ProblemError) -> Response:
     """The problem answer of a refused lookup, counted under its kind and outcome."""
-    metrics.count_lookup(kind.value, exc.outcome.value)
+    metrics.count_lookup(kind, exc.outcome)
     return problem_response(exc.status, exc.detail, code=exc.outcome.value, headers=exc.headers)
 
 

@@ -242,12 +242,12 @@ def answer(
         ]
         response = AnswerResponse(200, found.body, headers)
     metrics = runtime.metrics
-    metrics.count_lookup(kind.value, outcome.value)
-    metrics.observe_lookup(kind.value, time.perf_counter() - started)
+    metrics.count_lookup(kind, outcome)
+    metrics.observe_lookup(kind, time.perf_counter() - started)
     return response
 
 
 def not_found(runtime: Runtime, kind: LookupKind, started: float, what: str) -> ProblemError:
     # The same status and body for an unknown id and another tenant's id: nothing tells them apart.
-    runtime.metrics.observe_lookup(kind.value, time.perf_counter() - started)
+    runtime.metrics.observe_lookup(kind, time.perf_counter() - started)
     return ProblemError(404, f"{what} not found", outcome=Outcome.NOT_FOUND)
