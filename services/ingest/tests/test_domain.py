@@ -22,7 +22,6 @@ from shopbotly.ingest.domain import (
     EventFields,
     ExtractionRules,
     Rejection,
-    TtlLru,
     build_raw_event,
     extract_event,
     is_json_media_type,
@@ -249,36 +248,6 @@ def test_raw_event_envelope_round_trips_through_the_contract_model() -> None:
     )
     assert parsed.receivedat == received and parsed.specversion == "1.0"
     assert parsed.data == {"id": 1, "email": "Jane@example.com"}
-
-
-# --- dedup memory ----------------------------------------------------------------------------------
-
-
-def test_ttl_lru_expires_entries() -> None:
-    memory: TtlLru[str, int] = TtlLru(max_entries=10, ttl_s=100)
-    memory.put("a", 1, now=0)
-    assert memory.get("a", now=99.9) == 1
-    assert memory.get("a", now=100) is None
-    assert len(memory) == 0
-
-
-def test_ttl_lru_evicts_the_least_recently_used_when_full() -> None:
-    memory: TtlLru[str, int] = TtlLru(max_entries=2, ttl_s=100)
-    memory.put("a", 1, now=0)
-    memory.put("b", 2, now=1)
-    assert memory.get("a", now=2) == 1  # a is now the most recently used
-    memory.put("c", 3, now=3)
-    assert memory.get("b", now=4) is None
-    assert memory.get("a", now=4) == 1 and memory.get("c", now=4) == 3
-
-
-def test_ttl_lru_drops_expired_entries_on_write() -> None:
-    memory: TtlLru[str, int] = TtlLru(max_entries=100, ttl_s=10)
-    for i in range(5):
-        memory.put(f"k{i}", i, now=0)
-    for i in range(5):
-        memory.put(f"n{i}", i, now=50)
-    assert len(memory) == 5
 
 
 # --- the fast JMESPath subset ----------------------------------------------------------------------

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import random
 import re
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from shopbotly.common.config import SourceConfig
 from shopbotly.common.events import RawEvent
@@ -35,7 +34,6 @@ __all__ = [
     "ExtractionRules",
     "FieldError",
     "Rejection",
-    "TtlLru",
     "build_raw_event",
     "extract_event",
     "is_json_media_type",
@@ -236,46 +234,3 @@ def build_raw_event(
         traceid=trace_id,
         receivedat=received_at,
     )
-
-
-# --- dedup and idempotency memory ------------------------------------------------------------------
-
-K = TypeVar("K")
-V = TypeVar("V")
-
-
-@dataclass
-class TtlLru(Generic[K, V]):
-    """A bounded map whose entries expire: least recently used entries go first when it is full."""
-
-    max_entries: int
-    ttl_s: float
-    _items: OrderedDict[K, tuple[float, V]] = field(default_factory=OrderedDict)
-
-    def get(self, key: K, now: float) -> V | None:
-        item = self._items.get(key)
-        if item is None:
-            return None
-        expires, value = item
-        if expires <= now:
-            del self._items[key]
-            return None
-        self._items.move_to_end(key)
-        return value
-
-    def put(self, key: K, value: V, now: float) -> None:
-        self._items[key] = (now + self.ttl_s, value)
-        self._items.move_to_end(key)
-        while len(self._items) > self.max_entries:
-            self._items.popitem(last=False)
-        # Drop a few expired entries from the old end on each write, so memory follows the TTL too.
-        for _ in range(2):
-            if not self._items:
-                break
-            oldest_key, (expires, _value) = next(iter(self._items.items()))
-            if expires > now:
-                break
-            del self._items[oldest_key]
-
-    def __len__(self) -> int:
-        return len(self._items)

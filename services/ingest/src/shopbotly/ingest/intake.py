@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from shopbotly.common.cache import BoundedCache
 from shopbotly.common.config import ConfigError, ShopbotlyConfig
 from shopbotly.common.events import RawEvent
 from shopbotly.common.ids import normalize_email
@@ -35,7 +36,6 @@ from shopbotly.ingest.domain import (
     ExtractionRules,
     FieldError,
     Rejection,
-    TtlLru,
     build_raw_event,
     extract_event,
     source_uri,
@@ -230,8 +230,8 @@ class Intake:
         self.settings = settings
         self._clock = clock
         self._monotonic = monotonic
-        self._seen: TtlLru[tuple[str, str, str], bool] = TtlLru(
-            settings.dedup_max_entries, settings.dedup_ttl_s
+        self._seen: BoundedCache[tuple[str, str, str], bool] = BoundedCache(
+            settings.dedup_max_entries, ttl_s=settings.dedup_ttl_s, clock=monotonic
         )
         self.idempotency = idempotency
         self._flights: dict[tuple[str, ...], _Flight] = {}
@@ -291,13 +291,12 @@ class Intake:
         return events
 
     async def _publish_once(self, source: Source, events: list[RawEvent]) -> tuple[int, Accepted]:
-        now = self._monotonic()
         fresh: list[RawEvent] = []
         waits: list[asyncio.Future[bool]] = []
         keys: set[tuple[str, str, str]] = set()
         for event in events:
             key = (source.tenant, source.name, event.id)
-            if key in keys or self._seen.get(key, now):
+            if key in keys or self._seen.get(key):
                 continue  # a repeat inside the batch, or already stored
             keys.add(key)
             flight = self._flights.get(key)
@@ -334,7 +333,6 @@ class Intake:
             results = [RuntimeError("publish interrupted") for _ in events]
             raise
         finally:
-            now = self._monotonic()
             stored = 0
             for event, (key, flight), result in zip(events, flights, results, strict=True):
                 self._flights.pop(key, None)
@@ -348,7 +346,7 @@ class Intake:
                         source=source,
                     )
                     if on_stored is None:
-                        self._seen.put((tenant, source, event.id), True, now)
+                        self._seen.put((tenant, source, event.id), True)
                     else:
                         on_stored(event)
                 else:
