@@ -31,6 +31,7 @@ from shopbotly.common.config.crm_kinds.generic import (
 )
 from shopbotly.common.errors import ErrorClass, PermanentError, RetryableError, classify_http_status
 from shopbotly.common.events import CommandOp
+from shopbotly.common.expressions import truthy
 from shopbotly.crm_writer.connectors.base import Connector, ContactCache, ContactState, json_body
 from shopbotly.crm_writer.domain import Write, WriteKind, property_text
 from shopbotly.crm_writer.runtime import ConnectionRuntime
@@ -159,7 +160,7 @@ def crm_reason(body: Any, expression: str | None = None) -> str:
 
 def _rule_outcome(status: int, body: Any, responses: GenericResponses | None) -> ResponseOutcome | None:
     for rule in responses.rules if responses is not None else ():
-        if status in rule.status and (rule.when is None or _search(rule.when, body)):
+        if status in rule.status and (rule.when is None or truthy(_search(rule.when, body))):
             return rule.outcome
     return None
 
