@@ -79,7 +79,7 @@ async def _set_up(client: httpx.AsyncClient) -> None:
     """What `shopbotly connections setup --apply` creates in the emulator's fresh portal for a HubSpot
     connection with default options (the tags property, the unique command-id property, ...)."""
     from shopbotly.common.config.crm_kinds.hubspot import HubSpotOptions
-    from shopbotly.crm_writer.schema import hubspot_definition, owned_hubspot_properties
+    from shopbotly.crm_writer.schema.hubspot import hubspot_definition, owned_hubspot_properties
 
     for prop in owned_hubspot_properties(HubSpotOptions()):
         response = await client.post(

@@ -23,8 +23,8 @@ from shopbotly.common.config._mapping import PRESET_NAMES
 from shopbotly.common.config.crm_kinds.hubspot import HubSpotOptions
 from shopbotly.crm_emulator import EmulatorSettings, create_app
 from shopbotly.crm_emulator.hubspot_properties import standard_definitions
-from shopbotly.crm_writer.schema import (
-    FetchedSchema,
+from shopbotly.crm_writer.schema import FetchedSchema
+from shopbotly.crm_writer.schema.hubspot import (
     hubspot_definition,
     owned_hubspot_properties,
     parse_hubspot_properties,
@@ -260,3 +260,24 @@ async def test_the_documented_setup_runs_against_a_fresh_portal(
         args = [str(config) if a == "config/shopbotly.yaml" else a for a in args]
         result = await cli(*args)
         assert result.exit_code == expected, (args, result.output)
+
+
+async def test_a_kind_without_a_schema_is_not_checked_and_the_kinds_that_have_one_are_named(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "shopbotly.yaml"
+    config.write_text(
+        """
+tenants:
+  acme:
+    connections:
+      crm: {kind: generic, base_url: "http://127.0.0.1:1"}
+    mapping: {default_connection: crm}
+"""
+    )
+    result = await asyncio.to_thread(
+        CliRunner().invoke, app, ["connections", "check", "--config", str(config)], catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    assert "no connection to check: only kinds with a schema have one (hubspot, salesforce)" in result.output
+    assert "0 properties checked" in result.output

@@ -29,8 +29,8 @@ from shopbotly.common.config.crm_kinds.salesforce import SalesforceOptions
 from shopbotly.crm_emulator import EmulatorSettings, create_app
 from shopbotly.crm_emulator.salesforce_describe import standard_fields
 from shopbotly.crm_emulator.salesforce_tooling import field_from_metadata
-from shopbotly.crm_writer.schema import (
-    FetchedSchema,
+from shopbotly.crm_writer.schema import FetchedSchema
+from shopbotly.crm_writer.schema.salesforce import (
     owned_salesforce_fields,
     parse_salesforce_describe,
     salesforce_definition,

@@ -204,7 +204,7 @@ def _uses_record_id(call: _Call) -> bool:
     return "record_id" in orjson.dumps([call.path, call.query, call.body]).decode()
 
 
-class GenericConnector(Connector[GenericOptions], kind="generic"):
+class GenericConnector(Connector[GenericOptions], kind="generic", schema=None):
     def __init__(self, runtime: ConnectionRuntime) -> None:
         super().__init__(runtime)
         cfg = runtime.config

@@ -41,6 +41,7 @@ from shopbotly.crm_writer.connectors.base import Connector, ContactCache, Contac
 from shopbotly.crm_writer.connectors.refused import RefusedProperties
 from shopbotly.crm_writer.domain import Write, WriteKind, property_text, split_multi, union_tags
 from shopbotly.crm_writer.runtime import BatchQueue, ConnectionRuntime, Permit
+from shopbotly.crm_writer.schema.salesforce import SalesforceSchema
 from shopbotly.crm_writer.verdict import Quota, Verdict, VerdictKind, parse_retry_after
 
 __all__ = [
@@ -187,7 +188,7 @@ class _Upserted:
     dropped: tuple[str, ...] = ()
 
 
-class SalesforceConnector(Connector[SalesforceOptions], kind="salesforce"):
+class SalesforceConnector(Connector[SalesforceOptions], kind="salesforce", schema=SalesforceSchema):
     def __init__(self, runtime: ConnectionRuntime) -> None:
         super().__init__(runtime)
         cfg = runtime.config

@@ -1,0 +1,171 @@
+"""HubSpot's schema (Properties API): what `connections check|setup` reads and creates on a portal."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, ClassVar
+
+from shopbotly.common.config.crm_kinds.hubspot import HubSpotOptions
+from shopbotly.common.events import CommandOp
+from shopbotly.crm_writer.schema import CommandShape, CrmProperty, CrmSchema, OwnedProperty, Target
+
+__all__ = [
+    "OWNED_HUBSPOT_PROPERTIES",
+    "HubSpotSchema",
+    "hubspot_definition",
+    "owned_hubspot_properties",
+    "parse_hubspot_properties",
+]
+
+
+class HubSpotSchema(CrmSchema[HubSpotOptions]):
+    """A portal's properties: `GET /crm/v3/properties/{objectType}`, created by `POST` there."""
+
+    record_object: ClassVar[str] = "contacts"
+
+    def targets(self, command: CommandShape) -> list[Target]:
+        return _hubspot_targets(self.options, command)
+
+    def owned(self, wanted: Iterable[tuple[str, str]] = ()) -> list[OwnedProperty]:
+        return owned_hubspot_properties(self.options, wanted)
+
+    def describe_url(self, base: str, object_type: str) -> str:
+        return f"{base}/crm/v3/properties/{object_type}"
+
+    def parse(self, body: Any) -> dict[str, CrmProperty]:
+        return parse_hubspot_properties(body)
+
+    def create_request(self, base: str, prop: OwnedProperty) -> tuple[str, dict[str, Any]]:
+        return f"{base}/crm/v3/properties/{prop.object_type}", hubspot_definition(prop)
+
+
+def parse_hubspot_properties(body: Any) -> dict[str, CrmProperty]:
+    """`GET /crm/v3/properties/{objectType}` → property name → CrmProperty."""
+    out: dict[str, CrmProperty] = {}
+    for p in (body or {}).get("results", []) if isinstance(body, dict) else []:
+        if not isinstance(p, dict) or not p.get("name"):
+            continue
+        meta = p.get("modificationMetadata") or {}
+        type_ = str(p.get("type") or "string")
+        options = None
+        if type_ == "enumeration" and not p.get("externalOptions") and p.get("options"):
+            options = frozenset(str(o.get("value")) for o in p["options"] if isinstance(o, dict))
+        out[str(p["name"])] = CrmProperty(
+            name=str(p["name"]),
+            type=type_,
+            writable=not meta.get("readOnlyValue", False) and not p.get("calculated", False),
+            options=options,
+            unique=bool(p.get("hasUniqueValue")),
+            multi=p.get("fieldType") == "checkbox",
+        )
+    return out
+
+
+OWNED_HUBSPOT_PROPERTIES: tuple[OwnedProperty, ...] = (
+    # Written by the presets; names start with `shopbotly_` so they never clash with a portal's own.
+    OwnedProperty(
+        "contacts",
+        "shopbotly_tags",
+        "ShopBotly tags",
+        "string",
+        "textarea",
+        description="Tags ShopBotly adds, ';'-separated (crm-writer merges them as a union).",
+    ),
+    OwnedProperty("contacts", "shopbotly_consent", "ShopBotly consent"),
+    OwnedProperty("contacts", "shopbotly_conversation_id", "ShopBotly conversation id"),
+    OwnedProperty("contacts", "shopbotly_last_message_at", "ShopBotly last message at", "datetime", "date"),
+    OwnedProperty("contacts", "shopbotly_intent_score", "ShopBotly intent score", "number", "number"),
+    OwnedProperty("contacts", "shopbotly_shopify_customer_id", "Shopify customer id"),
+    OwnedProperty("contacts", "shopbotly_marketing_consent", "Shopify e-mail marketing consent"),
+    OwnedProperty("contacts", "shopbotly_stripe_customer_id", "Stripe customer id"),
+    OwnedProperty("contacts", "shopbotly_intercom_conversation_id", "Intercom conversation id"),
+    OwnedProperty(
+        "tickets",
+        "shopbotly_last_reply",
+        "ShopBotly last reply",
+        "string",
+        "textarea",
+        description="The agent's last reply; its changes notify the chatbot.",
+    ),
+)
+_COMMAND_ID_LABEL = "ShopBotly command id"
+
+
+def owned_hubspot_properties(
+    options: HubSpotOptions, wanted: Iterable[tuple[str, str]] = ()
+) -> list[OwnedProperty]:
+    """What `connections setup` creates on a HubSpot connection: the command-id property on notes and
+    tickets (unique), the tags property, the owned properties above, and any other `shopbotly_*` property
+    the mapping writes (`wanted`: (object type, name); created as text)."""
+    out: dict[tuple[str, str], OwnedProperty] = {}
+    for object_type in ("notes", "tickets"):
+        out[(object_type, options.command_id_property)] = OwnedProperty(
+            object_type,
+            options.command_id_property,
+            _COMMAND_ID_LABEL,
+            unique=True,
+            description="The id of the ShopBotly command that wrote this record (idempotent retries).",
+        )
+    for p in OWNED_HUBSPOT_PROPERTIES:
+        if p.name == "shopbotly_tags":
+            p = OwnedProperty(
+                p.object_type, options.tags_property, p.label, p.type, p.field_type, description=p.description
+            )
+        out.setdefault((p.object_type, p.name), p)
+    for object_type, name in wanted:
+        if name.startswith("shopbotly_"):
+            out.setdefault((object_type, name), OwnedProperty(object_type, name, name.replace("_", " ")))
+    return list(out.values())
+
+
+def hubspot_definition(prop: OwnedProperty) -> dict[str, Any]:
+    """The `POST /crm/v3/properties/{objectType}` body of an owned property."""
+    body: dict[str, Any] = {
+        "name": prop.name,
+        "label": prop.label,
+        "type": prop.type,
+        "fieldType": prop.field_type,
+        "groupName": _GROUPS[prop.object_type],
+        "description": prop.description,
+        "formField": False,
+    }
+    if prop.unique:
+        body["hasUniqueValue"] = True
+    return body
+
+
+_GROUPS = {"contacts": "contactinformation", "tickets": "ticketinformation", "notes": "engagement"}
+
+
+def _hubspot_targets(o: HubSpotOptions, c: CommandShape) -> list[Target]:
+    out: list[Target] = []
+    if c.op in (CommandOp.UPSERT_CONTACT, CommandOp.UPSERT_LEAD, CommandOp.ADD_TAGS):
+        out += [Target("contacts", f.name, f.name, f.kind, f.values) for f in c.fields]
+        if c.tags:
+            out.append(Target("contacts", o.tags_property, "tags", "text"))
+    elif c.op in (CommandOp.ADD_NOTE, CommandOp.ATTACH_ORDER):
+        out += [
+            Target("notes", "hs_note_body", "body", "text"),
+            Target("notes", "hs_timestamp", "(command time)", "datetime"),
+            Target("notes", o.command_id_property, "(command id)", "text"),
+        ]
+    elif c.op is CommandOp.CREATE_TICKET:
+        allowed = set(o.ticket_properties)
+        out += [
+            Target("tickets", "subject", "subject", "text"),
+            Target("tickets", "content", "body", "text"),
+            Target("tickets", "hs_pipeline", "(ticket_pipeline option)", "text", (o.ticket_pipeline,)),
+            Target("tickets", "hs_pipeline_stage", "(ticket_stage option)", "text", (o.ticket_stage,)),
+            Target("tickets", o.command_id_property, "(command id)", "text"),
+        ]
+        for f in c.fields:
+            name = o.ticket_field_map.get(f.name, f.name)
+            if name in ("subject", "content"):
+                continue
+            not_sent = (
+                None if name in allowed else "not in ticket_properties: appended to the ticket's content"
+            )
+            out.append(Target("tickets", name, f.name, f.kind, f.values, not_sent))
+        if c.tags:
+            out.append(Target("contacts", o.tags_property, "tags", "text"))
+    return out
