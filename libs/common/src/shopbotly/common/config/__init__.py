@@ -1,7 +1,7 @@
 """The tenants configuration file (`config/shopbotly.yaml`): models, loader and JSON Schema export.
 
 Errors name the file, the field path and what was expected, e.g.
-`config/shopbotly.yaml: tenants.demo.sources.shop.kind: expected one of 'shopify', ... (got 'shopfy')`.
+`config/shopbotly.yaml: tenants.demo.sources.shop.kind: unknown source kind 'shopfy'; known kinds: ...`.
 """
 
 from __future__ import annotations
