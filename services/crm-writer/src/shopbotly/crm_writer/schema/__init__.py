@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import abc
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Literal, TypeVar, cast
 
@@ -33,6 +33,7 @@ __all__ = [
     "OwnedProperty",
     "Target",
     "ValueKind",
+    "parse_described",
     "problem",
 ]
 
@@ -54,6 +55,14 @@ class CrmProperty:
 
 
 ObjectSchema = Mapping[str, CrmProperty]
+
+
+def parse_described(
+    body: Any, key: str, read: Callable[[dict[str, Any]], CrmProperty]
+) -> dict[str, CrmProperty]:
+    """A CRM's description of an object type (its `key` list of named entries, each `read`) → property."""
+    entries = body.get(key) if isinstance(body, dict) else None
+    return {str(e["name"]): read(e) for e in entries or [] if isinstance(e, dict) and e.get("name")}
 
 
 @dataclass(frozen=True)

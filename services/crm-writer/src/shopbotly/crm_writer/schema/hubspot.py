@@ -7,7 +7,14 @@ from typing import Any, ClassVar
 
 from shopbotly.common.config.crm_kinds.hubspot import HubSpotOptions
 from shopbotly.common.events import CommandOp
-from shopbotly.crm_writer.schema import CommandShape, CrmProperty, CrmSchema, OwnedProperty, Target
+from shopbotly.crm_writer.schema import (
+    CommandShape,
+    CrmProperty,
+    CrmSchema,
+    OwnedProperty,
+    Target,
+    parse_described,
+)
 
 __all__ = [
     "OWNED_HUBSPOT_PROPERTIES",
@@ -18,47 +25,25 @@ __all__ = [
 ]
 
 
-class HubSpotSchema(CrmSchema[HubSpotOptions]):
-    """A portal's properties: `GET /crm/v3/properties/{objectType}`, created by `POST` there."""
-
-    record_object: ClassVar[str] = "contacts"
-
-    def targets(self, command: CommandShape) -> list[Target]:
-        return _hubspot_targets(self.options, command)
-
-    def owned(self, wanted: Iterable[tuple[str, str]] = ()) -> list[OwnedProperty]:
-        return owned_hubspot_properties(self.options, wanted)
-
-    def describe_url(self, base: str, object_type: str) -> str:
-        return f"{base}/crm/v3/properties/{object_type}"
-
-    def parse(self, body: Any) -> dict[str, CrmProperty]:
-        return parse_hubspot_properties(body)
-
-    def create_request(self, base: str, prop: OwnedProperty) -> tuple[str, dict[str, Any]]:
-        return f"{base}/crm/v3/properties/{prop.object_type}", hubspot_definition(prop)
-
-
 def parse_hubspot_properties(body: Any) -> dict[str, CrmProperty]:
     """`GET /crm/v3/properties/{objectType}` → property name → CrmProperty."""
-    out: dict[str, CrmProperty] = {}
-    for p in (body or {}).get("results", []) if isinstance(body, dict) else []:
-        if not isinstance(p, dict) or not p.get("name"):
-            continue
-        meta = p.get("modificationMetadata") or {}
-        type_ = str(p.get("type") or "string")
-        options = None
-        if type_ == "enumeration" and not p.get("externalOptions") and p.get("options"):
-            options = frozenset(str(o.get("value")) for o in p["options"] if isinstance(o, dict))
-        out[str(p["name"])] = CrmProperty(
-            name=str(p["name"]),
-            type=type_,
-            writable=not meta.get("readOnlyValue", False) and not p.get("calculated", False),
-            options=options,
-            unique=bool(p.get("hasUniqueValue")),
-            multi=p.get("fieldType") == "checkbox",
-        )
-    return out
+    return parse_described(body, "results", _property)
+
+
+def _property(p: dict[str, Any]) -> CrmProperty:
+    meta = p.get("modificationMetadata") or {}
+    type_ = str(p.get("type") or "string")
+    options = None
+    if type_ == "enumeration" and not p.get("externalOptions") and p.get("options"):
+        options = frozenset(str(o.get("value")) for o in p["options"] if isinstance(o, dict))
+    return CrmProperty(
+        name=str(p["name"]),
+        type=type_,
+        writable=not meta.get("readOnlyValue", False) and not p.get("calculated", False),
+        options=options,
+        unique=bool(p.get("hasUniqueValue")),
+        multi=p.get("fieldType") == "checkbox",
+    )
 
 
 OWNED_HUBSPOT_PROPERTIES: tuple[OwnedProperty, ...] = (
@@ -137,35 +122,52 @@ def hubspot_definition(prop: OwnedProperty) -> dict[str, Any]:
 _GROUPS = {"contacts": "contactinformation", "tickets": "ticketinformation", "notes": "engagement"}
 
 
-def _hubspot_targets(o: HubSpotOptions, c: CommandShape) -> list[Target]:
-    out: list[Target] = []
-    if c.op in (CommandOp.UPSERT_CONTACT, CommandOp.UPSERT_LEAD, CommandOp.ADD_TAGS):
-        out += [Target("contacts", f.name, f.name, f.kind, f.values) for f in c.fields]
-        if c.tags:
-            out.append(Target("contacts", o.tags_property, "tags", "text"))
-    elif c.op in (CommandOp.ADD_NOTE, CommandOp.ATTACH_ORDER):
-        out += [
-            Target("notes", "hs_note_body", "body", "text"),
-            Target("notes", "hs_timestamp", "(command time)", "datetime"),
-            Target("notes", o.command_id_property, "(command id)", "text"),
-        ]
-    elif c.op is CommandOp.CREATE_TICKET:
-        allowed = set(o.ticket_properties)
-        out += [
-            Target("tickets", "subject", "subject", "text"),
-            Target("tickets", "content", "body", "text"),
-            Target("tickets", "hs_pipeline", "(ticket_pipeline option)", "text", (o.ticket_pipeline,)),
-            Target("tickets", "hs_pipeline_stage", "(ticket_stage option)", "text", (o.ticket_stage,)),
-            Target("tickets", o.command_id_property, "(command id)", "text"),
-        ]
-        for f in c.fields:
-            name = o.ticket_field_map.get(f.name, f.name)
-            if name in ("subject", "content"):
-                continue
-            not_sent = (
-                None if name in allowed else "not in ticket_properties: appended to the ticket's content"
-            )
-            out.append(Target("tickets", name, f.name, f.kind, f.values, not_sent))
-        if c.tags:
-            out.append(Target("contacts", o.tags_property, "tags", "text"))
-    return out
+class HubSpotSchema(CrmSchema[HubSpotOptions]):
+    """A portal's properties: `GET /crm/v3/properties/{objectType}`, created by `POST` there."""
+
+    record_object: ClassVar[str] = "contacts"
+
+    def targets(self, command: CommandShape) -> list[Target]:
+        o, c = self.options, command
+        out: list[Target] = []
+        if c.op in (CommandOp.UPSERT_CONTACT, CommandOp.UPSERT_LEAD, CommandOp.ADD_TAGS):
+            out += [Target("contacts", f.name, f.name, f.kind, f.values) for f in c.fields]
+            if c.tags:
+                out.append(Target("contacts", o.tags_property, "tags", "text"))
+        elif c.op in (CommandOp.ADD_NOTE, CommandOp.ATTACH_ORDER):
+            out += [
+                Target("notes", "hs_note_body", "body", "text"),
+                Target("notes", "hs_timestamp", "(command time)", "datetime"),
+                Target("notes", o.command_id_property, "(command id)", "text"),
+            ]
+        elif c.op is CommandOp.CREATE_TICKET:
+            allowed = set(o.ticket_properties)
+            out += [
+                Target("tickets", "subject", "subject", "text"),
+                Target("tickets", "content", "body", "text"),
+                Target("tickets", "hs_pipeline", "(ticket_pipeline option)", "text", (o.ticket_pipeline,)),
+                Target("tickets", "hs_pipeline_stage", "(ticket_stage option)", "text", (o.ticket_stage,)),
+                Target("tickets", o.command_id_property, "(command id)", "text"),
+            ]
+            for f in c.fields:
+                name = o.ticket_field_map.get(f.name, f.name)
+                if name in ("subject", "content"):
+                    continue
+                not_sent = (
+                    None if name in allowed else "not in ticket_properties: appended to the ticket's content"
+                )
+                out.append(Target("tickets", name, f.name, f.kind, f.values, not_sent))
+            if c.tags:
+                out.append(Target("contacts", o.tags_property, "tags", "text"))
+        return out
+
+    def owned(self, wanted: Iterable[tuple[str, str]] = ()) -> list[OwnedProperty]:
+        return owned_hubspot_properties(self.options, wanted)
+
+    def describe_url(self, base: str, object_type: str) -> str:
+        return f"{base}/crm/v3/properties/{object_type}"
+
+    parse = staticmethod(parse_hubspot_properties)
+
+    def create_request(self, base: str, prop: OwnedProperty) -> tuple[str, dict[str, Any]]:
+        return f"{base}/crm/v3/properties/{prop.object_type}", hubspot_definition(prop)

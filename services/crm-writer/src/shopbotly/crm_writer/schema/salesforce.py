@@ -10,7 +10,14 @@ import httpx
 
 from shopbotly.common.config.crm_kinds.salesforce import SalesforceOptions
 from shopbotly.common.events import CommandOp
-from shopbotly.crm_writer.schema import CommandShape, CrmProperty, CrmSchema, OwnedProperty, Target
+from shopbotly.crm_writer.schema import (
+    CommandShape,
+    CrmProperty,
+    CrmSchema,
+    OwnedProperty,
+    Target,
+    parse_described,
+)
 
 __all__ = [
     "SalesforceSchema",
@@ -21,71 +28,29 @@ __all__ = [
 ]
 
 
-class SalesforceSchema(CrmSchema[SalesforceOptions]):
-    """An org's fields: `GET .../sobjects/{SObject}/describe`; custom fields created through the Tooling API
-    (`POST .../tooling/sobjects/CustomField`), or by an admin in Setup as the dry run says."""
-
-    created_note: ClassVar[str | None] = (
-        "Tooling API; in a real org grant it to the integration user (a permission set's field-level "
-        "security), then `shopbotly connections check`"
-    )
-    exists_note: ClassVar[str] = (
-        "the org says so; if `check` lists it missing, grant the integration user field-level security"
-    )
-
-    def targets(self, command: CommandShape) -> list[Target]:
-        return _salesforce_targets(self.options, command)
-
-    def owned(self, wanted: Iterable[tuple[str, str]] = ()) -> list[OwnedProperty]:
-        return owned_salesforce_fields(self.options, wanted)
-
-    def describe_url(self, base: str, object_type: str) -> str:
-        return f"{base}/services/data/{self.options.api_version}/sobjects/{object_type}/describe"
-
-    def parse(self, body: Any) -> dict[str, CrmProperty]:
-        return parse_salesforce_describe(body)
-
-    def create_request(self, base: str, prop: OwnedProperty) -> tuple[str, dict[str, Any]]:
-        # Custom fields are metadata: the Tooling API's CustomField object creates one.
-        url = f"{base}/services/data/{self.options.api_version}/tooling/sobjects/CustomField"
-        return url, salesforce_definition(prop)
-
-    def instruction(self, prop: OwnedProperty) -> str:
-        return salesforce_setup_instruction(prop)
-
-    def api_base(self, instance_url: str | None) -> str:
-        base = super().api_base(instance_url)
-        return (instance_url or base).rstrip("/") if self.options.use_instance_url else base
-
-    def already_exists(self, response: httpx.Response) -> bool:
-        # Created meanwhile, or hidden from the integration user by field-level security.
-        return super().already_exists(response) or "DUPLICATE_DEVELOPER_NAME" in response.text
-
-
 def parse_salesforce_describe(body: Any) -> dict[str, CrmProperty]:
     """`GET /services/data/vXX.X/sobjects/{SObject}/describe` → field name → CrmProperty."""
-    out: dict[str, CrmProperty] = {}
-    for f in (body or {}).get("fields", []) if isinstance(body, dict) else []:
-        if not isinstance(f, dict) or not f.get("name"):
-            continue
-        type_ = str(f.get("type") or "string")
-        options = None
-        if type_ in ("picklist", "multipicklist") and f.get("restrictedPicklist"):
-            options = frozenset(
-                str(v.get("value"))
-                for v in f.get("picklistValues") or []
-                if isinstance(v, dict) and v.get("active")
-            )
-        out[str(f["name"])] = CrmProperty(
-            name=str(f["name"]),
-            type=type_,
-            # Upserts create and update: a field ShopBotly writes must be both.
-            writable=bool(f.get("createable") and f.get("updateable")),
-            options=options,
-            unique=bool(f.get("unique") or f.get("externalId")),
-            multi=type_ == "multipicklist",
+    return parse_described(body, "fields", _field)
+
+
+def _field(f: dict[str, Any]) -> CrmProperty:
+    type_ = str(f.get("type") or "string")
+    options = None
+    if type_ in ("picklist", "multipicklist") and f.get("restrictedPicklist"):
+        options = frozenset(
+            str(v.get("value"))
+            for v in f.get("picklistValues") or []
+            if isinstance(v, dict) and v.get("active")
         )
-    return out
+    return CrmProperty(
+        name=str(f["name"]),
+        type=type_,
+        # Upserts create and update: a field ShopBotly writes must be both.
+        writable=bool(f.get("createable") and f.get("updateable")),
+        options=options,
+        unique=bool(f.get("unique") or f.get("externalId")),
+        multi=type_ == "multipicklist",
+    )
 
 
 def owned_salesforce_fields(
@@ -148,38 +113,78 @@ def salesforce_definition(prop: OwnedProperty) -> dict[str, Any]:
     return {"FullName": f"{prop.object_type}.{prop.name}", "Metadata": metadata}
 
 
-def _salesforce_targets(o: SalesforceOptions, c: CommandShape) -> list[Target]:
-    out: list[Target] = []
+class SalesforceSchema(CrmSchema[SalesforceOptions]):
+    """An org's fields: `GET .../sobjects/{SObject}/describe`; custom fields created through the Tooling API
+    (`POST .../tooling/sobjects/CustomField`), or by an admin in Setup as the dry run says."""
 
-    def mapped(sobject: str, field_map: Mapping[str, str]) -> None:
-        for f in c.fields:
-            name = field_map.get(f.name) or (f.name if f.name.endswith("__c") else None)
-            if name is None:
-                out.append(Target(sobject, f.name, f.name, f.kind, f.values, "no field map entry: not sent"))
-            elif name != o.external_id_field:
-                out.append(Target(sobject, name, f.name, f.kind, f.values))
+    created_note: ClassVar[str | None] = (
+        "Tooling API; in a real org grant it to the integration user (a permission set's field-level "
+        "security), then `shopbotly connections check`"
+    )
+    exists_note: ClassVar[str] = (
+        "the org says so; if `check` lists it missing, grant the integration user field-level security"
+    )
 
-    if c.op in (CommandOp.UPSERT_CONTACT, CommandOp.ADD_TAGS, CommandOp.UPSERT_LEAD):
-        is_lead = c.op is CommandOp.UPSERT_LEAD
-        sobject = o.lead_sobject if is_lead else o.contact_sobject
-        out.append(Target(sobject, o.external_id_field, "(identity)", "text"))
-        mapped(sobject, o.lead_field_map if is_lead else o.contact_field_map)
-        if c.tags and o.tags_field:
-            out.append(Target(sobject, o.tags_field, "tags", "text"))
-        elif c.tags:
-            dropped = f"no tags_field option: tags are dropped (unknown_properties: {o.unknown_properties})"
-            out.append(Target(sobject, "(tags)", "tags", "text", (), dropped))
-    elif c.op in (CommandOp.ADD_NOTE, CommandOp.ATTACH_ORDER):
-        out += [
-            Target(o.note_sobject, n, "(connector)", "text")
-            for n in ("Subject", "Description", "WhoId", "Status")
-        ]
-    elif c.op is CommandOp.CREATE_TICKET:
-        out += [
-            Target(o.ticket_sobject, n, "(connector)", "text")
-            for n in ("Subject", "Description", "ContactId", "Origin")
-        ]
-        if o.ticket_external_id_field:
-            out.append(Target(o.ticket_sobject, o.ticket_external_id_field, "(command id)", "text"))
-        mapped(o.ticket_sobject, o.ticket_field_map)
-    return out
+    def targets(self, command: CommandShape) -> list[Target]:
+        o, c = self.options, command
+        out: list[Target] = []
+
+        def mapped(sobject: str, field_map: Mapping[str, str]) -> None:
+            for f in c.fields:
+                name = field_map.get(f.name) or (f.name if f.name.endswith("__c") else None)
+                if name is None:
+                    unmapped = "no field map entry: not sent"
+                    out.append(Target(sobject, f.name, f.name, f.kind, f.values, unmapped))
+                elif name != o.external_id_field:
+                    out.append(Target(sobject, name, f.name, f.kind, f.values))
+
+        if c.op in (CommandOp.UPSERT_CONTACT, CommandOp.ADD_TAGS, CommandOp.UPSERT_LEAD):
+            is_lead = c.op is CommandOp.UPSERT_LEAD
+            sobject = o.lead_sobject if is_lead else o.contact_sobject
+            out.append(Target(sobject, o.external_id_field, "(identity)", "text"))
+            mapped(sobject, o.lead_field_map if is_lead else o.contact_field_map)
+            if c.tags and o.tags_field:
+                out.append(Target(sobject, o.tags_field, "tags", "text"))
+            elif c.tags:
+                dropped = (
+                    f"no tags_field option: tags are dropped (unknown_properties: {o.unknown_properties})"
+                )
+                out.append(Target(sobject, "(tags)", "tags", "text", (), dropped))
+        elif c.op in (CommandOp.ADD_NOTE, CommandOp.ATTACH_ORDER):
+            out += [
+                Target(o.note_sobject, n, "(connector)", "text")
+                for n in ("Subject", "Description", "WhoId", "Status")
+            ]
+        elif c.op is CommandOp.CREATE_TICKET:
+            out += [
+                Target(o.ticket_sobject, n, "(connector)", "text")
+                for n in ("Subject", "Description", "ContactId", "Origin")
+            ]
+            if o.ticket_external_id_field:
+                out.append(Target(o.ticket_sobject, o.ticket_external_id_field, "(command id)", "text"))
+            mapped(o.ticket_sobject, o.ticket_field_map)
+        return out
+
+    def owned(self, wanted: Iterable[tuple[str, str]] = ()) -> list[OwnedProperty]:
+        return owned_salesforce_fields(self.options, wanted)
+
+    def describe_url(self, base: str, object_type: str) -> str:
+        return f"{base}/services/data/{self.options.api_version}/sobjects/{object_type}/describe"
+
+    parse = staticmethod(parse_salesforce_describe)
+
+    def create_request(self, base: str, prop: OwnedProperty) -> tuple[str, dict[str, Any]]:
+        # Custom fields are metadata: the Tooling API's CustomField object creates one.
+        url = f"{base}/services/data/{self.options.api_version}/tooling/sobjects/CustomField"
+        return url, salesforce_definition(prop)
+
+    def instruction(self, prop: OwnedProperty) -> str:
+        return salesforce_setup_instruction(prop)
+
+    def api_base(self, instance_url: str | None) -> str:
+        base = super().api_base(instance_url)
+        return (instance_url or base).rstrip("/") if self.options.use_instance_url else base
+
+    def already_exists(self, response: httpx.Response) -> bool:
+        # Created meanwhile, or hidden from the integration user by field-level security.
+        return super().already_exists(response) or "DUPLICATE_DEVELOPER_NAME" in response.text
