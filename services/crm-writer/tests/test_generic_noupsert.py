@@ -23,6 +23,7 @@ from shopbotly.testkit.crm_writer import (
     TopicReader,
     command_record,
     count_results,
+    crm_command,
     produce,
     results_of,
     running,
@@ -54,17 +55,7 @@ def config(base_url: str, token_file: Path, **operation: Any) -> ShopbotlyConfig
 
 
 def command(n: int, op: CommandOp, identity: str, **kw: Any) -> CrmCommand:
-    return CrmCommand(
-        command_id=f"c{n}",
-        tenant="demo",
-        connection="crm",
-        identity=identity,
-        op=op,
-        causation_event_id=f"e{n}",
-        rule_id="r",
-        mapping_version="1",
-        **kw,
-    )
+    return crm_command(n, op, identity, tenant="demo", **kw)
 
 
 def header(record: Any, name: str) -> str:

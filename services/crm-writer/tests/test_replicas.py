@@ -26,6 +26,7 @@ from shopbotly.testkit.crm_writer import (
     TopicReader,
     command_record,
     count_results,
+    crm_command,
     produce,
     results_of,
     sequential_model,
@@ -61,15 +62,15 @@ def _config(
 
 
 def _command(tag: str, who: str, op: CommandOp, **kw: Any) -> CrmCommand:
-    return CrmCommand(
+    return crm_command(
+        tag,
+        op,
+        who,
         command_id=f"cmd_{tag}_{who}",
         tenant="t1",
         connection="hs",
-        identity=who,
-        op=op,
         causation_event_id=f"evt_{tag}_{who}",
         rule_id="replicas",
-        mapping_version="1",
         trace_id=f"trace_{tag}",
         received_at=None,
         **kw,

@@ -29,7 +29,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from shopbotly.common.events import CommandOp, CommandResult, CrmCommand, Headers, message_headers
 from shopbotly.common.kafka import KafkaSettings, make_consumer, make_producer
 from shopbotly.common.topics import Topic
-from shopbotly.crm_writer.domain import property_text, union_tags
+from shopbotly.crm_writer.domain import Write, WriteKind, property_text, union_tags
 from shopbotly.crm_writer.engine import Writer
 from shopbotly.crm_writer.settings import Settings
 
@@ -43,8 +43,10 @@ __all__ = [
     "actual_state",
     "command_record",
     "count_results",
+    "crm_command",
     "max_in_window",
     "mixed_commands",
+    "one_write",
     "produce",
     "results_of",
     "running",
@@ -620,21 +622,46 @@ def mixed_commands(
             op = CommandOp.CREATE_TICKET
             kw["body"] = f"ticket {i}\ndetails"
         out.append(
-            CrmCommand(
+            crm_command(
+                i,
+                op,
+                who,
                 command_id=f"cmd_{seed}_{i:05d}",
                 tenant=tenant,
                 connection=connection,
-                identity=who,
-                op=op,
                 causation_event_id=f"evt_{seed}_{i}",
                 rule_id="it",
-                mapping_version="1",
                 trace_id=f"trace{i}",
                 received_at=None,
                 **kw,
             )
         )
     return out
+
+
+def crm_command(
+    n: int | str = 0, op: CommandOp = CommandOp.UPSERT_CONTACT, identity: str = "a@x.io", **fields: Any
+) -> CrmCommand:
+    """A command as the mapper emits it: `c{n}`, caused by event `e{n}`, tenant `t`, connection `crm`, unless
+    `fields` say otherwise."""
+    values: dict[str, Any] = {
+        "command_id": f"c{n}",
+        "tenant": "t",
+        "connection": "crm",
+        "identity": identity,
+        "op": op,
+        "causation_event_id": f"e{n}",
+        "rule_id": "r",
+        "mapping_version": "1",
+    }
+    return CrmCommand(**(values | fields))
+
+
+def one_write(cmd: CrmCommand, kind: WriteKind, partition: int = 0) -> Write:
+    """The write of one command, as the lanes hand it to a connector."""
+    write = Write(kind, cmd.tenant, cmd.connection, cmd.identity)
+    write.absorb(cmd, partition)
+    return write
 
 
 def results_of(reader: TopicReader) -> dict[str, CommandResult]:
