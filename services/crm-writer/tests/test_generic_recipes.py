@@ -17,7 +17,7 @@ from shopbotly.common.config.crm_kinds.generic import GenericOptions
 from shopbotly.common.errors import AuthError, PermanentError
 from shopbotly.common.events import CommandOp
 from shopbotly.crm_writer.connectors.generic import GenericConnector, classify_generic, crm_reason
-from shopbotly.crm_writer.domain import Write, WriteKind
+from shopbotly.crm_writer.domain import Write
 from shopbotly.crm_writer.verdict import VerdictKind
 from shopbotly.testkit.crm_writer import crm_command, one_write
 
@@ -33,10 +33,7 @@ def documented_recipes() -> dict[str, Any]:
 
 
 def write(n: int, op: CommandOp, identity: str = "ann@example.com", **kw: Any) -> Write:
-    kind = {CommandOp.ADD_NOTE: WriteKind.NOTE, CommandOp.UPSERT_LEAD: WriteKind.LEAD}.get(
-        op, WriteKind.CONTACT
-    )
-    return one_write(crm_command(n, op, identity, **kw), kind)
+    return one_write(crm_command(n, op, identity, **kw))
 
 
 class FakeCrm:

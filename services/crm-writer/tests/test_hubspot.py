@@ -40,12 +40,8 @@ def write(identity: str, op: CommandOp = CommandOp.UPSERT_CONTACT, i: int = 0, *
     cmd = crm_command(
         i, op, identity, command_id=f"cmd-{identity}-{i}", causation_event_id="e", connection="hs", **kw
     )
-    kind = {
-        CommandOp.ADD_NOTE: WriteKind.NOTE,
-        CommandOp.CREATE_TICKET: WriteKind.TICKET,
-        CommandOp.ATTACH_ORDER: WriteKind.ORDER,
-    }.get(op, WriteKind.CONTACT)
-    return one_write(cmd, kind)
+    # HubSpot has no lead object: a lead is a contact.
+    return one_write(cmd, WriteKind.CONTACT if op is CommandOp.UPSERT_LEAD else None)
 
 
 async def test_concurrent_contacts_go_out_in_one_batch(make_runtime: Any) -> None:

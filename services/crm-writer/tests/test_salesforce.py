@@ -19,7 +19,7 @@ from shopbotly.common.events import CommandOp
 from shopbotly.crm_emulator import EmulatorSettings, create_app
 from shopbotly.crm_writer.circuit import CircuitState
 from shopbotly.crm_writer.connectors.salesforce import PLACEHOLDER, SalesforceConnector
-from shopbotly.crm_writer.domain import Write, WriteKind
+from shopbotly.crm_writer.domain import Write
 from shopbotly.crm_writer.metrics import DROPPED_PROPERTIES
 from shopbotly.testkit.crm_emulator import Clock, Emulator
 from shopbotly.testkit.crm_writer import crm_command, one_write
@@ -178,12 +178,7 @@ def write(identity: str, op: CommandOp = CommandOp.UPSERT_CONTACT, i: int = 0, *
     cmd = crm_command(
         i, op, identity, command_id=f"c-{identity}-{i}", causation_event_id="e", connection="sf", **kw
     )
-    kind = {
-        CommandOp.UPSERT_LEAD: WriteKind.LEAD,
-        CommandOp.ADD_NOTE: WriteKind.NOTE,
-        CommandOp.CREATE_TICKET: WriteKind.TICKET,
-    }.get(op, WriteKind.CONTACT)
-    return one_write(cmd, kind)
+    return one_write(cmd)
 
 
 async def test_collections_upsert_batches_and_maps_per_record_results(

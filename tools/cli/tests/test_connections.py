@@ -21,7 +21,6 @@ from shopbotly.cli.connections_cmd import check_rows, plan_connections
 from shopbotly.common.config import load_config
 from shopbotly.common.config._mapping import PRESET_NAMES
 from shopbotly.common.config.crm_kinds.hubspot import HubSpotOptions
-from shopbotly.crm_emulator import EmulatorSettings, create_app
 from shopbotly.crm_emulator.hubspot_properties import standard_definitions
 from shopbotly.crm_writer.schema import FetchedSchema
 from shopbotly.crm_writer.schema.hubspot import (
@@ -29,7 +28,7 @@ from shopbotly.crm_writer.schema.hubspot import (
     owned_hubspot_properties,
     parse_hubspot_properties,
 )
-from shopbotly.testkit.crm_emulator import serve
+from shopbotly.testkit.crm_emulator import served_emulators
 
 TOKEN = "emulator-hubspot-token"
 # A fresh portal: the standard schema only, nothing pre-provisioned.
@@ -67,12 +66,8 @@ def _env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 async def portal() -> AsyncIterator[str]:
-    server, task, port = await serve(create_app(EmulatorSettings(**FRESH)))
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
+    async with served_emulators() as start:
+        yield await start(**FRESH)
 
 
 async def cli(*args: str) -> Result:

@@ -35,7 +35,7 @@ from shopbotly.crm_writer.schema.salesforce import (
     parse_salesforce_describe,
     salesforce_definition,
 )
-from shopbotly.testkit.crm_emulator import free_port, serve
+from shopbotly.testkit.crm_emulator import free_port, serve, served_emulators
 
 CLIENT_ID, CLIENT_SECRET = "emulator-sf-client", "emulator-sf-secret"
 # What an admin creates in Setup for ShopBotly (`connections setup` says so); a fresh org has none of it.
@@ -85,17 +85,8 @@ def _env(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 async def org() -> AsyncIterator[Org]:
     """Start emulated orgs (each on its own port) with setting overrides; all stop after the test."""
-    servers: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
-
-    async def start(**overrides: Any) -> str:
-        server, task, port = await serve(create_app(EmulatorSettings(**overrides)))
-        servers.append((server, task))
-        return f"http://127.0.0.1:{port}"
-
-    yield start
-    for server, task in servers:
-        server.should_exit = True
-        await task
+    async with served_emulators() as start:
+        yield start
 
 
 async def cli(*args: str) -> Result:
@@ -275,23 +266,8 @@ def _self_signed(directory: Path) -> tuple[Path, Path]:
 async def https_org(tmp_path: Path) -> AsyncIterator[tuple[str, Path]]:
     """The emulator behind TLS: simple-salesforce builds https URLs whatever instance_url says."""
     cert, key = _self_signed(tmp_path)
-    port = free_port()
-    config = uvicorn.Config(
-        create_app(EmulatorSettings(**SET_UP)),
-        host="127.0.0.1",
-        port=port,
-        log_config=None,
-        access_log=False,
-        lifespan="on",
-        ssl_certfile=str(cert),
-        ssl_keyfile=str(key),
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server._serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
+    app = create_app(EmulatorSettings(**SET_UP))
+    server, task, port = await serve(app, ssl_certfile=str(cert), ssl_keyfile=str(key))
     try:
         yield f"https://127.0.0.1:{port}", cert
     finally:

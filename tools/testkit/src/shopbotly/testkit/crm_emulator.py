@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +15,7 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
+from shopbotly.crm_emulator import EmulatorSettings, create_app
 from shopbotly.crm_emulator.runtime import Runtime
 
 __all__ = [
@@ -26,6 +28,7 @@ __all__ = [
     "Receiver",
     "free_port",
     "serve",
+    "served_emulators",
 ]
 
 HUBSPOT = {"Authorization": "Bearer emulator-hubspot-token"}
@@ -158,15 +161,39 @@ class Receiver:
         return self.received
 
 
-async def serve(app: Any, port: int | None = None) -> tuple[uvicorn.Server, asyncio.Task[None], int]:
+async def serve(
+    app: Any, port: int | None = None, **options: Any
+) -> tuple[uvicorn.Server, asyncio.Task[None], int]:
+    """`app` served on 127.0.0.1 (`port`, else a free one) once it has started; `options` are more uvicorn
+    settings (`ssl_certfile`, ...). `_serve` leaves the test runner's signal handlers alone."""
     port = port or free_port()
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"
+        app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on", **options
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server._serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
+    async with asyncio.timeout(10):
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)
     return server, task, port
+
+
+@asynccontextmanager
+async def served_emulators() -> AsyncIterator[Callable[..., Awaitable[str]]]:
+    """A starter of CRM emulators on real ports (each its own), with setting overrides, returning each one's
+    base URL; all stop on exit."""
+    servers: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
+
+    async def start(**overrides: Any) -> str:
+        server, task, port = await serve(create_app(EmulatorSettings(**overrides)))
+        servers.append((server, task))
+        return f"http://127.0.0.1:{port}"
+
+    try:
+        yield start
+    finally:
+        for server, task in servers:
+            server.should_exit = True
+            await task

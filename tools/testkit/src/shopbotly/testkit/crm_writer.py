@@ -29,7 +29,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from shopbotly.common.events import CommandOp, CommandResult, CrmCommand, Headers, message_headers
 from shopbotly.common.kafka import KafkaSettings, make_consumer, make_producer
 from shopbotly.common.topics import Topic
-from shopbotly.crm_writer.domain import Write, WriteKind, property_text, union_tags
+from shopbotly.crm_writer.domain import WRITE_KINDS, Write, WriteKind, property_text, union_tags
 from shopbotly.crm_writer.engine import Writer
 from shopbotly.crm_writer.settings import Settings
 
@@ -657,9 +657,9 @@ def crm_command(
     return CrmCommand(**(values | fields))
 
 
-def one_write(cmd: CrmCommand, kind: WriteKind, partition: int = 0) -> Write:
-    """The write of one command, as the lanes hand it to a connector."""
-    write = Write(kind, cmd.tenant, cmd.connection, cmd.identity)
+def one_write(cmd: CrmCommand, kind: WriteKind | None = None, partition: int = 0) -> Write:
+    """The write of one command, as the lanes hand it to a connector (`kind`: the op's usual one)."""
+    write = Write(kind or WRITE_KINDS[cmd.op], cmd.tenant, cmd.connection, cmd.identity)
     write.absorb(cmd, partition)
     return write
 

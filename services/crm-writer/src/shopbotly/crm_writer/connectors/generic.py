@@ -33,21 +33,12 @@ from shopbotly.common.errors import ErrorClass, PermanentError, RetryableError, 
 from shopbotly.common.events import CommandOp
 from shopbotly.common.expressions import truthy
 from shopbotly.crm_writer.connectors.base import Connector, ContactCache, ContactState, json_body
-from shopbotly.crm_writer.domain import Write, WriteKind, property_text
+from shopbotly.crm_writer.domain import WRITE_KINDS, Write, WriteKind, property_text
 from shopbotly.crm_writer.runtime import ConnectionRuntime
 from shopbotly.crm_writer.verdict import Quota, Verdict, VerdictKind, int_header, parse_retry_after
 
 __all__ = ["GenericConnector", "classify_generic", "crm_reason", "render", "template_context"]
 
-_KINDS = {
-    CommandOp.UPSERT_CONTACT: WriteKind.CONTACT,
-    CommandOp.ADD_TAGS: WriteKind.CONTACT,
-    CommandOp.UPSERT_LEAD: WriteKind.LEAD,
-    CommandOp.ADD_NOTE: WriteKind.NOTE,
-    CommandOp.ATTACH_ORDER: WriteKind.ORDER,
-    CommandOp.CREATE_TICKET: WriteKind.TICKET,
-    CommandOp.NOTIFY_BOT: WriteKind.NOTIFY,
-}
 _OUTCOMES: dict[ResponseOutcome, VerdictKind] = {
     "applied": VerdictKind.OK,
     "duplicate": VerdictKind.DUPLICATE,
@@ -221,11 +212,11 @@ class GenericConnector(Connector[GenericOptions], kind="generic", schema=None):
     def kind_of(self, op: CommandOp) -> WriteKind:
         if self._operation(op) is None:
             raise PermanentError(f"generic connection has no operation for {op.value} (and no default)")
-        return _KINDS[op]
+        return WRITE_KINDS[op]
 
     def group_of(self, op: CommandOp) -> Hashable:
         # Ops sent to different endpoints must not merge, even when both are contact upserts.
-        return (_KINDS[op], id(self._operation(op)))
+        return (WRITE_KINDS[op], id(self._operation(op)))
 
     def forget_partitions(self, partitions: set[int]) -> None:
         self._record_ids.forget_partitions(partitions)
