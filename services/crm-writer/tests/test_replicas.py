@@ -30,6 +30,7 @@ from shopbotly.testkit.crm_writer import (
     produce,
     results_of,
     sequential_model,
+    writer_outputs,
 )
 
 pytestmark = pytest.mark.fault
@@ -292,10 +293,7 @@ async def test_sigkill_of_one_of_three_replicas_keeps_the_rate_limit_and_every_w
         # Each note is an upsert (batched) plus an association request of its own: the limit binds.
         commands += [_command(f"n{n}", p, CommandOp.ADD_NOTE, body=f"note {n} of {p}") for p in people[:60]]
     await produce(kafka_settings, [command_record(c) for c in commands])
-    async with (
-        TopicReader(kafka_settings, kafka_settings.topic(Topic.CRM_RESULTS)) as results,
-        TopicReader(kafka_settings, kafka_settings.topic(Topic.CRM_COMMANDS_DLQ)) as dlq,
-    ):
+    async with writer_outputs(kafka_settings) as (results, dlq):
         replicas = await asyncio.gather(
             *(writer_process(config, name=n, SHOPBOTLY_KAFKA_CLIENT_ID=n, **TOKEN_ENV) for n in "abc")
         )

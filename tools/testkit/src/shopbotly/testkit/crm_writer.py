@@ -52,6 +52,7 @@ __all__ = [
     "running",
     "sequential_model",
     "settings_for",
+    "writer_outputs",
 ]
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[a-z]{2,}$")
@@ -637,6 +638,23 @@ def mixed_commands(
             )
         )
     return out
+
+
+@asynccontextmanager
+async def writer_outputs(
+    kafka: KafkaSettings, writer: Writer | None = None
+) -> AsyncIterator[tuple[TopicReader, TopicReader]]:
+    """Readers of crm-writer's results and dead letters (opened first, so they miss nothing), with `writer`
+    running meanwhile when one is given."""
+    async with (
+        TopicReader(kafka, kafka.topic(Topic.CRM_RESULTS)) as results,
+        TopicReader(kafka, kafka.topic(Topic.CRM_COMMANDS_DLQ)) as dlq,
+    ):
+        if writer is None:
+            yield results, dlq
+        else:
+            async with running(writer):
+                yield results, dlq
 
 
 def crm_command(

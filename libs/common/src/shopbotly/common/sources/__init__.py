@@ -16,6 +16,7 @@ from shopbotly.common.signatures import DEFAULT_TOLERANCE_S
 from shopbotly.common.sources._base import (
     MAX_JSON_DEPTH,
     Answer,
+    Delivery,
     ExtractionDefaults,
     FieldError,
     InboundRequest,
@@ -35,6 +36,7 @@ __all__ = [
     "SOURCES",
     "SOURCE_KINDS",
     "Answer",
+    "Delivery",
     "ExtractionDefaults",
     "FieldError",
     "InboundRequest",
@@ -104,4 +106,4 @@ def sign_webhook(
     options: Any = None,
 ) -> dict[str, str]:
     """The headers a sender of `kind` attaches to `body` at time `now` (for emulators and tests)."""
-    return source_kind(kind).sign(secret, body, now=now, msg_id=msg_id, url=url, options=options)
+    return source_kind(kind).sign(Delivery(secret, body, now, msg_id, url, options))

@@ -10,6 +10,7 @@ import orjson
 
 from shopbotly.common import signatures as sig
 from shopbotly.common.sources._base import (
+    Delivery,
     ExtractionDefaults,
     FieldError,
     InboundRequest,
@@ -99,10 +100,9 @@ class HubSpot(WebhookSource):
             tolerance_s=keys.tolerance_s,
         )
 
-    def sign(
-        self, secret: str, body: bytes, *, now: float, msg_id: str, url: str, options: Any = None
-    ) -> dict[str, str]:
-        return sig.hubspot_v3_headers(secret, method="POST", uri=url, body=body, timestamp_ms=int(now * 1000))
+    def sign(self, d: Delivery) -> dict[str, str]:
+        ms = int(d.now * 1000)
+        return sig.hubspot_v3_headers(d.secret, method="POST", uri=d.url, body=d.body, timestamp_ms=ms)
 
     def split(self, parsed: Any, raw: bytes) -> list[Item]:
         return [

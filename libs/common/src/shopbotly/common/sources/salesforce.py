@@ -31,6 +31,7 @@ from defusedxml import DefusedXmlException
 from shopbotly.common.signatures import SignatureError
 from shopbotly.common.sources._base import (
     Answer,
+    Delivery,
     ExtractionDefaults,
     FieldError,
     InboundRequest,
@@ -293,9 +294,7 @@ class Salesforce(WebhookSource):
         if not matched:
             raise SignatureError("mismatch", "no token matches")
 
-    def sign(
-        self, secret: str, body: bytes, *, now: float, msg_id: str, url: str, options: Any = None
-    ) -> dict[str, str]:
+    def sign(self, d: Delivery) -> dict[str, str]:
         # No signature header: the secret travels in the endpoint URL (`?token=`), the org id in the body.
         return {"SOAPAction": '""'}
 
