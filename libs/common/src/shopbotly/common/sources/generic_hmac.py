@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from shopbotly.common import signatures as sig
 from shopbotly.common.sources._base import (
@@ -34,7 +34,7 @@ class GenericHmac(WebhookSource):
     )
 
     def prepare(self, config: SourceConfig) -> sig.HmacScheme:
-        g = config.generic
+        g: Any = getattr(config, "generic", None)  # the kind's own field (config._sources)
         if g is None:
             return sig.HmacScheme()
         return sig.HmacScheme(

@@ -86,7 +86,7 @@ class HubSpot(WebhookSource):
 
     def prepare(self, config: SourceConfig) -> Any:
         # HubSpot signs the full public URL; behind a proxy, the configured base replaces scheme and host.
-        return config.signature_base_url
+        return getattr(config, "signature_base_url", None)  # the kind's own field (config._sources)
 
     def verify(self, keys: SourceKeys, request: InboundRequest, *, now: float) -> None:
         sig.verify_hubspot_v3(

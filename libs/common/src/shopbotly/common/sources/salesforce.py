@@ -266,7 +266,7 @@ class Salesforce(WebhookSource):
     defaults = ExtractionDefaults("body.NotificationId", "body.sObjectType", None, None)
 
     def check_config(self, config: SourceConfig) -> None:
-        if not config.organization_ids:
+        if not getattr(config, "organization_ids", None):  # the kind's own field (config._sources)
             raise ValueError(
                 "kind salesforce needs `organization_ids`: the 15- or 18-character ids of the orgs whose"
                 " outbound messages this source accepts (Setup > Company Information > Salesforce.com"
@@ -274,7 +274,7 @@ class Salesforce(WebhookSource):
             )
 
     def prepare(self, config: SourceConfig) -> frozenset[str]:
-        return frozenset(org_id_key(o) for o in config.organization_ids or ())
+        return frozenset(org_id_key(o) for o in getattr(config, "organization_ids", None) or ())
 
     def check_secret(self, secret: str) -> None:
         super().check_secret(secret)
