@@ -24,9 +24,9 @@ from shopbotly.common.config.crm_kinds.hubspot import HubSpotOptions
 from shopbotly.crm_emulator.hubspot_properties import standard_definitions
 from shopbotly.crm_writer.schema import FetchedSchema
 from shopbotly.crm_writer.schema.hubspot import (
+    HubSpotSchema,
     hubspot_definition,
     owned_hubspot_properties,
-    parse_hubspot_properties,
 )
 from shopbotly.testkit.crm_emulator import served_emulators
 
@@ -171,13 +171,13 @@ def test_every_preset_fits_a_fresh_portal_once_setup_ran(preset: str, tmp_path: 
     [plan] = plan_connections(cfg)
     schema = FetchedSchema()
     for object_type, props in standard_definitions().items():
-        schema.objects[object_type] = parse_hubspot_properties({"results": list(props.values())})
+        schema.objects[object_type] = HubSpotSchema.parse({"results": list(props.values())})
     options = cfg.tenants["acme"].connections["hubspot"].options
     assert isinstance(options, HubSpotOptions)
     created = owned_hubspot_properties(options, plan.written)
     for prop in created:
         body = {**hubspot_definition(prop), "modificationMetadata": {"readOnlyValue": False}}
-        schema.objects[prop.object_type].update(parse_hubspot_properties({"results": [body]}))
+        schema.objects[prop.object_type].update(HubSpotSchema.parse({"results": [body]}))
     problems = [r for r in check_rows(plan, schema) if r.failed]
     assert problems == []
     assert plan.written, f"preset {preset} writes nothing through HubSpot"

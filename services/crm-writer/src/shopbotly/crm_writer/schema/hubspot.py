@@ -3,31 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from shopbotly.common.config.crm_kinds.hubspot import HubSpotOptions
 from shopbotly.common.events import CommandOp
-from shopbotly.crm_writer.schema import (
-    CommandShape,
-    CrmProperty,
-    CrmSchema,
-    OwnedProperty,
-    Target,
-    parse_described,
-)
+from shopbotly.crm_writer.schema import CrmProperty, CrmSchema, OwnedProperty, Target, parse_described
+
+if TYPE_CHECKING:
+    from shopbotly.crm_writer.schema import CommandShape
 
 __all__ = [
     "OWNED_HUBSPOT_PROPERTIES",
     "HubSpotSchema",
     "hubspot_definition",
     "owned_hubspot_properties",
-    "parse_hubspot_properties",
 ]
-
-
-def parse_hubspot_properties(body: Any) -> dict[str, CrmProperty]:
-    """`GET /crm/v3/properties/{objectType}` → property name → CrmProperty."""
-    return parse_described(body, "results", _property)
 
 
 def _property(p: dict[str, Any]) -> CrmProperty:
@@ -167,7 +157,10 @@ class HubSpotSchema(CrmSchema[HubSpotOptions]):
     def describe_url(self, base: str, object_type: str) -> str:
         return f"{base}/crm/v3/properties/{object_type}"
 
-    parse = staticmethod(parse_hubspot_properties)
+    @staticmethod
+    def parse(body: Any) -> dict[str, CrmProperty]:
+        """`GET /crm/v3/properties/{objectType}` → property name → CrmProperty."""
+        return parse_described(body, "results", _property)
 
     def create_request(self, base: str, prop: OwnedProperty) -> tuple[str, dict[str, Any]]:
         return f"{base}/crm/v3/properties/{prop.object_type}", hubspot_definition(prop)

@@ -4,33 +4,23 @@ an org."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import httpx
 
 from shopbotly.common.config.crm_kinds.salesforce import SalesforceOptions
 from shopbotly.common.events import CommandOp
-from shopbotly.crm_writer.schema import (
-    CommandShape,
-    CrmProperty,
-    CrmSchema,
-    OwnedProperty,
-    Target,
-    parse_described,
-)
+from shopbotly.crm_writer.schema import CrmProperty, CrmSchema, OwnedProperty, Target, parse_described
+
+if TYPE_CHECKING:
+    from shopbotly.crm_writer.schema import CommandShape
 
 __all__ = [
     "SalesforceSchema",
     "owned_salesforce_fields",
-    "parse_salesforce_describe",
     "salesforce_definition",
     "salesforce_setup_instruction",
 ]
-
-
-def parse_salesforce_describe(body: Any) -> dict[str, CrmProperty]:
-    """`GET /services/data/vXX.X/sobjects/{SObject}/describe` → field name → CrmProperty."""
-    return parse_described(body, "fields", _field)
 
 
 def _field(f: dict[str, Any]) -> CrmProperty:
@@ -171,7 +161,10 @@ class SalesforceSchema(CrmSchema[SalesforceOptions]):
     def describe_url(self, base: str, object_type: str) -> str:
         return f"{base}/services/data/{self.options.api_version}/sobjects/{object_type}/describe"
 
-    parse = staticmethod(parse_salesforce_describe)
+    @staticmethod
+    def parse(body: Any) -> dict[str, CrmProperty]:
+        """`GET /services/data/vXX.X/sobjects/{SObject}/describe` → field name → CrmProperty."""
+        return parse_described(body, "fields", _field)
 
     def create_request(self, base: str, prop: OwnedProperty) -> tuple[str, dict[str, Any]]:
         # Custom fields are metadata: the Tooling API's CustomField object creates one.

@@ -10,10 +10,11 @@ kinds are), so adding a kind edits no list.
 from __future__ import annotations
 
 from types import ModuleType
-from typing import TYPE_CHECKING, Annotated, Any, Union, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
-from pydantic import BeforeValidator, Discriminator, TypeAdapter
+from pydantic import TypeAdapter
 
+from shopbotly.common.config._base import union_by_kind
 from shopbotly.common.config._connections import ConnectionConfig
 from shopbotly.common.registry import KindRegistry, discover
 
@@ -61,26 +62,11 @@ def crm_kind(name: str) -> type[ConnectionConfig]:
     return CRM_KINDS.lookup(name)
 
 
-def _known_kind(data: Any) -> Any:
-    # pydantic's own message for a bad tag is about "tags"; this one says what to write.
-    if isinstance(data, dict):
-        kind = data.get("kind")
-        if kind is None:
-            raise ValueError(f"kind: required, one of: {', '.join(CRM_KINDS)}")
-        if not isinstance(kind, str) or kind not in CRM_KINDS:
-            raise ValueError(f"kind: {CRM_KINDS.unknown(kind)}")
-    return data
-
-
 if TYPE_CHECKING:
     # Statically a connection is its base class; narrow with isinstance on the kind's model or its options.
     AnyConnection = ConnectionConfig
 else:
-    AnyConnection = Annotated[
-        Union[tuple(CRM_KINDS.values())],  # noqa: UP007 - built from the registry at run time
-        Discriminator("kind"),
-        BeforeValidator(_known_kind),
-    ]
+    AnyConnection = union_by_kind("CRM", CRM_KINDS)
 
 _ADAPTER: TypeAdapter[ConnectionConfig] = TypeAdapter(AnyConnection)
 
