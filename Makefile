@@ -48,9 +48,9 @@ logs: ## Follow the logs of the stack (.run/stack/logs/<service>.log)
 demo: ## Send signed demo webhooks and show the CRM records and an order lookup
 	$(RUN) shopbotly demo
 
-test: install ## Run every test: unit, component, integration with a real broker, e2e and fault injection
+test: install ## Run every test: unit, component, integration with a real broker, e2e and fault injection (two processes; TEST_JOBS=1 for one)
 	deploy/local/test-tools.sh
-	$(RUN) pytest $(PYTEST_ARGS)
+	UV="$(UV)" TEST_JOBS="$(TEST_JOBS)" deploy/local/run-tests.sh $(PYTEST_ARGS)
 
 test-fault: install ## Only the fault suite (kill -9, broker restart and outage noise, CRM outage, 429 storm, make up supervision)
 	$(RUN) pytest tests/fault $(PYTEST_ARGS)

@@ -102,7 +102,9 @@ up() {
   # Its own output (a crash of the supervisor itself) goes to logs/supervisor.log, appended.
   (cd "$ROOT" && exec setsid nohup "${SUPERVISE[@]}" run --run-dir "$RUN" --procfile "$RUN/Procfile" \
     --cwd "$ROOT" >>"$LOGS/supervisor.log" 2>&1 </dev/null) &
-  echo $! >"$PIDFILE"
+  # Renamed into place, never truncated and rewritten: the supervisor writes the same file (its own pid) as it
+  # starts, and `running` must never read it half-written.
+  echo $! >"$PIDFILE.tmp" && mv -f "$PIDFILE.tmp" "$PIDFILE"
   local deadline=$((SECONDS + READY_TIMEOUT)) pending looping
   while :; do
     pending=()

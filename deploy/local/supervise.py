@@ -147,7 +147,11 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
-        (self.run_dir / "supervisor.pid").write_text(str(os.getpid()))
+        # Atomically (a new file renamed over): `stack.sh up` reads this file while the supervisor starts,
+        # and a read between a truncate and the write would see no pid and take the supervisor for dead.
+        pid_tmp = self.run_dir / "supervisor.pid.tmp"
+        pid_tmp.write_text(str(os.getpid()))
+        pid_tmp.replace(self.run_dir / "supervisor.pid")
         for service in self.services:
             service.start(self.cwd)
         self.write_status()

@@ -108,3 +108,83 @@ def test_error_paths_are_the_files_not_the_unions() -> None:
 def test_the_base_model_alone_is_not_a_connection() -> None:
     with pytest.raises(ValueError, match="use parse_connection"):
         ConnectionConfig.model_validate({"kind": "hubspot", "base_url": "https://a"})
+
+
+def test_hubspot_api_version_defaults_to_2026_03_and_takes_only_served_versions() -> None:
+    from shopbotly.common.config.crm_kinds.hubspot import HUBSPOT_API_VERSIONS, HubSpotOptions
+
+    assert HubSpotOptions().api_version == "2026-03"
+    assert HUBSPOT_API_VERSIONS == ("v3", "2026-03", "2026-09")
+    for version in HUBSPOT_API_VERSIONS:
+        conn = parse_connection(
+            {"kind": "hubspot", "base_url": "https://api.hubapi.com", "options": {"api_version": version}}
+        )
+        assert conn.options.model_dump()["api_version"] == version
+    for wrong in ("v4", "2026-06", "2027-03", "2026-03-beta", 3):
+        msg = load_error(
+            {"kind": "hubspot", "base_url": "https://api.hubapi.com", "options": {"api_version": wrong}}
+        )
+        assert msg.startswith(
+            "shopbotly.yaml: tenants.demo.connections.crm: options.api_version: "
+            "Input should be 'v3', '2026-03' or '2026-09'"
+        ), msg
+
+
+@pytest.mark.parametrize(
+    ("version", "expected"),
+    [
+        (
+            "v3",
+            [
+                "/crm/v3/objects/contacts",
+                "/crm/v3/objects/contacts/123",
+                "/crm/v3/objects/contacts/batch/upsert",
+                "/crm/v3/objects/notes/batch/read",
+                "/crm/v3/objects/contacts/search",
+                "/crm/v4/objects/tickets/7/associations/contacts",
+                "/crm/v4/objects/notes/7/associations/default/contacts/123",
+                "/crm/v3/properties/tickets",
+            ],
+        ),
+        (
+            "2026-03",
+            [
+                "/crm/objects/2026-03/contacts",
+                "/crm/objects/2026-03/contacts/123",
+                "/crm/objects/2026-03/contacts/batch/upsert",
+                "/crm/objects/2026-03/notes/batch/read",
+                "/crm/objects/2026-03/contacts/search",
+                "/crm/objects/2026-03/tickets/7/associations/contacts",
+                "/crm/objects/2026-03/notes/7/associations/default/contacts/123",
+                "/crm/properties/2026-03/tickets",
+            ],
+        ),
+        (
+            "2026-09",
+            [
+                "/crm/objects/2026-09/contacts",
+                "/crm/objects/2026-09/contacts/123",
+                "/crm/objects/2026-09/contacts/batch/upsert",
+                "/crm/objects/2026-09/notes/batch/read",
+                "/crm/objects/2026-09/contacts/search",
+                "/crm/objects/2026-09/tickets/7/associations/contacts",
+                "/crm/objects/2026-09/notes/7/associations/default/contacts/123",
+                "/crm/properties/2026-09/tickets",
+            ],
+        ),
+    ],
+)
+def test_hubspot_paths_follow_the_versions_family(version: Any, expected: list[str]) -> None:
+    from shopbotly.common.config.crm_kinds.hubspot import HubSpotPaths
+
+    paths = HubSpotPaths(version)
+    assert [
+        paths.objects("contacts"),
+        paths.record("contacts", "123"),
+        paths.batch("contacts", "upsert"),
+        paths.batch("notes", "read"),
+        paths.search("contacts"),
+        paths.associations("tickets", "7", "contacts"),
+        paths.default_association("notes", "7", "contacts", "123"),
+        paths.properties("tickets"),
+    ] == expected

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from shopbotly.common.config import ShopbotlyConfig, parse_config
-from shopbotly.common.events import CommandOp
+from shopbotly.common.events import CommandOp, CrmCommand
 from shopbotly.common.kafka import KafkaSettings
 from shopbotly.crm_writer.circuit import CircuitState
 from shopbotly.crm_writer.engine import Writer
@@ -35,13 +35,15 @@ def _token(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SB_EMU_HS_TOKEN", "emulator-hubspot-token")
 
 
-def config(base_url: str, *, rate: tuple[int, float]) -> ShopbotlyConfig:
-    hubspot = {
+def config(base_url: str, *, rate: tuple[int, float], api_version: str | None = None) -> ShopbotlyConfig:
+    hubspot: dict[str, Any] = {
         "kind": "hubspot",
         "base_url": base_url,
         "auth": {"kind": "bearer", "token": {"env": "SB_EMU_HS_TOKEN"}},
         "rate_limit": {"requests": rate[0], "per_seconds": rate[1]},
     }
+    if api_version is not None:
+        hubspot["options"] = {"api_version": api_version}
     return parse_config({"tenants": {"t1": {"connections": {"hs": hubspot}}}})
 
 
@@ -68,23 +70,47 @@ def comparable(model: dict[str, ExpectedContact]) -> dict[str, ExpectedContact]:
     }
 
 
-async def test_final_emulator_state_equals_sequential_application(
-    kafka_settings: KafkaSettings, emulator: Any
-) -> None:
+async def apply_sequentially_comparable(
+    kafka_settings: KafkaSettings, emulator: Any, commands: list[CrmCommand], cfg: ShopbotlyConfig
+) -> dict[str, Any]:
+    """Run the writer over `commands` until each has a result; every one applied, none dead-lettered, and the
+    emulator's final state is the sequential application's. The emulator's state, for more checks."""
     await emulator.faults(systems=["hubspot"], rate_limit={"max_requests": 1000, "interval_ms": 1000})
-    commands = mixed_commands(2000, 100, seed=11)
-    writer = Writer(settings_for(kafka_settings), config(emulator.base_url, rate=(1000, 1.0)))
+    writer = Writer(settings_for(kafka_settings), cfg)
     await produce(kafka_settings, [command_record(c) for c in commands])
     async with writer_outputs(kafka_settings, writer) as (results, dlq):
         await results.wait_for(count_results(len(commands)), timeout_s=90)
     assert dlq.records == []
     assert {r.outcome.value for r in results_of(results).values()} == {"applied"}
-    state = await emulator.state()
+    state: dict[str, Any] = await emulator.state()
     assert emulator_state(state) == comparable(sequential_model(commands))
-    counters = state["counters"]
+    return state
+
+
+async def test_final_emulator_state_equals_sequential_application(
+    kafka_settings: KafkaSettings, emulator: Any
+) -> None:
+    commands = mixed_commands(2000, 100, seed=11)
+    cfg = config(emulator.base_url, rate=(1000, 1.0))
+    counters = (await apply_sequentially_comparable(kafka_settings, emulator, commands, cfg))["counters"]
     assert counters["writes_by_system"]["hubspot"]["creates"] == 100  # creates == identities
     assert counters["rate_limited"] == 0
     print(f"\nemulator: {counters['requests']} requests for 2000 commands")
+
+
+@pytest.mark.parametrize("api_version", ["v3", "2026-03", "2026-09"])
+async def test_each_hubspot_api_version_applies_the_same_state_through_its_own_paths(
+    kafka_settings: KafkaSettings, emulator: Any, api_version: str
+) -> None:
+    commands = mixed_commands(400, 40, seed=5)
+    assert {c.op for c in commands} >= {CommandOp.ADD_NOTE, CommandOp.CREATE_TICKET, CommandOp.ADD_TAGS}
+    cfg = config(emulator.base_url, rate=(1000, 1.0), api_version=api_version)
+    state = await apply_sequentially_comparable(kafka_settings, emulator, commands, cfg)
+    # Every object and association call the writer made went to the version's own path family.
+    called = {e for e in state["counters"]["by_endpoint"] if "/objects" in e}
+    family = ("/crm/v3/objects/", "/crm/v4/objects/") if api_version == "v3" else ("/crm/objects/{version}/",)
+    assert called and all(e.split(" ", 1)[1].startswith(family) for e in called), called
+    assert any("/associations/default/" in e for e in called)
 
 
 async def test_emulator_429s_and_outage_are_ridden_out_within_its_limit(

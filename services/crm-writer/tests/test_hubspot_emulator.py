@@ -34,10 +34,10 @@ class Portal:
         return dict((await self.admin.get("/_emulator/state")).json())
 
 
-async def _portal(*, set_up: bool) -> AsyncIterator[Portal]:
+async def _portal(*, set_up: bool, **settings: Any) -> AsyncIterator[Portal]:
     """A fresh emulated portal; `set_up`: with the unique command-id property of notes and tickets created
     through the Properties API, as `shopbotly connections setup --apply` does."""
-    app = create_app(EmulatorSettings(seed=7))
+    app = create_app(EmulatorSettings(seed=7, **settings))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url=BASE) as admin:
@@ -70,12 +70,13 @@ async def bare_portal() -> AsyncIterator[Portal]:
         yield p
 
 
-def connector(make_runtime: Any, portal: Portal) -> HubSpotConnector:
+def connector(make_runtime: Any, portal: Portal, api_version: str = "2026-03") -> HubSpotConnector:
     config = {
         "kind": "hubspot",
         "base_url": BASE,
         "auth": {"kind": "bearer", "token": {"env": "SB_TEST_HS_TOKEN"}},
         "rate_limit": {"requests": 1000, "per_seconds": 1},
+        "options": {"api_version": api_version},
     }
     return HubSpotConnector(make_runtime(config, portal.transport))
 
@@ -97,10 +98,11 @@ def write(op: CommandOp, command_id: str, **kw: Any) -> Write:
     return w
 
 
+@pytest.mark.parametrize("api_version", ["v3", "2026-03", "2026-09"])
 async def test_the_same_note_and_ticket_commands_twice_make_one_associated_record_each(
-    make_runtime: Any, portal: Portal
+    make_runtime: Any, portal: Portal, api_version: str
 ) -> None:
-    hs = connector(make_runtime, portal)
+    hs = connector(make_runtime, portal, api_version)
     note = write(CommandOp.ADD_NOTE, "cmd-note", body="Called about #1001")
     ticket = write(
         CommandOp.CREATE_TICKET, "cmd-ticket", body="Where is my order?", fields={"priority": "HIGH"}
@@ -238,3 +240,26 @@ async def test_with_dead_letter_policy_a_refused_property_fails_the_command(
             await hs.apply(contact_write("cmd-1", {"firstname": "Jo", "plan": "pro"}), partition=0)
     finally:
         await hs.aclose()
+
+
+@pytest.mark.parametrize("api_version", ["v3", "2026-03", "2026-09"])
+async def test_a_property_the_portal_requires_refuses_new_contacts_from_2026_09_on(
+    make_runtime: Any, api_version: str
+) -> None:
+    """HubSpot enforces a portal's required properties on API writes from 2026-09 on: there the command is a
+    permanent error that names the property (dead-lettered, not retried); earlier versions write it."""
+    async for portal in _portal(set_up=False, hubspot_required_properties={"contacts": ["lastname"]}):
+        hs = connector(make_runtime, portal, api_version)
+        try:
+            if api_version == "2026-09":
+                with pytest.raises(PermanentError, match=r"VALIDATION_ERROR.*lastname is required"):
+                    await hs.apply(contact_write("cmd-1", {"firstname": "Jo"}), partition=0)
+                assert "jo@example.com" not in (await portal.state())["records"]["hubspot"]
+            else:
+                await hs.apply(contact_write("cmd-1", {"firstname": "Jo"}), partition=0)
+            # With the property, every version creates (or updates) the contact.
+            done = await hs.apply(contact_write("cmd-2", {"firstname": "Jo", "lastname": "Doe"}), partition=0)
+        finally:
+            await hs.aclose()
+        record = (await portal.state())["records"]["hubspot"]["jo@example.com"]
+        assert record["id"] == done["contact"] and record["properties"]["lastname"] == "Doe"

@@ -145,6 +145,45 @@ async def test_restart_mid_run_loses_nothing_and_creates_nothing_twice(kafka_set
     )
 
 
+async def test_a_slow_commit_holds_back_no_fetching(
+    kafka_settings: KafkaSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The periodic commit runs beside the consume loop: while the group coordinator has not answered a
+    commit, commands produced meanwhile are fetched and applied all the same (issue 22: awaited in the loop,
+    every commit held fetching back by its round trip)."""
+    fake = FakeHubSpot(limit=None, latency_s=0.001)
+    transport = RoutingTransport({"hubspot.test": fake.transport})
+    writer = Writer(settings_for(kafka_settings), config(), transport=transport)
+    first = mixed_commands(40, 10, seed=31, notes=False)
+    second = mixed_commands(40, 10, seed=32, notes=False)
+    async with (
+        TopicReader(kafka_settings, kafka_settings.topic(Topic.CRM_RESULTS)) as results,
+        running(writer),
+    ):
+        await produce(kafka_settings, [command_record(c) for c in first])
+        await results.wait_for(count_results(40), timeout_s=60)
+        consumer = writer._consumer
+        assert consumer is not None
+        commit = consumer.commit
+        asked, answered = asyncio.Event(), asyncio.Event()
+
+        async def late_commit(*args: Any, **kwargs: Any) -> None:
+            asked.set()
+            await answered.wait()  # the coordinator answers late
+            await commit(*args, **kwargs)
+
+        monkeypatch.setattr(consumer, "commit", late_commit)
+        await asyncio.wait_for(asked.wait(), timeout=10)
+        await produce(kafka_settings, [command_record(c) for c in second])
+        await results.wait_for(count_results(80), timeout_s=30)
+        answered.set()
+        # Once the coordinator answers, the low watermark of everything is committed.
+        async with asyncio.timeout(15):
+            while sum([(await consumer.committed(tp)) or 0 for tp in consumer.assignment()]) < 80:
+                await asyncio.sleep(0.1)
+    assert {r.outcome.value for r in results_of(results).values()} == {"applied"}
+
+
 async def test_crm_outage_opens_the_circuit_holds_its_lane_and_resumes_without_dead_letters(
     kafka_settings: KafkaSettings,
 ) -> None:

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import hubspot
 import pytest
 from hubspot.crm.properties import ApiException, PropertyCreate
@@ -35,7 +36,9 @@ TOKEN = "emulator-hubspot-token"
 FRESH = {"hubspot_custom_properties": [], "hubspot_unique_properties": {}}
 
 
-def write_config(tmp_path: Path, base_url: str, *, presets: list[str], rules: str = "") -> Path:
+def write_config(
+    tmp_path: Path, base_url: str, *, presets: list[str], rules: str = "", api_version: str = "2026-03"
+) -> Path:
     path = tmp_path / "shopbotly.yaml"
     path.write_text(
         f"""
@@ -48,6 +51,7 @@ tenants:
         kind: hubspot
         base_url: {base_url}
         auth: {{kind: bearer, token: {{env: SB_TEST_HS_TOKEN}}}}
+        options: {{api_version: "{api_version}"}}
     mapping:
       default_connection: hubspot
       presets: [{", ".join(presets)}]
@@ -122,6 +126,25 @@ async def test_check_lists_what_a_fresh_portal_lacks_setup_creates_it_and_check_
     after = await cli("connections", "check", "--config", config)
     assert after.exit_code == 0, after.output
     assert "0 problem(s)" in after.output
+
+
+@pytest.mark.parametrize(
+    ("api_version", "family"), [("v3", "/crm/v3/properties/"), ("2026-09", "/crm/properties/{version}/")]
+)
+async def test_check_and_setup_read_and_write_the_properties_api_of_the_connections_version(
+    portal: str, tmp_path: Path, api_version: str, family: str
+) -> None:
+    config = str(write_config(tmp_path, portal, presets=["shopbotly"], api_version=api_version))
+    assert (await cli("connections", "check", "--config", config)).exit_code == 1
+    applied = await cli("connections", "setup", "--config", config, "--apply")
+    assert applied.exit_code == 0 and "tickets.shopbotly_command_id: created" in applied.output
+    after = await cli("connections", "check", "--config", config)
+    assert after.exit_code == 0 and "0 problem(s)" in after.output, after.output
+    async with httpx.AsyncClient(base_url=portal) as client:
+        counted = (await client.get("/_emulator/state")).json()["counters"]["by_endpoint"]
+    used = {e.split(" ", 1)[1] for e in counted if "/properties" in e}
+    assert used and all(e.startswith(family) for e in used), used
+    assert {e.split(" ", 1)[0] for e in counted if "/properties" in e} == {"GET", "POST"}
 
 
 async def test_check_finds_read_only_properties_bad_options_and_types(portal: str, tmp_path: Path) -> None:

@@ -6,17 +6,15 @@ Readiness is the conjunction of named conditions (broker metadata, table caught 
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass, field
 
-import uvicorn
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse
 
 from shopbotly.common.metrics import metrics_response
 
-__all__ = ["Health", "probe_app", "probe_router", "serve_probes"]
+__all__ = ["Health", "probe_app", "probe_router"]
 
 
 @dataclass
@@ -81,26 +79,3 @@ def probe_app(health: Health, title: str, extra: APIRouter | None = None) -> Fas
     if extra is not None:
         app.include_router(extra)
     return app
-
-
-async def serve_probes(
-    health: Health, *, host: str, port: int, title: str, extra: APIRouter | None = None
-) -> tuple[uvicorn.Server, asyncio.Task[None]]:
-    """Serve probes and metrics (and a worker's own read-only `extra` routes) on the current event loop
-    (for workers whose main loop is Kafka)."""
-    config = uvicorn.Config(
-        probe_app(health, title, extra),
-        host=host,
-        port=port,
-        log_config=None,
-        access_log=False,
-        lifespan="off",
-    )
-    server = uvicorn.Server(config)
-    # _serve, not serve: serve() captures SIGTERM/SIGINT, which belong to the worker's own shutdown.
-    task = asyncio.create_task(server._serve())
-    while not server.started and not task.done():  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
-        await asyncio.sleep(0.01)
-    if task.done():
-        task.result()
-    return server, task

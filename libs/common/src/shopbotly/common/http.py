@@ -4,7 +4,8 @@ httptools, a drain phase on SIGTERM, and limits that keep slow or idle clients f
 Limits (`SHOPBOTLY_HTTP_*`, see `HttpServerSettings`): a request's headers must arrive within
 `header_timeout_s` of its first byte (or of the connection opening), its body within `body_timeout_s` of
 the headers, and an idle keep-alive connection is closed after `keep_alive_s`. Past a deadline the client
-gets `408` (problem+json, `Connection: close`) if no answer has started, and the connection is closed. At
+gets `408` (problem+json, `Connection: close`) if no answer has started, and the connection is half-closed
+(what the client still sends is dropped for a second, so no reset destroys the 408) and then closed. At
 most `max_connections` connections are open per process; one more is answered `503` with `Retry-After`
 and closed at once, so file descriptors and memory stay bounded.
 """
@@ -22,15 +23,16 @@ from typing import Any
 
 import orjson
 import uvicorn
+from fastapi import APIRouter
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from shopbotly.common.health import Health
+from shopbotly.common.health import Health, probe_app
 from shopbotly.common.logging import get_logger
 from shopbotly.common.problems import PROBLEM_TYPE
 
-__all__ = ["HttpServerSettings", "ServiceServer", "run_server", "server_config"]
+__all__ = ["HttpServerSettings", "ServiceServer", "run_server", "serve_probes", "server_config"]
 
 log = get_logger(__name__)
 
@@ -77,6 +79,10 @@ def _raw_problem(status: int, detail: str, extra_headers: tuple[tuple[bytes, byt
     return head + b"\r\n" + body
 
 
+# How long a connection cut off at a deadline stays half-closed (its further input dropped) before the close.
+_LINGER_S = 1.0
+
+
 def _protocol_class(limits: HttpServerSettings) -> type[HttpToolsProtocol]:
     """uvicorn's httptools protocol with read deadlines and the connection cap of `limits`."""
     timed_out = _raw_problem(
@@ -93,6 +99,8 @@ def _protocol_class(limits: HttpServerSettings) -> type[HttpToolsProtocol]:
         # idle (between requests) → headers → body → app (the request is in, the app answers) → idle
         _phase = "idle"
         _refused = False
+        # Answered and half-closed: what the client still sends is read and dropped until the close.
+        _lingering = False
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             if len(self.connections) >= limits.max_connections:
@@ -112,7 +120,7 @@ def _protocol_class(limits: HttpServerSettings) -> type[HttpToolsProtocol]:
             super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
-            if self._refused:
+            if self._refused or self._lingering:
                 return
             if self._phase == "idle" and self._deadline is None:
                 self._arm(limits.header_timeout_s, self._headers_late)
@@ -159,7 +167,7 @@ def _protocol_class(limits: HttpServerSettings) -> type[HttpToolsProtocol]:
             if self.cycle is None or self.cycle.response_complete:
                 self.transport.write(timed_out)
             log.info("connection closed: request headers too slow", timeout_s=limits.header_timeout_s)
-            self.transport.close()
+            self._close_after_answer()
 
         def _body_late(self) -> None:
             self._deadline = None
@@ -173,7 +181,16 @@ def _protocol_class(limits: HttpServerSettings) -> type[HttpToolsProtocol]:
                 cycle.disconnected = True
                 cycle.message_event.set()
             log.info("connection closed: request body too slow", timeout_s=limits.body_timeout_s)
-            self.transport.close()
+            self._close_after_answer()
+
+        def _close_after_answer(self) -> None:
+            """A staged close (RFC 9112 §9.6): send what is written, then FIN, and drop the client's
+            further bytes for up to `_LINGER_S` before closing. Closing at once with the client's bytes
+            unread makes the kernel send a reset, which can destroy the 408 before the client reads it."""
+            self._lingering = True
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
+            self.loop.call_later(_LINGER_S, self.transport.close)
 
     return LimitedHttpToolsProtocol
 
@@ -243,3 +260,22 @@ def run_server(config: uvicorn.Config, health: Health, *, drain_delay_s: float =
     signal.signal(signal.SIGTERM, lambda *_: None)
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: the same orderly shutdown, no traceback
         server.run()
+
+
+async def serve_probes(
+    health: Health, *, host: str, port: int, title: str, extra: APIRouter | None = None
+) -> tuple[ServiceServer, asyncio.Task[None]]:
+    """Serve probes and metrics (and a worker's own read-only `extra` routes) on the current event loop,
+    for workers whose main loop is Kafka (mapper, crm-writer): the same runner, read deadlines and
+    connection cap as the APIs (`SHOPBOTLY_HTTP_*`), so a slow client cannot hold a worker's probe port."""
+    config = server_config(
+        probe_app(health, title, extra), host=host, port=port, limits=HttpServerSettings(), shutdown_grace_s=1
+    )
+    server = ServiceServer(config, health)
+    # _serve, not serve: serve() captures SIGTERM/SIGINT, which belong to the worker's own shutdown.
+    task = asyncio.create_task(server._serve())
+    while not server.started and not task.done():  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
+        await asyncio.sleep(0.01)
+    if task.done():
+        task.result()
+    return server, task

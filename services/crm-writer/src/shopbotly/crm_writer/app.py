@@ -11,7 +11,8 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from shopbotly.common.config import ShopbotlyConfig, load_config
-from shopbotly.common.health import Health, serve_probes
+from shopbotly.common.health import Health
+from shopbotly.common.http import serve_probes
 from shopbotly.common.logging import configure_logging, get_logger
 from shopbotly.crm_writer.engine import Writer
 from shopbotly.crm_writer.settings import Settings

@@ -137,6 +137,8 @@ class Writer:
         self._total_partitions = 0
         self._stopping = asyncio.Event()
         self._commit_lock = asyncio.Lock()
+        # The periodic commit runs beside the consume loop: a slow coordinator never holds back fetching.
+        self._periodic_commit: asyncio.Task[None] | None = None
         self._fatal: BaseException | None = None
         self._producer: ResilientProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
@@ -196,6 +198,10 @@ class Writer:
 
     async def _close(self, *, graceful: bool) -> None:
         self.health.draining = True
+        if self._periodic_commit is not None:
+            # The drain commits what finished (under the same lock); a periodic commit cut short commits none.
+            self._periodic_commit.cancel()
+            await asyncio.gather(self._periodic_commit, return_exceptions=True)
         consumer = self._consumer
         if consumer is not None:
             if graceful:
@@ -233,10 +239,26 @@ class Writer:
             self._apply_pauses()
             self._refetch_dropped()
             if loop.time() - last_commit >= s.commit_interval_s:
-                await self._commit(None)
+                self._commit_in_background()
                 self._report_gauges()
                 last_commit = loop.time()
             self.health.beat("consume", max_age_s=max(60.0, s.poll_timeout_ms / 1000 * 10))
+
+    def _commit_in_background(self) -> None:
+        """Commit the finished offsets without waiting for the answer: awaited here, a commit (one round trip
+        to the group coordinator, longer under load) held every record fetched meanwhile back by as long,
+        once per `commit_interval_s`. One commit at a time; a commit still running skips this turn."""
+        if self._periodic_commit is not None and not self._periodic_commit.done():
+            return
+        task = asyncio.create_task(self._commit(None), name="commit")
+        task.add_done_callback(self._committed)
+        self._periodic_commit = task
+
+    def _committed(self, task: asyncio.Task[None]) -> None:
+        # `_commit` absorbs the commit errors Kafka may answer; anything else stops the writer, as it did
+        # when the loop awaited the commit itself.
+        if not task.cancelled() and (exc := task.exception()) is not None and self._fatal is None:
+            self._fatal = exc
 
     def _accept(self, tp: TopicPartition, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
         part = self._partitions.get(tp)

@@ -34,7 +34,8 @@ from typing import Any, cast
 import faust
 from faust.types import TP
 
-from shopbotly.common.health import Health, serve_probes
+from shopbotly.common.health import Health
+from shopbotly.common.http import serve_probes
 from shopbotly.common.kafka import ResilientProducer, make_admin
 from shopbotly.common.logging import configure_logging, get_logger
 from shopbotly.common.topics import Topic

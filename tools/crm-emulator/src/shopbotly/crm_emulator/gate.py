@@ -28,7 +28,7 @@ Kind = Literal["api", "oauth"]
 
 def classify(path: str) -> tuple[System, Kind] | None:
     """Which emulated CRM a path belongs to, and whether it is its token endpoint (no bearer needed)."""
-    if path.startswith(("/crm/v3/", "/crm/v4/")):
+    if path.startswith(("/crm/v3/", "/crm/v4/", "/crm/objects/", "/crm/properties/")):
         return System.HUBSPOT, "api"
     if path.startswith("/services/oauth2/"):
         return System.SALESFORCE, "oauth"

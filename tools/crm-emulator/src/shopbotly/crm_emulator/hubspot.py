@@ -1,12 +1,20 @@
 """HubSpot CRM routes: contacts (batch upsert, batch read, create, update, get), notes and tickets (create,
-batch upsert by a unique property), v4 default associations, and the Properties API (list, get, create)."""
+batch upsert by a unique property), default associations, and the Properties API (list, get, create).
+
+Every route is served in both path families with the same behaviour and error shapes: the numbered one
+(`/crm/v3/objects`, `/crm/v4/objects` for associations, `/crm/v3/properties`) and each date-based version
+(`/crm/objects/{version}` for objects and associations, `/crm/properties/{version}`). A date the portal does
+not serve answers 404. From 2026-09 on, writes that create a record must carry the properties the portal's
+admin made required (`hubspot_required_properties`), as HubSpot enforces them from that version on.
+"""
 
 from __future__ import annotations
 
 import fnmatch
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -16,8 +24,10 @@ from shopbotly.crm_emulator.hubspot_properties import OBJECT_TYPES
 from shopbotly.crm_emulator.hubspot_rules import (
     NOTE_TO_CONTACT,
     TICKET_TO_CONTACT,
+    ContactInput,
     RequestRejected,
     batch_response,
+    missing_required,
     object_json,
     parse_batch_read,
     parse_batch_upsert,
@@ -25,15 +35,81 @@ from shopbotly.crm_emulator.hubspot_rules import (
     parse_engagement,
     parse_engagement_upsert,
     parse_ticket_update,
+    record_error,
+    require_properties,
 )
 from shopbotly.crm_emulator.runtime import Runtime
 from shopbotly.crm_emulator.shapes import hubspot_error
 
-__all__ = ["associations_router", "properties_router", "router"]
+__all__ = ["DATE_VERSIONS", "ENFORCES_REQUIRED_FROM", "associations_router", "properties_router", "router"]
 
-router = APIRouter(prefix="/crm/v3/objects", tags=["hubspot"])
-associations_router = APIRouter(prefix="/crm/v4/objects", tags=["hubspot"])
-properties_router = APIRouter(prefix="/crm/v3/properties", tags=["hubspot"])
+# The date-based API versions HubSpot has released (served besides v3), and the first that enforces a
+# portal's required properties on API writes.
+DATE_VERSIONS = ("2026-03", "2026-09")
+ENFORCES_REQUIRED_FROM = "2026-09"
+
+_Endpoint = TypeVar("_Endpoint", bound=Callable[..., Awaitable[JSONResponse]])
+
+
+class _Family:
+    """Routes served under a numbered prefix and, with the same endpoint, under the date-based one.
+
+    Registered on one router with their full paths (not as nested routers), so that each request's route
+    template names its family (`POST /crm/objects/{version}/contacts/batch/upsert`)."""
+
+    def __init__(self, router: APIRouter, numbered: str, dated: str) -> None:
+        self.router, self.numbered, self.dated = router, numbered, dated
+
+    def _add(self, method: str, path: str, **kw: Any) -> Callable[[_Endpoint], _Endpoint]:
+        def register(endpoint: _Endpoint) -> _Endpoint:
+            self.router.add_api_route(self.numbered + path, endpoint, methods=[method], **kw)
+            self.router.add_api_route(
+                self.dated + path, endpoint, methods=[method], dependencies=[Depends(api_version)], **kw
+            )
+            return endpoint
+
+        return register
+
+    def get(self, path: str, **kw: Any) -> Callable[[_Endpoint], _Endpoint]:
+        return self._add("GET", path, **kw)
+
+    def post(self, path: str, **kw: Any) -> Callable[[_Endpoint], _Endpoint]:
+        return self._add("POST", path, **kw)
+
+    def put(self, path: str, **kw: Any) -> Callable[[_Endpoint], _Endpoint]:
+        return self._add("PUT", path, **kw)
+
+    def patch(self, path: str, **kw: Any) -> Callable[[_Endpoint], _Endpoint]:
+        return self._add("PATCH", path, **kw)
+
+
+router = APIRouter(tags=["hubspot"])
+associations_router = APIRouter(tags=["hubspot"])
+properties_router = APIRouter(tags=["hubspot"])
+_objects = _Family(router, "/crm/v3/objects", "/crm/objects/{version}")
+_associations = _Family(associations_router, "/crm/v4/objects", "/crm/objects/{version}")
+_properties = _Family(properties_router, "/crm/v3/properties", "/crm/properties/{version}")
+
+
+def api_version(request: Request) -> str:
+    """The API version of the request's path: `v3` for the numbered family, else the served date."""
+    version = request.path_params.get("version")
+    if version is None:
+        return "v3"
+    if version not in DATE_VERSIONS:
+        raise RequestRejected(404, hubspot_error("resource not found", "OBJECT_NOT_FOUND"))
+    return str(version)
+
+
+ApiVersion = Annotated[str, Depends(api_version)]
+
+
+def _required(rt: Runtime, object_type: str, version: str) -> list[str]:
+    """Properties a create must carry on this version (none before 2026-09: HubSpot ignored the rules)."""
+    if version == "v3" or version < ENFORCES_REQUIRED_FROM:
+        return []
+    return rt.settings.hubspot_required_properties.get(object_type, [])
+
 
 _DEFAULT_CONTACT_PROPERTIES = ("email", "firstname", "lastname")
 _ASSOCIATION_LABEL = {"tickets": "ticket_to_contact", "notes": "note_to_contact"}
@@ -77,11 +153,28 @@ def _find(rt: Runtime, object_type: str, object_id: str, id_property: str | None
     return rt.store.get(System.HUBSPOT, object_type, object_id)
 
 
-@router.post("/contacts/batch/upsert")
-async def batch_upsert_contacts(request: Request, rt: RuntimeDep) -> JSONResponse:
+def _without_incomplete_creates(
+    rt: Runtime, inputs: list[ContactInput], required: list[str]
+) -> tuple[list[ContactInput], list[dict[str, Any]]]:
+    """Inputs that would create a contact without a required property fail alone (updates pass)."""
+    kept, refused = [], []
+    for item in inputs:
+        problems = missing_required(item.properties, required)
+        if problems and not rt.store.by_identity(System.HUBSPOT, "contacts", item.id):
+            refused.append(record_error(item.raw_id, problems, item.trace_id))
+        else:
+            kept.append(item)
+    return kept, refused
+
+
+@_objects.post("/contacts/batch/upsert")
+async def batch_upsert_contacts(request: Request, rt: RuntimeDep, version: ApiVersion) -> JSONResponse:
     body = await _body(request)
     started = rt.clock()
     inputs, errors = parse_batch_upsert(body, rt.hubspot_schema, rt.settings.hubspot_batch_limit)
+    if required := _required(rt, "contacts", version):
+        inputs, refused = await run_in_threadpool(_without_incomplete_creates, rt, inputs, required)
+        errors.extend(refused)
     outcomes = await run_in_threadpool(rt.store.hubspot_upsert, inputs, started)
     results = [object_json(o.object, new=o.created, trace_id=o.input.trace_id) for o in outcomes]
     for o in outcomes:
@@ -90,7 +183,7 @@ async def batch_upsert_contacts(request: Request, rt: RuntimeDep) -> JSONRespons
     return JSONResponse(payload, status)
 
 
-@router.post("/contacts/batch/read")
+@_objects.post("/contacts/batch/read")
 async def batch_read_contacts(request: Request, rt: RuntimeDep) -> JSONResponse:
     body = await _body(request)
     started = rt.clock()
@@ -122,7 +215,7 @@ async def batch_read_contacts(request: Request, rt: RuntimeDep) -> JSONResponse:
     return JSONResponse(payload, status)
 
 
-@router.get("/{object_type}/{object_id}")
+@_objects.get("/{object_type}/{object_id}")
 async def get_object(
     object_type: str,
     object_id: str,
@@ -145,9 +238,10 @@ async def get_object(
     return JSONResponse(out)
 
 
-@router.post("/contacts", status_code=201)
-async def create_contact(request: Request, rt: RuntimeDep) -> JSONResponse:
+@_objects.post("/contacts", status_code=201)
+async def create_contact(request: Request, rt: RuntimeDep, version: ApiVersion) -> JSONResponse:
     properties = parse_contact_create(await _body(request), rt.hubspot_schema)
+    require_properties(properties, _required(rt, "contacts", version))
     created, existing = await run_in_threadpool(rt.store.hubspot_create_contact, properties, rt.clock())
     if existing is not None:
         return JSONResponse(
@@ -158,7 +252,7 @@ async def create_contact(request: Request, rt: RuntimeDep) -> JSONResponse:
     return JSONResponse(object_json(created), 201)
 
 
-@router.patch("/contacts/{object_id}")
+@_objects.patch("/contacts/{object_id}")
 async def update_contact(
     object_id: str,
     request: Request,
@@ -194,11 +288,14 @@ def _check_parents(missing: list[str]) -> None:
         )
 
 
-@router.post("/{object_type}", status_code=201)
-async def create_engagement(object_type: str, request: Request, rt: RuntimeDep) -> JSONResponse:
+@_objects.post("/{object_type}", status_code=201)
+async def create_engagement(
+    object_type: str, request: Request, rt: RuntimeDep, version: ApiVersion
+) -> JSONResponse:
     # `contacts` never reaches here: POST /contacts is routed to create_contact, declared first.
     kind = _object_type(object_type)
     item = parse_engagement(kind, await _body(request), _custom(rt, kind))
+    require_properties(item.properties, _required(rt, kind, version))
     created, missing = await run_in_threadpool(
         rt.store.create_engagements,
         System.HUBSPOT,
@@ -213,8 +310,10 @@ async def create_engagement(object_type: str, request: Request, rt: RuntimeDep) 
     return JSONResponse(object_json(created[0]), 201)
 
 
-@router.post("/{object_type}/batch/create", status_code=201)
-async def batch_create_engagements(object_type: str, request: Request, rt: RuntimeDep) -> JSONResponse:
+@_objects.post("/{object_type}/batch/create", status_code=201)
+async def batch_create_engagements(
+    object_type: str, request: Request, rt: RuntimeDep, version: ApiVersion
+) -> JSONResponse:
     kind = _object_type(object_type)
     if kind == "contacts":
         raise RequestRejected(
@@ -238,6 +337,8 @@ async def batch_create_engagements(object_type: str, request: Request, rt: Runti
             ),
         )
     items = [parse_engagement(kind, i, _custom(rt, kind)) for i in inputs]
+    for item in items:
+        require_properties(item.properties, _required(rt, kind, version))
     created, missing = await run_in_threadpool(
         rt.store.create_engagements,
         System.HUBSPOT,
@@ -254,8 +355,10 @@ async def batch_create_engagements(object_type: str, request: Request, rt: Runti
     return JSONResponse(payload, 201)
 
 
-@router.post("/{object_type}/batch/upsert")
-async def batch_upsert_engagements(object_type: str, request: Request, rt: RuntimeDep) -> JSONResponse:
+@_objects.post("/{object_type}/batch/upsert")
+async def batch_upsert_engagements(
+    object_type: str, request: Request, rt: RuntimeDep, version: ApiVersion
+) -> JSONResponse:
     # `contacts` never reaches here: its batch upsert (by e-mail) is declared first.
     kind = _object_type(object_type)
     body = await _body(request)
@@ -268,6 +371,9 @@ async def batch_upsert_engagements(object_type: str, request: Request, rt: Runti
         rt.settings.hubspot_portal_id,
         _custom(rt, kind),
     )
+    for upsert in inputs:
+        # As for what a create needs anyway, every input carries it (creates are told apart only later).
+        require_properties(upsert.properties, _required(rt, kind, version))
     outcomes = await run_in_threadpool(rt.store.hubspot_upsert_engagements, kind, inputs, started)
     if kind == "tickets":
         for obj, created, changes in outcomes:
@@ -284,7 +390,7 @@ async def batch_upsert_engagements(object_type: str, request: Request, rt: Runti
 _DEFAULT_ASSOCIATION = {("notes", "contacts"): NOTE_TO_CONTACT, ("tickets", "contacts"): TICKET_TO_CONTACT}
 
 
-@associations_router.put("/{from_type}/{from_id}/associations/default/{to_type}/{to_id}")
+@_associations.put("/{from_type}/{from_id}/associations/default/{to_type}/{to_id}")
 async def associate_default(
     from_type: str, from_id: str, to_type: str, to_id: str, rt: RuntimeDep
 ) -> JSONResponse:
@@ -322,13 +428,13 @@ def _property_object_type(name: str) -> str:
     raise RequestRejected(400, hubspot_error(f"Unable to infer object type from: {name}", "VALIDATION_ERROR"))
 
 
-@properties_router.get("/{object_type}")
+@_properties.get("/{object_type}")
 async def list_properties(object_type: str, rt: RuntimeDep, archived: bool = False) -> JSONResponse:
     kind = _property_object_type(object_type)
     return JSONResponse({"results": [] if archived else rt.hubspot_properties.list(kind)})
 
 
-@properties_router.get("/{object_type}/{property_name}")
+@_properties.get("/{object_type}/{property_name}")
 async def get_property(object_type: str, property_name: str, rt: RuntimeDep) -> JSONResponse:
     kind = _property_object_type(object_type)
     prop = rt.hubspot_properties.get(kind, property_name)
@@ -343,7 +449,7 @@ async def get_property(object_type: str, property_name: str, rt: RuntimeDep) -> 
     return JSONResponse(prop)
 
 
-@properties_router.post("/{object_type}", status_code=201)
+@_properties.post("/{object_type}", status_code=201)
 async def create_property(object_type: str, request: Request, rt: RuntimeDep) -> JSONResponse:
     """A custom property; from then on records of the type accept it (and upsert by it when unique)."""
     kind = _property_object_type(object_type)
@@ -368,7 +474,7 @@ async def create_property(object_type: str, request: Request, rt: RuntimeDep) ->
     return JSONResponse(created, 201)
 
 
-@router.patch("/tickets/{ticket_id}")
+@_objects.patch("/tickets/{ticket_id}")
 async def update_ticket(ticket_id: str, request: Request, rt: RuntimeDep) -> JSONResponse:
     body = await _body(request)
     current = await run_in_threadpool(rt.store.get, System.HUBSPOT, "tickets", ticket_id)

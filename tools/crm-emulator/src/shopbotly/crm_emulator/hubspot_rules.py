@@ -1,4 +1,5 @@
-"""HubSpot CRM v3 request rules: what a batch or object request must look like, and what comes back.
+"""HubSpot CRM request rules (every API version): what a batch or object request must look like, and
+what comes back.
 
 Whole-request problems raise `RequestRejected` (HTTP 400, VALIDATION_ERROR); per-record problems become
 entries of the multi-status `errors` list while the other records are applied.
@@ -34,6 +35,7 @@ __all__ = [
     "PropertySchema",
     "RequestRejected",
     "batch_response",
+    "missing_required",
     "object_json",
     "parse_batch_read",
     "parse_batch_upsert",
@@ -41,6 +43,8 @@ __all__ = [
     "parse_engagement",
     "parse_engagement_upsert",
     "parse_ticket_update",
+    "record_error",
+    "require_properties",
 ]
 
 # HubSpot-defined association type ids (note → contact, ticket → contact).
@@ -190,7 +194,7 @@ def _property_problems(properties: Mapping[str, str | None], schema: PropertySch
     return problems
 
 
-def _record_error(raw_id: str, problems: Sequence[dict[str, Any]], trace_id: str | None) -> dict[str, Any]:
+def record_error(raw_id: str, problems: Sequence[dict[str, Any]], trace_id: str | None) -> dict[str, Any]:
     body = hubspot_error(
         "Property values were not valid: " + json.dumps(list(problems), separators=(",", ":")),
         "VALIDATION_ERROR",
@@ -279,7 +283,7 @@ def parse_batch_upsert(
                 }
             )
         if problems:
-            errors.append(_record_error(raw_id, problems, trace_id))
+            errors.append(record_error(raw_id, problems, trace_id))
             continue
         properties["email"] = identity
         valid.append(ContactInput(index, identity, raw_id, properties, trace_id))
@@ -366,13 +370,19 @@ def _associations(raw: Any, type_id: int, object_type: str) -> list[str]:
     return ids
 
 
-def _require(properties: Mapping[str, str | None], names: Iterable[str]) -> None:
-    missing = [n for n in names if not properties.get(n)]
-    if missing:
-        problems = [
-            {"isValid": False, "message": f"{n} is required", "error": "REQUIRED_FIELD", "name": n}
-            for n in missing
-        ]
+def missing_required(properties: Mapping[str, str | None], names: Iterable[str]) -> list[dict[str, Any]]:
+    """REQUIRED_FIELD problems of the `names` a record's properties leave out (or empty)."""
+    return [
+        {"isValid": False, "message": f"{n} is required", "error": "REQUIRED_FIELD", "name": n}
+        for n in names
+        if not properties.get(n)
+    ]
+
+
+def require_properties(properties: Mapping[str, str | None], names: Iterable[str]) -> None:
+    """The whole request refused (400) when the record lacks one of `names`."""
+    problems = missing_required(properties, names)
+    if problems:
         raise _invalid("Property values were not valid: " + json.dumps(problems, separators=(",", ":")))
 
 
@@ -401,7 +411,7 @@ def parse_engagement(
     raw = _properties(body.get("properties"), "properties")
     if object_type == "notes":
         known, type_id = NOTE_PROPERTIES, NOTE_TO_CONTACT
-        _require(raw, ["hs_timestamp"])
+        require_properties(raw, ["hs_timestamp"])
         ts = parse_timestamp(raw["hs_timestamp"] or "")
         if ts is None:
             raise _invalid(
@@ -410,7 +420,7 @@ def parse_engagement(
         raw["hs_timestamp"] = iso_ms(ts)
     else:
         known, type_id = TICKET_PROPERTIES | frozenset(extra_ticket_properties), TICKET_TO_CONTACT
-        _require(raw, ["subject", "hs_pipeline", "hs_pipeline_stage"])
+        require_properties(raw, ["subject", "hs_pipeline", "hs_pipeline_stage"])
         _check_ticket_values(raw)
     unknown = sorted(n for n in raw if n not in known)
     if unknown or any(n in READ_ONLY for n in raw):

@@ -175,6 +175,10 @@ class EmulatorSettings(BaseSettings):
     # exist from the start: the keys `batch/upsert` accepts for notes and tickets (crm-writer keys them by
     # `shopbotly_command_id`). Default: none, a fresh portal (`connections setup` creates them).
     hubspot_unique_properties: dict[str, list[str]] = Field(default_factory=dict)
+    # Properties the portal's admin made required on record creation, per object type (e.g. contacts:
+    # [lastname]). HubSpot enforces them on API writes from the 2026-09 API version on: a create without one
+    # answers VALIDATION_ERROR (REQUIRED_FIELD) there, and succeeds on v3 and 2026-03. Default: none.
+    hubspot_required_properties: dict[str, list[str]] = Field(default_factory=dict)
     # Where an agent reply is written on a ticket (a custom ticket property).
     hubspot_reply_property: str = "shopbotly_last_reply"
 

@@ -78,6 +78,21 @@ class FakeContact:
     tickets: list[dict[str, str]] = field(default_factory=list)
 
 
+_DATED = re.compile(r"^/crm/(objects|properties)/\d{4}-\d{2}/")
+
+
+def _v3_path(path: str) -> str:
+    """A date-versioned HubSpot path (`/crm/objects/2026-03/...`) as its numbered twin (`/crm/v3/objects/...`,
+    associations `/crm/v4/objects/...`): the fake speaks both families the same way."""
+    match = _DATED.match(path)
+    if match is None:
+        return path
+    family = match.group(1)
+    rest = path[match.end() :]
+    numbered = "v4" if family == "objects" and "/associations/" in rest else "v3"
+    return f"/crm/{numbered}/{family}/{rest}"
+
+
 def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> httpx.Response:
     return httpx.Response(
         status, content=orjson.dumps(body), headers={"Content-Type": "application/json", **(headers or {})}
@@ -156,7 +171,7 @@ class FakeHubSpot:
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
         self.requests += 1
-        path = request.url.path
+        path = _v3_path(request.url.path)
         self.paths[path] = self.paths.get(path, 0) + 1
         if path == "/oauth/v1/token":
             return self._token(request)

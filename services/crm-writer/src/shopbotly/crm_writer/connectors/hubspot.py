@@ -1,5 +1,8 @@
-"""HubSpot CRM v3: contacts by batch upsert on email, notes and tickets associated to the contact.
+"""HubSpot CRM objects API: contacts by batch upsert on email, notes and tickets associated to the contact.
 
+- API version: the connection's `api_version` (`v3`, or a date version such as `2026-03`) picks the path
+  family; every URL comes from `HubSpotPaths` (paths below are v3's, a date version's are
+  `/crm/objects/2026-03/...` for objects and associations alike). Requests and answers are the same.
 - Contacts: `POST /crm/v3/objects/contacts/batch/upsert` with `idProperty: email`, up to 100 inputs of many
   identities per request. Upserts by email are not partial, so each input carries the contact's full
   property set: what the CRM had (read once per identity with `batch/read`, then cached while this
@@ -36,7 +39,7 @@ import httpx
 import orjson
 import structlog
 
-from shopbotly.common.config.crm_kinds.hubspot import HubSpotOptions
+from shopbotly.common.config.crm_kinds.hubspot import HubSpotOptions, HubSpotPaths
 from shopbotly.common.errors import PermanentError, RetryableError, ShopbotlyError
 from shopbotly.common.events import CommandOp
 from shopbotly.crm_writer.connectors.base import (
@@ -217,6 +220,7 @@ class HubSpotConnector(Connector[HubSpotOptions], kind="hubspot", schema=HubSpot
         cfg = runtime.config
         assert cfg.base_url is not None
         self._base = cfg.base_url.rstrip("/")
+        self.paths = HubSpotPaths(self.options.api_version)
         self.cache = ContactCache(ttl_s=self.options.state_ttl_s)
         # Contact properties the portal refused: left out of writes until `state_ttl_s` passed.
         self.refused = RefusedProperties(runtime.name, ttl_s=self.options.state_ttl_s)
@@ -361,7 +365,7 @@ class HubSpotConnector(Connector[HubSpotOptions], kind="hubspot", schema=HubSpot
         """Create (or, on a repeat of the same command, update) a note/ticket keyed by `key`, associated."""
         object_id = await self._engagements[object_type].submit(_EngagementInput(key, properties))
         # The default (HUBSPOT_DEFINED) association; PUT of an existing association changes nothing.
-        path = f"/crm/v4/objects/{object_type}/{object_id}/associations/default/contacts/{contact_id}"
+        path = self.paths.default_association(object_type, object_id, "contacts", contact_id)
         _, verdict = await self._request("PUT", path, None, op=op)
         if not verdict.ok:
             raise verdict.error()
@@ -391,7 +395,7 @@ class HubSpotConnector(Connector[HubSpotOptions], kind="hubspot", schema=HubSpot
             ]
         }
         response, verdict = await self._post(
-            permit, "/crm/v3/objects/contacts/batch/upsert", payload, op="batch_upsert_contacts", n=len(items)
+            permit, self.paths.batch("contacts", "upsert"), payload, op="batch_upsert_contacts", n=len(items)
         )
         if not verdict.ok:
             if verdict.kind is VerdictKind.PERMANENT and len(items) > 1:
@@ -488,7 +492,7 @@ class HubSpotConnector(Connector[HubSpotOptions], kind="hubspot", schema=HubSpot
         }
         response, verdict = await self._post(
             permit,
-            f"/crm/v3/objects/{object_type}/batch/upsert",
+            self.paths.batch(object_type, "upsert"),
             payload,
             op=f"batch_upsert_{object_type}",
             n=len(items),
@@ -543,7 +547,7 @@ class HubSpotConnector(Connector[HubSpotOptions], kind="hubspot", schema=HubSpot
             "properties": names,
         }
         response, verdict = await self._post(
-            permit, "/crm/v3/objects/contacts/batch/read", payload, op="batch_read_contacts", n=len(items)
+            permit, self.paths.batch("contacts", "read"), payload, op="batch_read_contacts", n=len(items)
         )
         if not verdict.ok:
             if verdict.kind is VerdictKind.PERMANENT and len(items) > 1:

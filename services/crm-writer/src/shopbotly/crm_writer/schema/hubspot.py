@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from shopbotly.common.config.crm_kinds.hubspot import HubSpotOptions
+from shopbotly.common.config.crm_kinds.hubspot import HubSpotOptions, HubSpotPaths
 from shopbotly.common.events import CommandOp
 from shopbotly.crm_writer.schema import CrmProperty, CrmSchema, OwnedProperty, Target, parse_described
 
@@ -94,7 +94,7 @@ def owned_hubspot_properties(
 
 
 def hubspot_definition(prop: OwnedProperty) -> dict[str, Any]:
-    """The `POST /crm/v3/properties/{objectType}` body of an owned property."""
+    """The Properties API's create body (`POST` to `HubSpotPaths.properties`) of an owned property."""
     body: dict[str, Any] = {
         "name": prop.name,
         "label": prop.label,
@@ -113,7 +113,8 @@ _GROUPS = {"contacts": "contactinformation", "tickets": "ticketinformation", "no
 
 
 class HubSpotSchema(CrmSchema[HubSpotOptions]):
-    """A portal's properties: `GET /crm/v3/properties/{objectType}`, created by `POST` there."""
+    """A portal's properties: the Properties API of the connection's `api_version` (`GET` lists, `POST`
+    creates)."""
 
     record_object: ClassVar[str] = "contacts"
 
@@ -155,12 +156,15 @@ class HubSpotSchema(CrmSchema[HubSpotOptions]):
         return owned_hubspot_properties(self.options, wanted)
 
     def describe_url(self, base: str, object_type: str) -> str:
-        return f"{base}/crm/v3/properties/{object_type}"
+        return base + HubSpotPaths(self.options.api_version).properties(object_type)
 
     @staticmethod
     def parse(body: Any) -> dict[str, CrmProperty]:
-        """`GET /crm/v3/properties/{objectType}` → property name → CrmProperty."""
+        """The Properties API's list (`GET /crm/v3/properties/{objectType}`, or its date-version path) →
+        property name → CrmProperty."""
         return parse_described(body, "results", _property)
 
     def create_request(self, base: str, prop: OwnedProperty) -> tuple[str, dict[str, Any]]:
-        return f"{base}/crm/v3/properties/{prop.object_type}", hubspot_definition(prop)
+        return base + HubSpotPaths(self.options.api_version).properties(prop.object_type), hubspot_definition(
+            prop
+        )
