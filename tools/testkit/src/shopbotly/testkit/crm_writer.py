@@ -26,7 +26,14 @@ import orjson
 from aiokafka import ConsumerRecord
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from shopbotly.common.events import CommandOp, CommandResult, CrmCommand, Headers, message_headers
+from shopbotly.common.events import (
+    CommandOp,
+    CommandOutcome,
+    CommandResult,
+    CrmCommand,
+    Headers,
+    message_headers,
+)
 from shopbotly.common.kafka import KafkaSettings, make_consumer, make_producer
 from shopbotly.common.topics import Topic
 from shopbotly.crm_writer.domain import WRITE_KINDS, Write, WriteKind, property_text, union_tags
@@ -42,6 +49,7 @@ __all__ = [
     "TopicReader",
     "actual_state",
     "command_record",
+    "command_result",
     "count_results",
     "crm_command",
     "max_in_window",
@@ -688,6 +696,19 @@ def crm_command(
         "mapping_version": "1",
     }
     return CrmCommand(**(values | fields))
+
+
+def command_result(
+    cid: str, tenant: str = "t", outcome: CommandOutcome = CommandOutcome.APPLIED, **fields: Any
+) -> CommandResult:
+    """A result as crm-writer publishes it: an applied contact upsert on connection `hubspot` for
+    `jane@example.com`, unless `fields` say otherwise."""
+    values: dict[str, Any] = {
+        "connection": "hubspot",
+        "identity": "jane@example.com",
+        "op": CommandOp.UPSERT_CONTACT,
+    }
+    return CommandResult(command_id=cid, tenant=tenant, outcome=outcome, **(values | fields))
 
 
 def one_write(cmd: CrmCommand, kind: WriteKind | None = None, partition: int = 0) -> Write:
