@@ -20,6 +20,7 @@ import os
 import secrets
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -139,10 +140,22 @@ class Service:
     env: dict[str, str]
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
+    # Served over HTTPS, its CA's PEM here (the CRM emulator with `--tls`).
+    ca_bundle: Path | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.ca_bundle else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
+
+    @property
+    def verify(self) -> ssl.SSLContext | bool:
+        """What a client trusts to reach this service (httpx's `verify`)."""
+        return ssl.create_default_context(cafile=self.ca_bundle) if self.ca_bundle else True
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        """An HTTP client for this service: its base URL, trusting its CA when it serves HTTPS."""
+        return httpx.Client(base_url=self.url, verify=self.verify, **kwargs)
 
     def start(self) -> None:
         assert self.proc is None or self.proc.poll() is not None, f"{self.name} already running"
@@ -186,8 +199,10 @@ class Service:
         return self.proc is not None and self.proc.poll() is None
 
     def ready(self) -> bool:
+        if self.ca_bundle is not None and not self.ca_bundle.exists():
+            return False  # written when the emulator starts
         try:
-            return httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200
+            return httpx.get(f"{self.url}/readyz", timeout=2, verify=self.verify).status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -203,7 +218,7 @@ class Service:
         raise AssertionError(f"{self.name} not ready after {timeout}s:\n{self.tail()}")
 
     def metrics(self) -> str:
-        response = httpx.get(f"{self.url}/metrics", timeout=5)
+        response = httpx.get(f"{self.url}/metrics", timeout=5, verify=self.verify)
         response.raise_for_status()
         return response.text
 
@@ -231,10 +246,20 @@ class Stack:
         env: Mapping[str, str],
         names: list[str] | None = None,
         ports: Mapping[str, int] | None = None,
+        *,
+        emulator_ca: Path | None = None,
     ) -> Stack:
+        """`emulator_ca`: the CRM emulator serves HTTPS and writes its CA's PEM there (`tenants_yaml`'s
+        `emulator_ca` points the connections at it)."""
         stack = cls(root=root, env=dict(env))
         for name in names or list(SERVICES):
-            stack.add(name, name, (ports or {}).get(name))
+            svc = stack.add(name, name, (ports or {}).get(name))
+            if name == "crm-emulator" and emulator_ca is not None:
+                svc.ca_bundle = emulator_ca
+                svc.env |= {
+                    "SHOPBOTLY_EMULATOR_TLS": "true",
+                    "SHOPBOTLY_EMULATOR_TLS_CA_PATH": str(emulator_ca),
+                }
         return stack
 
     def __getitem__(self, name: str) -> Service:
@@ -502,10 +527,18 @@ class StackSecrets:
 
 
 def tenants_yaml(
-    secrets_: StackSecrets, *, emulator_port: int, bot_url: str | None, bot_attempts: int = 3
+    secrets_: StackSecrets,
+    *,
+    emulator_port: int,
+    bot_url: str | None,
+    bot_attempts: int = 3,
+    emulator_ca: Path | None = None,
 ) -> str:
     """Two tenants: `alpha` (bot, Shopify, HubSpot and Salesforce sources; the emulator as its HubSpot and its
-    Salesforce org; optionally a bot webhook) and `beta` (an API key only, for isolation checks)."""
+    Salesforce org; optionally a bot webhook) and `beta` (an API key only, for isolation checks).
+
+    `emulator_ca`: the emulator serves HTTPS (`Stack.create(emulator_ca=...)`) and alpha's connection trusts
+    that CA bundle only."""
     keys = {t: hashlib.sha256(k.encode()).hexdigest() for t, k in secrets_.api_keys.items()}
     alpha: dict[str, Any] = {
         "display_name": "E2E shop",
@@ -524,10 +557,11 @@ def tenants_yaml(
         "connections": {
             "hubspot": {
                 "kind": "hubspot",
-                "base_url": f"http://127.0.0.1:{emulator_port}",
+                "base_url": f"{'https' if emulator_ca else 'http'}://127.0.0.1:{emulator_port}",
                 "auth": {"kind": "bearer", "token": {"env": "E2E_HUBSPOT_TOKEN"}},
                 "rate_limit": {"requests": 100, "per_seconds": 10},
                 "batch_size": 100,
+                **({"tls": {"ca_bundle": str(emulator_ca)}} if emulator_ca else {}),
             },
         },
         "mapping": {

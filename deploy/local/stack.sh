@@ -8,7 +8,8 @@
 #              STACK_READY_TIMEOUT (120 s), STACK_START_RESTARTS (3: `up` gives up on a service that exits
 #              this often before it is ready), STACK_PORT_<SERVICE> (e.g. STACK_PORT_CRM_WRITER=9102),
 #              STACK_SETUP_WAIT (60 s: how long crm-writer's init step, `shopbotly connections setup --apply`,
-#              waits for the CRM emulator to answer).
+#              waits for the CRM emulator to answer), STACK_EMULATOR_CA (.run/tls/crm-emulator-ca.pem: the CRM
+#              emulator serves HTTPS and writes its CA there; the config's `tls.ca_bundle` must name the same file).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -21,6 +22,8 @@ ENV_FILE="${SHOPBOTLY_ENV_FILE:-$ROOT/config/demo.env}"
 READY_TIMEOUT="${STACK_READY_TIMEOUT:-120}"
 START_RESTARTS="${STACK_START_RESTARTS:-3}"
 SETUP_WAIT="${STACK_SETUP_WAIT:-60}"
+# Not under SHOPBOTLY_RUN_DIR: config/shopbotly.yaml names this file (relative to the repository root).
+EMULATOR_CA="${STACK_EMULATOR_CA:-$ROOT/.run/tls/crm-emulator-ca.pem}"
 PIDFILE="$RUN/supervisor.pid"
 SUPERVISE=("$VENV/python" "$HERE/supervise.py")
 
@@ -47,7 +50,14 @@ running() {
   [[ -f "$PIDFILE" ]] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null
 }
 
-ready() { curl -fsS -m 2 "http://127.0.0.1:$1/readyz" >/dev/null 2>&1; }
+# ready PORT [NAME]: its /readyz answers 200 (the CRM emulator over HTTPS, trusting its own CA).
+ready() {
+  if [[ ${2:-} == crm-emulator ]]; then
+    curl -fsS -m 2 --cacert "$EMULATOR_CA" "https://127.0.0.1:$1/readyz" >/dev/null 2>&1
+  else
+    curl -fsS -m 2 "http://127.0.0.1:$1/readyz" >/dev/null 2>&1
+  fi
+}
 
 # name pid state restarts last-exit, one line per service, from the supervisor's status.json.
 status_rows() { "${SUPERVISE[@]}" status --run-dir "$RUN" 2>/dev/null || true; }
@@ -62,6 +72,10 @@ write_procfile() {
     local data="$RUN/data/$name"
     mkdir -p "$data"
     local start="exec $VENV/$cmd"
+    if [[ $name == crm-emulator ]]; then
+      # HTTPS with a local CA (made once, kept in EMULATOR_CA's folder, reused on restarts).
+      start="$start --tls --tls-ca-path $EMULATOR_CA"
+    fi
     if [[ $name == crm-writer ]]; then
       # Its init step, as a Kubernetes init container would be: the custom properties the mapping writes
       # exist in each CRM (the emulator starts as a fresh portal) before the first command is applied.
@@ -111,7 +125,7 @@ up() {
     for row in "${SERVICES[@]}"; do
       read -r name port _ <<<"$row"
       port="$(port_of "$name" "$port")"
-      ready "$port" || pending+=("$name:$port")
+      ready "$port" "$name" || pending+=("$name:$port")
     done
     ((${#pending[@]} == 0)) && break
     if ! running; then tail -n 20 "$LOGS/supervisor.log" >&2; die "the supervisor exited (see $LOGS/supervisor.log)"; fi
@@ -141,7 +155,7 @@ first write (output in its log), so the properties the mapping writes exist: \`s
   console       http://127.0.0.1:$console   (operator key: DEMO_OPERATOR_KEY in config/demo.env; docs/console.md)
   mapper        http://127.0.0.1:$mapper/metrics
   crm-writer    http://127.0.0.1:$crm_writer/metrics
-  CRM emulator  http://127.0.0.1:$emulator/_emulator/state
+  CRM emulator  https://127.0.0.1:$emulator/_emulator/state   (its CA: $EMULATOR_CA)
   Kafka         127.0.0.1:${KAFKA_PORT:-9092}
   Logs          $LOGS/<service>.log
 
@@ -150,7 +164,7 @@ Try it (demo API key from config/demo.env):
     -H "Authorization: Bearer \$(grep ^DEMO_API_KEY= config/demo.env | cut -d= -f2)" \\
     -H 'Content-Type: application/json' \\
     -d '{"email": "jane@example.com", "first_name": "Jane", "last_name": "Doe", "tags": ["newsletter"]}'
-  curl -sS http://127.0.0.1:$emulator/_emulator/state | python3 -m json.tool | head -40
+  curl -sS --cacert $EMULATOR_CA https://127.0.0.1:$emulator/_emulator/state | python3 -m json.tool | head -40
 Or run: make demo      Logs: make logs      Stop: make down
 MSG
 }
@@ -199,7 +213,7 @@ status_table() {
   for row in "${SERVICES[@]}"; do
     read -r name p _ <<<"$row"
     p="$(port_of "$name" "$p")"
-    if ready "$p"; then r=yes; else r=no; fi
+    if ready "$p" "$name"; then r=yes; else r=no; fi
     printf '%-14s %-6s %-8s %-8s %-9s %-6s %s\n' "$name" "$p" "${pid[$name]:--}" "${state[$name]:-stopped}" \
       "${restarts[$name]:-0}" "$r" "${last[$name]:--}"
   done

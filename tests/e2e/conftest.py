@@ -33,9 +33,14 @@ def e2e(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     bot_port = free_port()
     secrets = StackSecrets()
     config = root / "tenants.yaml"
+    # The emulator serves HTTPS with a CA of its own, the only one alpha's connection trusts.
+    emulator_ca = root / "crm-emulator-ca.pem"
     config.write_text(
         tenants_yaml(
-            secrets, emulator_port=ports["crm-emulator"], bot_url=f"http://127.0.0.1:{bot_port}{BOT_PATH}"
+            secrets,
+            emulator_port=ports["crm-emulator"],
+            bot_url=f"http://127.0.0.1:{bot_port}{BOT_PATH}",
+            emulator_ca=emulator_ca,
         )
     )
     env = {
@@ -53,7 +58,7 @@ def e2e(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         "SHOPBOTLY_EMULATOR_SALESFORCE_OUTBOUND__RETRY_MAX_MS": "2000",
     }
     create_topics(env)
-    stack = Stack.create(root, env, ports=ports)
+    stack = Stack.create(root, env, ports=ports, emulator_ca=emulator_ca)
     bot = BotReceiver(secrets.bot_notify, bot_port, BOT_PATH)
     bot.start()
     try:
@@ -61,7 +66,7 @@ def e2e(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         with (
             httpx.Client(base_url=stack["ingest"].url, timeout=10) as ingest,
             httpx.Client(base_url=stack["order-reader"].url, timeout=10) as reader,
-            httpx.Client(base_url=stack["crm-emulator"].url, timeout=10) as emulator,
+            stack["crm-emulator"].client(timeout=10) as emulator,
         ):
             yield E2EStack(stack, bot, secrets, env, kafka_bootstrap, prefix, ingest, reader, emulator)
     finally:

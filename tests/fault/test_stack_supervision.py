@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shlex
 import signal
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator
@@ -70,8 +71,13 @@ class LocalStack:
 
     def ready(self, name: str) -> bool:
         try:
-            return httpx.get(f"http://127.0.0.1:{self.ports[name]}/readyz", timeout=2).status_code == 200
-        except httpx.HTTPError:
+            if name == "crm-emulator":  # HTTPS with its own CA, as stack.sh starts it
+                ca = Path(self.env["STACK_EMULATOR_CA"])
+                url, verify = f"https://127.0.0.1:{self.ports[name]}", ssl.create_default_context(cafile=ca)
+            else:
+                url, verify = f"http://127.0.0.1:{self.ports[name]}", True
+            return httpx.get(f"{url}/readyz", timeout=2, verify=verify).status_code == 200
+        except (httpx.HTTPError, OSError):  # OSError: no CA yet (the emulator not started)
             return False
 
 
@@ -81,7 +87,10 @@ def local_stack(tmp_path: Path) -> Iterator[LocalStack]:
     kafka_port, controller_port = free_port(19792), free_port(19793)
     secrets = StackSecrets()
     config = tmp_path / "tenants.yaml"
-    config.write_text(tenants_yaml(secrets, emulator_port=ports["crm-emulator"], bot_url=None))
+    emulator_ca = tmp_path / "tls" / "crm-emulator-ca.pem"
+    config.write_text(
+        tenants_yaml(secrets, emulator_port=ports["crm-emulator"], bot_url=None, emulator_ca=emulator_ca)
+    )
     env_file = tmp_path / "stack.env"
     env_file.write_text("".join(f"{k}={shlex.quote(v)}\n" for k, v in secrets.env().items()))
     env = {
@@ -95,6 +104,7 @@ def local_stack(tmp_path: Path) -> Iterator[LocalStack]:
         "SHOPBOTLY_KAFKA_PARTITIONS": "3",
         "SHOPBOTLY_CONSUMER_GROUP": "supervision-crm-writer",
         "STACK_READY_TIMEOUT": "150",
+        "STACK_EMULATOR_CA": str(emulator_ca),
         **{f"STACK_PORT_{name.upper().replace('-', '_')}": str(port) for name, port in ports.items()},
         # The console is part of `make up` too; it needs an operator and a port of its own here.
         "STACK_PORT_CONSOLE": str(free_port()),

@@ -25,7 +25,7 @@ from shopbotly.mapper.state import StateStore
 
 pytestmark = pytest.mark.component
 
-BASE = "http://crm.test"
+BASE = "https://crm.test"
 DOC = Path(__file__).resolve().parents[3] / "docs" / "services" / "ingest.md"
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 CONFIG = {

@@ -17,7 +17,7 @@ from shopbotly.crm_writer.domain import Write, WriteKind
 
 pytestmark = pytest.mark.component
 
-BASE = "http://crm.test"
+BASE = "https://crm.test"
 
 
 @pytest.fixture(autouse=True)

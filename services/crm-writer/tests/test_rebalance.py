@@ -13,6 +13,7 @@ from shopbotly.common.config import parse_config
 from shopbotly.common.events import CommandOp, CrmCommand
 from shopbotly.common.kafka import KafkaSettings
 from shopbotly.common.topics import Topic
+from shopbotly.crm_writer.clients import HttpClients
 from shopbotly.crm_writer.connectors.base import ContactState
 from shopbotly.crm_writer.connectors.hubspot import HubSpotConnector
 from shopbotly.crm_writer.domain import Envelope
@@ -48,8 +49,10 @@ def _writer(monkeypatch: pytest.MonkeyPatch) -> tuple[Writer, HubSpotConnector, 
     kafka = KafkaSettings(bootstrap="127.0.0.1:1", topic_prefix="rb.", partitions=3)
     writer = Writer(settings_for(kafka), config)
     writer._ledger = _CaughtUpLedger()  # type: ignore[assignment]
-    writer._client = httpx.AsyncClient(transport=httpx.MockTransport(lambda r: httpx.Response(500)))
-    writer._router.client = writer._client
+    writer._clients = HttpClients(
+        limits=httpx.Limits(), transport=httpx.MockTransport(lambda r: httpx.Response(500))
+    )
+    writer._router.clients = writer._clients
     cmd = CrmCommand(
         command_id="c1",
         tenant="t1",
@@ -88,8 +91,8 @@ async def test_a_partition_lost_and_regained_is_read_again_and_its_share_follows
     await writer._on_assigned(tps)
     assert connector.cache.get("a@example.com") is None  # gained again: dropped once more
     assert writer.share == 1.0 and connector.runtime.limit.share == 1.0
-    assert writer._client is not None
-    await writer._client.aclose()
+    assert writer._clients is not None
+    await writer._clients.aclose()
 
 
 async def test_keeping_some_partitions_keeps_their_cache_and_share(
@@ -104,8 +107,8 @@ async def test_keeping_some_partitions_keeps_their_cache_and_share(
     assert writer.share == pytest.approx(2 / 3)
     assert connector.cache.get("kept@example.com") is not None
     assert connector.cache.get("moved@example.com") is None
-    assert writer._client is not None
-    await writer._client.aclose()
+    assert writer._clients is not None
+    await writer._clients.aclose()
 
 
 async def test_shares_of_three_replicas_never_add_up_to_more_than_the_whole_limit(
@@ -144,8 +147,8 @@ async def test_shares_of_three_replicas_never_add_up_to_more_than_the_whole_limi
     assert [w.share for w, _, _ in writers] == pytest.approx([5 / 6, 1 / 6, 0.0])
     assert total() == pytest.approx(1.0)
     for writer, _, _ in writers:
-        assert writer._client is not None
-        await writer._client.aclose()
+        assert writer._clients is not None
+        await writer._clients.aclose()
 
 
 async def test_a_draining_partition_stops_on_a_write_boundary(monkeypatch: pytest.MonkeyPatch) -> None:

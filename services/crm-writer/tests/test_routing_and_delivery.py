@@ -17,6 +17,7 @@ from shopbotly.common.errors import OutageError, PermanentError, RetryableError,
 from shopbotly.common.events import CommandOp, CrmCommand
 from shopbotly.crm_writer import routing
 from shopbotly.crm_writer.circuit import CircuitState
+from shopbotly.crm_writer.clients import HttpClients
 from shopbotly.crm_writer.connectors.base import Connector
 from shopbotly.crm_writer.delivery import AttemptLog, Deliverer
 from shopbotly.crm_writer.domain import Write, WriteKind
@@ -48,9 +49,11 @@ async def router(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Router]:
         }
     )
     r = Router(config, breaker=BreakerSettings())
-    r.client = httpx.AsyncClient(transport=httpx.MockTransport(lambda _: httpx.Response(204)))
+    r.clients = HttpClients(
+        limits=httpx.Limits(), transport=httpx.MockTransport(lambda _: httpx.Response(204))
+    )
     yield r
-    await r.client.aclose()
+    await r.clients.aclose()
 
 
 def _cmd(tenant: str, connection: str, op: CommandOp = CommandOp.UPSERT_CONTACT) -> CrmCommand:

@@ -288,7 +288,7 @@ async def test_tags_without_a_tags_field_are_dropped_or_dead_lettered_by_policy(
 
 # -- against the CRM emulator: a fresh org, ShopBotly's identity field created as `connections setup` does --
 
-ORG = "http://org.test"
+ORG = "https://org.test"
 
 
 @pytest.fixture

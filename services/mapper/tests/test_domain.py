@@ -38,8 +38,8 @@ tenants:
       bot: {kind: shopbotly, secrets: [{env: S}]}
       crm: {kind: hubspot, secrets: [{env: S}]}
     connections:
-      hubspot: {kind: hubspot, base_url: http://h}
-      sf: {kind: salesforce, base_url: http://s}
+      hubspot: {kind: hubspot, base_url: https://h}
+      sf: {kind: salesforce, base_url: https://s}
     mapping:
       default_connection: hubspot
 """

@@ -1,7 +1,8 @@
 """Publishing a batch when produces fail: resend in order, dead-letter what the broker can never take.
 
-The producer here is a scripted stand-in for aiokafka's (`send()` returns a future per record), so the
-failure sequences are exact; the same code runs against the real broker in test_worker_integration.py.
+The producer here is a scripted stand-in for aiokafka's (`send_batch()` returns a future per record batch,
+`send()` one per record), so the failure sequences are exact; the same code runs against the real broker in
+test_worker_integration.py.
 """
 
 from __future__ import annotations
@@ -41,14 +42,60 @@ class Message:
 
 
 @dataclass
+class ScriptedBatch:
+    """aiokafka's BatchBuilder, as the pipeline uses it."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    def append(self, **record: Any) -> object:
+        self.records.append(record)
+        return object()
+
+    def record_count(self) -> int:
+        return len(self.records)
+
+
+@dataclass
 class ScriptedProducer:
-    """send() → future; `script` says, per call, what happens: 'ok', 'timeout' (the future fails) or
-    'too_large' (send() raises, as aiokafka does for a record over max_request_size)."""
+    """One partition per topic. `script` says, per `send_batch()` or `send()` call, what happens: 'ok',
+    'timeout' (the future fails) or 'too_large' (the broker refuses it for good; `send()` raises, as aiokafka
+    does for a record over max_request_size)."""
 
     script: list[str]
     sent: list[tuple[str, bytes | None]] = field(default_factory=list)
     offsets: dict[str, int] = field(default_factory=dict)
     acknowledged: list[Message] = field(default_factory=list)
+    batches: list[int] = field(default_factory=list)  # records per send_batch() call
+
+    async def healthy(self) -> ScriptedProducer:
+        return self
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return {0}
+
+    def create_batch(self) -> ScriptedBatch:
+        return ScriptedBatch()
+
+    def watch(self, producer: Any, future: asyncio.Future[Any]) -> None:
+        pass
+
+    async def send_batch(self, batch: ScriptedBatch, topic: str, *, partition: int) -> asyncio.Future[Any]:
+        step = self.script.pop(0) if self.script else "ok"
+        self.batches.append(batch.record_count())
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if step == "too_large":
+            future.set_exception(
+                MessageSizeTooLargeError("The request included a message larger than the max")
+            )
+            return future
+        self.sent += [(topic, r["key"]) for r in batch.records]
+        if step == "timeout":
+            future.set_exception(KafkaTimeoutError())
+            return future
+        future.set_result(RecordMetadata(topic, 0, None, self.offsets.get(topic, -1) + 1, -1, -1, -1))
+        for r in batch.records:
+            self._acknowledge(topic, r["value"], r["key"], r["headers"], r["timestamp"])
+        return future
 
     async def send(self, topic: str, value: bytes | None, **kwargs: Any) -> asyncio.Future[Any]:
         step = self.script.pop(0) if self.script else "ok"
@@ -59,20 +106,27 @@ class ScriptedProducer:
         if step == "timeout":
             future.set_exception(KafkaTimeoutError())
         else:
-            offset = self.offsets[topic] = self.offsets.get(topic, -1) + 1
-            future.set_result(RecordMetadata(topic, 0, None, offset, -1, -1, -1))
-            stamp = kwargs.get("timestamp_ms")
-            self.acknowledged.append(
-                Message(
-                    value or b"",
-                    offset,
-                    topic=topic,
-                    key=kwargs.get("key"),
-                    headers=kwargs.get("headers") or (),
-                    timestamp=stamp / 1000 if stamp else 0.0,
-                )
+            offset = self._acknowledge(
+                topic, value, kwargs.get("key"), kwargs.get("headers"), kwargs.get("timestamp_ms")
             )
+            future.set_result(RecordMetadata(topic, 0, None, offset, -1, -1, -1))
         return future
+
+    def _acknowledge(
+        self, topic: str, value: bytes | None, key: bytes | None, headers: Any, stamp: int | None
+    ) -> int:
+        offset = self.offsets[topic] = self.offsets.get(topic, -1) + 1
+        self.acknowledged.append(
+            Message(
+                value or b"",
+                offset,
+                topic=topic,
+                key=key,
+                headers=headers or (),
+                timestamp=stamp / 1000 if stamp else 0.0,
+            )
+        )
+        return offset
 
     def patches(self) -> list[Message]:
         """What stage 1 sent to the state-patches topic: stage 2's input."""
@@ -174,19 +228,42 @@ async def test_stopping_abandons_a_batch_that_cannot_be_published(mappings: Mapp
 
 async def test_dead_letter_headers_carry_the_reason(mappings: Mappings) -> None:
     producer = ScriptedProducer([])
-    captured: list[dict[str, str]] = []
-    original_send = producer.send
-
-    async def send(topic: str, value: bytes | None, **kwargs: Any) -> asyncio.Future[Any]:
-        if topic.endswith("dlq.v1"):
-            captured.append(decode_headers(kwargs["headers"]))
-        return await original_send(topic, value, **kwargs)
-
-    producer.send = send  # type: ignore[method-assign]
     await pipeline(producer, mappings, StateStore()).handle(
         [Message(b"[1]", 7, headers=[("event_id", b"x")])]
     )
-    [headers] = captured
+    [letter] = [m for m in producer.acknowledged if m.topic == KAFKA.topic(Topic.RAW_EVENTS_DLQ)]
+    headers = decode_headers(letter.headers)
     assert headers["event_id"] == "x"
     assert headers["error.message"] == "schema: expected a CloudEvents JSON object, got list"
     assert (headers["origin.offset"], headers["origin.service"]) == ("7", "mapper")
+
+
+async def test_a_batch_is_one_produce_per_partition_with_each_records_offset(mappings: Mappings) -> None:
+    producer = ScriptedProducer([])
+    store = StateStore()
+    patches = await patches_of(batch() + batch(), mappings)  # the order twice: two patches
+    await pipeline(producer, mappings, store).handle(patches)
+    commands, orders = "unit.crm-commands.v1", "unit.orders.v1"
+    assert producer.batches == [2, 2]  # two attach_order in one batch, the two order states in another
+    assert producer.sent == [(commands, producer.sent[0][1])] * 2 + [(orders, b"demo:820982911946154508")] * 2
+    entry = store._orders.entries["demo:820982911946154508"]
+    assert (entry.pending, entry.offset) == (0, 1)  # the second record of the batch: base offset 0 + 1
+
+
+async def test_a_refused_batch_is_sent_again_one_by_one_and_only_the_record_at_fault_dead_letters(
+    mappings: Mappings,
+) -> None:
+    # Stage 1 of events 10 and 11: their two commands in one batch, refused for good; sent one by one, the
+    # first goes through and the second is refused again.
+    producer = ScriptedProducer(["too_large", "ok", "too_large"])
+    messages = batch()
+    await pipeline(producer, mappings, StateStore()).handle(messages)
+    published = [m for m in producer.acknowledged if m.topic == KAFKA.topic(Topic.CRM_COMMANDS)]
+    assert [orjson.loads(m.value)["causation_event_id"] for m in published] == [
+        orjson.loads(messages[0].value)["id"]
+    ]
+    [letter] = [m for m in producer.acknowledged if m.topic == KAFKA.topic(Topic.RAW_EVENTS_DLQ)]
+    headers = decode_headers(letter.headers)
+    assert headers["origin.offset"] == "11"
+    assert headers["error.message"].startswith("cannot publish to crm-commands.v1")
+    assert len(producer.patches()) == 1  # event 10's patch still goes out, after its command

@@ -744,3 +744,44 @@ async def test_rebalances_while_batches_are_in_flight_skip_no_offset(
     assert watch.violations == [], f"committed past unmapped events: {watch.violations[:10]}"
     assert missing == [], f"events skipped for good: {missing[:10]}"
     assert watch.checks > 5
+
+
+async def test_a_worker_killed_mid_batch_commits_nothing_it_did_not_publish_and_loses_nothing(
+    kafka_settings: KafkaSettings, tmp_path: Path
+) -> None:
+    """One large batch (3,000 events, so its outputs take several record batches per partition) and a SIGKILL
+    as soon as its first commands are acknowledged: the committed offsets never pass an event whose command
+    is not on crm-commands, and the next worker maps every event (repeats allowed, with the same ids)."""
+    total = 3000
+    env = {"SHOPBOTLY_MAPPER_BATCH_MAX": str(total), "SHOPBOTLY_MAPPER_BATCH_WITHIN_MS": "2000"}
+    workers = [
+        MapperProcess(config=CONFIG, kafka=kafka_settings, workdir=tmp_path / f"mapper{n}", env=env)
+        for n in range(2)
+    ]
+    messages = [customer_message("mid", n) for n in range(total)]
+    placed = {
+        f"mid-{n}": (partition, offset)
+        for n, (partition, offset, _) in enumerate(await produce(kafka_settings, Topic.RAW_EVENTS, messages))
+    }
+    try:
+        async with Outputs(kafka_settings, Topic.CRM_COMMANDS) as out:
+            watch = CommitWatch(kafka_settings, out, placed)
+            await start(workers[0])
+            await out.until(lambda s: len(s[Topic.CRM_COMMANDS]) >= 1, timeout=60)
+            workers[0].kill()  # its batch is in flight: some outputs acknowledged, the batch not finished
+            assert await watch.check() == []
+            await start(workers[1])
+            raw_topic = kafka_settings.topic(Topic.RAW_EVENTS)
+            for partition in range(kafka_settings.partitions):
+                end = max((o for p, o in placed.values() if p == partition), default=-1) + 1
+                await wait_committed(kafka_settings, TopicPartition(raw_topic, partition), end, timeout=120)
+            assert await watch.check() == []
+    finally:
+        for worker in workers:
+            worker.kill()
+    commands = values(out.seen[Topic.CRM_COMMANDS])
+    assert {c["causation_event_id"] for c in commands} == set(placed)
+    ids_by_cause: dict[str, set[str]] = {}
+    for command in commands:
+        ids_by_cause.setdefault(command["causation_event_id"], set()).add(command["command_id"])
+    assert all(len(ids) == 1 for ids in ids_by_cause.values())

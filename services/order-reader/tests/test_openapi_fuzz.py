@@ -96,7 +96,9 @@ def test_no_request_gets_a_server_error_or_an_undocumented_answer(api_schema: Ba
     statuses: set[int] = set()
 
     @given(case=cases)
-    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    # derandomize: the same cases every run, so the coverage check below (a 200 and a 400 among them) is
+    # not left to chance.
+    @settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
     def run(case: schemathesis.Case[Any]) -> None:
         # A cursor is opaque: a string of the right alphabet that this API did not issue is rightly a
         # 400, which the positive-data check would count as rejecting valid input.

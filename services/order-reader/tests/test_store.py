@@ -19,9 +19,10 @@ pytestmark = pytest.mark.component
 TOPICS = {Kind.ORDER: "p.orders.v1", Kind.TICKET: "p.tickets.v1"}
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(tmp_path / "s.sqlite3", topics=TOPICS)
+# Lookups read the file through a memory map by default (the service's setting); without one, with reads.
+@pytest.fixture(params=[0, 64], ids=["read", "mmap"])
+def store(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Store]:
+    s = Store(tmp_path / "s.sqlite3", topics=TOPICS, mmap_mb=request.param)
     assert s.open() is None
     yield s
     s.close()
@@ -37,7 +38,7 @@ def test_upserts_overwrite_and_deletes_remove_with_counts(store: Store) -> None:
     store.apply([_rec(Kind.ORDER, order(order_id="1"), 0), _rec(Kind.ORDER, order(order_id="2"), 1)], {})
     store.apply([_rec(Kind.ORDER, order(order_id="1", status="cancelled"), 2)], {})
     got = store.get(Kind.ORDER, "acme", "1")
-    assert got is not None and orjson.loads(got.body)["status"] == "cancelled" and got.offset == 2
+    assert got is not None and orjson.loads(got[2])["status"] == "cancelled" and got[:2] == (0, 2)
     result = store.apply(
         [Delete(Kind.ORDER, "acme", "2", 0, 3), Delete(Kind.ORDER, "acme", "nope", 0, 4)], {}
     )
@@ -49,7 +50,7 @@ def test_tables_and_tenants_are_separate(store: Store) -> None:
     store.apply([_rec(Kind.ORDER, order(order_id="X"), 0), _rec(Kind.TICKET, ticket(ticket_id="X"), 0)], {})
     assert store.get(Kind.ORDER, "globex", "X") is None
     o, t = store.get(Kind.ORDER, "acme", "X"), store.get(Kind.TICKET, "acme", "X")
-    assert o is not None and t is not None and o.body != t.body
+    assert o is not None and t is not None and o[2] != t[2]
 
 
 def test_offsets_are_written_with_the_data_or_not_at_all(store: Store) -> None:
@@ -59,7 +60,7 @@ def test_offsets_are_written_with_the_data_or_not_at_all(store: Store) -> None:
     with pytest.raises(sqlite3.IntegrityError):
         store.apply([_rec(Kind.ORDER, order(order_id="1", status="closed"), 1)], bad_offsets)
     got = store.get(Kind.ORDER, "acme", "1")
-    assert got is not None and orjson.loads(got.body)["status"] == "open"
+    assert got is not None and orjson.loads(got[2])["status"] == "open"
     assert store.offsets() == {("p.orders.v1", 0): 1}
 
 

@@ -5,8 +5,6 @@ only), and simple-salesforce (the official-style Python client) reading the emul
 from __future__ import annotations
 
 import asyncio
-import datetime
-import ipaddress
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -14,10 +12,6 @@ from typing import Any
 import pytest
 import requests
 import uvicorn
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from simple_salesforce import Salesforce, SalesforceResourceNotFound
 from typer.testing import CliRunner, Result
 
@@ -29,6 +23,7 @@ from shopbotly.common.config.crm_kinds.salesforce import SalesforceOptions
 from shopbotly.crm_emulator import EmulatorSettings, create_app
 from shopbotly.crm_emulator.salesforce_describe import standard_fields
 from shopbotly.crm_emulator.salesforce_tooling import field_from_metadata
+from shopbotly.crm_emulator.tls import prepare_tls
 from shopbotly.crm_writer.schema import FetchedSchema
 from shopbotly.crm_writer.schema.salesforce import (
     SalesforceSchema,
@@ -49,7 +44,9 @@ SET_UP = {
 Org = Callable[..., Awaitable[str]]
 
 
-def write_config(tmp_path: Path, base_url: str, *, presets: list[str], options: str = "{}") -> Path:
+def write_config(
+    tmp_path: Path, base_url: str, *, presets: list[str], options: str = "{}", tls: str = "{}"
+) -> Path:
     path = tmp_path / "shopbotly.yaml"
     path.write_text(
         f"""
@@ -66,6 +63,7 @@ tenants:
           token_url: {base_url}/services/oauth2/token
           client_id: {CLIENT_ID}
           client_secret: {{env: SB_TEST_SF_SECRET}}
+        tls: {tls}
         options: {options}
     mapping:
       default_connection: sf
@@ -234,42 +232,13 @@ def test_every_preset_fits_a_fresh_org_once_setup_ran(preset: str, options: str,
 # -- simple-salesforce against the emulator over HTTPS --------------------------------------------------
 
 
-def _self_signed(directory: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return cert_path, key_path
-
-
 @pytest.fixture
 async def https_org(tmp_path: Path) -> AsyncIterator[tuple[str, Path]]:
-    """The emulator behind TLS: simple-salesforce builds https URLs whatever instance_url says."""
-    cert, key = _self_signed(tmp_path)
-    app = create_app(EmulatorSettings(**SET_UP))
-    server, task, port = await serve(app, ssl_certfile=str(cert), ssl_keyfile=str(key))
+    """The emulator over HTTPS (its own CA): simple-salesforce builds https URLs whatever it is given."""
+    tls = prepare_tls(tmp_path / "ca.pem", "127.0.0.1", [])
+    server, task, port = await serve(create_app(EmulatorSettings(**SET_UP)), tls=tls)
     try:
-        yield f"https://127.0.0.1:{port}", cert
+        yield f"https://127.0.0.1:{port}", tls.ca_path
     finally:
         server.should_exit = True
         await task
@@ -338,3 +307,17 @@ async def test_simple_salesforce_describes_upserts_and_reads_by_external_id(
     assert got["read"]["FirstName"] == "Ada" and got["read"]["LastName"] == "Lovelace"
     assert got["collection"][0]["success"] is True and got["collection"][0]["created"] is True
     assert got["unknown"][0]["errorCode"] == "NOT_FOUND"
+
+
+async def test_check_verifies_the_org_against_the_connections_ca_bundle(
+    https_org: tuple[str, Path], tmp_path: Path
+) -> None:
+    url, ca = https_org
+    trusted = str(write_config(tmp_path, url, presets=["api"], tls=f"{{ca_bundle: {ca}}}"))
+    result = await cli("connections", "check", "--config", trusted)
+    assert result.exit_code == 0, result.output
+
+    untrusted = str(write_config(tmp_path, url, presets=["api"]))  # the system's CAs only
+    refused = await cli("connections", "check", "--config", untrusted)
+    assert refused.exit_code == 1
+    assert " unreadable " in refused.output and "certificate is not trusted" in refused.output

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Literal, Self, TypeVar
+from typing import Any, Literal, Self, TypeVar
 
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -41,10 +41,11 @@ class ServiceSettings(BaseSettings):
 S = TypeVar("S", bound=BaseSettings)
 
 
-def load_settings(cls: type[S]) -> S:
-    """Build settings from the environment or exit with one line per invalid variable."""
+def load_settings(cls: type[S], **overrides: Any) -> S:
+    """Build settings from the environment (`overrides`, e.g. command-line options, win) or exit with one line
+    per invalid variable."""
     try:
-        return cls()
+        return cls(**overrides)
     except ValidationError as exc:
         prefix = str(cls.model_config.get("env_prefix", ""))
         lines = [f"invalid settings for {cls.__name__}:"]

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from aiokafka import TopicPartition
 
-from shopbotly.common.follow import TopicFollower
+from shopbotly.common.follow import Batch, TopicFollower
 from shopbotly.common.health import Health
 from shopbotly.common.kafka import KafkaSettings
 from shopbotly.common.topics import Topic
@@ -45,10 +44,11 @@ class Materializer:
             on_lag=self._lag,
         )
 
-    def _apply(self, topic: str, records: list[Any]) -> None:
+    def _apply(self, batch: Batch) -> None:
         model = self._model
         model.apply(
-            Record(topic, r.partition, r.offset, r.timestamp, r.key, r.value, tuple(r.headers or ()))
+            Record(tp.topic, r.partition, r.offset, r.timestamp, r.key, r.value, tuple(r.headers or ()))
+            for tp, records in batch.items()
             for r in records
         )
         for kind, size in model.sizes().items():

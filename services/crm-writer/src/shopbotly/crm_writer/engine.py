@@ -40,6 +40,7 @@ from shopbotly.common.logging import get_logger
 from shopbotly.common.topics import Topic
 from shopbotly.crm_writer import metrics
 from shopbotly.crm_writer.circuit import CircuitState
+from shopbotly.crm_writer.clients import HttpClients
 from shopbotly.crm_writer.delivery import Deliverer
 from shopbotly.crm_writer.domain import Envelope, coalesce, parse_record
 from shopbotly.crm_writer.lanes import PartitionLanes
@@ -143,7 +144,7 @@ class Writer:
         self._producer: ResilientProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._ledger: Ledger | None = None
-        self._client: httpx.AsyncClient | None = None
+        self._clients: HttpClients | None = None
         self.started = asyncio.Event()
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -163,14 +164,13 @@ class Writer:
 
     async def _start(self) -> None:
         s = self.settings
-        self._client = httpx.AsyncClient(
+        self._clients = HttpClients(
             transport=self._transport,
             limits=httpx.Limits(
                 max_connections=s.http_max_connections, max_keepalive_connections=s.http_max_connections
             ),
-            follow_redirects=False,
         )
-        self._router.client = self._client
+        self._router.clients = self._clients
         self._producer = producer = _make_producer(s)
         await producer.start()
         self._ledger = Ledger(s.kafka, producer, recent=s.ledger_recent_ids)
@@ -217,8 +217,8 @@ class Writer:
             await self._ledger.stop()
         if self._producer is not None:
             await self._producer.stop()
-        if self._client is not None:
-            await self._client.aclose()
+        if self._clients is not None:
+            await self._clients.aclose()
 
     # -- consumption ------------------------------------------------------------------------------
 

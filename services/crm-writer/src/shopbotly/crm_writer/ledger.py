@@ -1,10 +1,10 @@
 """The idempotency ledger: command ids already applied, with the CRM ids they produced.
 
 Kept on the compacted crm-ledger topic (key = command id). Each replica reads the whole topic at start,
-before it consumes any command, and keeps tailing it, so a partition taken over from another replica
-finds everything that replica applied (the engine waits for the tail to reach the topic's end before it
-starts on newly assigned partitions). A tombstone (null value) removes an id: that is how an operator
-lets a command be applied again.
+before it consumes any command, and keeps tailing it (the shared `TopicFollower`), so a partition taken
+over from another replica finds everything that replica applied (the engine waits for the tail to reach
+the topic's end before it starts on newly assigned partitions). A tombstone (null value) removes an id:
+that is how an operator lets a command be applied again.
 
 What stays in memory is bounded per id (docs/architecture.md): the position of each id's record on the
 topic (`AppliedIndex`, about 17 bytes an id), the CRM ids of the most recent `recent` ids, and the ids this
@@ -21,7 +21,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from shopbotly.common.events import Headers, LedgerEntry
-from shopbotly.common.kafka import KafkaSettings, ResilientProducer, make_admin, make_consumer
+from shopbotly.common.follow import Batch, FollowFailed, TopicFollower, TopicsMissing
+from shopbotly.common.kafka import KafkaSettings, ResilientProducer, make_consumer
 from shopbotly.common.logging import get_logger
 from shopbotly.common.topics import Topic
 from shopbotly.crm_writer.applied import AppliedIndex
@@ -51,12 +52,7 @@ class Ledger:
         # Ids removed by a tombstone, at its offset: a record of the id before it no longer counts.
         self._removed: dict[str, tuple[int, int]] = {}
         self._reader = _RecordReader(kafka)
-        self._consumer: AIOKafkaConsumer | None = None
-        self._partitions: list[TopicPartition] = []
-        self._positions: dict[TopicPartition, int] = {}
-        self._progress = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._failure: BaseException | None = None
+        self._follower: TopicFollower | None = None
         self.reads = 0  # records read back from the topic to answer a lookup
 
     def __len__(self) -> int:
@@ -66,7 +62,7 @@ class Ledger:
     @property
     def failure(self) -> BaseException | None:
         """Why tailing stopped, if it did (the writer must not go on without the ledger)."""
-        return self._failure
+        return self._follower.failure if self._follower is not None else None
 
     async def get(self, command_id: str) -> dict[str, str] | None:
         """The CRM ids of an applied command, or None if it was not applied."""
@@ -99,47 +95,45 @@ class Ledger:
 
     async def start(self, *, timeout_s: float) -> None:
         """Read the ledger from the beginning to its current end, then keep tailing it."""
-        # The tail is not latency-sensitive (only a catch-up on assignment waits for it): fetch in
-        # batches rather than once for every marker this replica itself just wrote.
-        consumer = make_consumer(
+        # Built here, not in __init__: aiokafka clients bind to the running loop.
+        self._follower = TopicFollower(
             self._kafka,
-            group_id=None,
+            [self.topic],
+            self._apply_batch,
             client_role="crm-writer-ledger",
-            fetch_min_bytes=16 * 1024,
-            fetch_max_wait_ms=100,
+            wait_for_topics=False,
+            poll_ms=200,
+            # The tail is not latency-sensitive (only a catch-up on assignment waits for it): fetch in
+            # batches rather than once for every marker this replica itself just wrote.
+            consumer_options={"fetch_min_bytes": 16 * 1024, "fetch_max_wait_ms": 100},
         )
-        await consumer.start()
-        self._consumer = consumer
-        partitions = await _partition_ids(self._kafka, self.topic)
-        if not partitions:
-            raise RuntimeError(f"ledger topic {self.topic} does not exist (create topics first)")
-        self._partitions = [TopicPartition(self.topic, p) for p in partitions]
-        consumer.assign(self._partitions)
-        await consumer.seek_to_beginning(*self._partitions)
-        self._task = asyncio.create_task(self._tail(), name="ledger-tail")
-        await self.caught_up(timeout_s=timeout_s)
+        self._follower.start()
+        try:
+            await self.caught_up(timeout_s=timeout_s)
+        except RuntimeError as exc:
+            if isinstance(exc.__cause__, TopicsMissing):
+                missing = f"ledger topic {self.topic} does not exist (create topics first)"
+                raise RuntimeError(missing) from None
+            raise
         log.info("ledger restored", entries=len(self), topic=self.topic, index_bytes=self._index.nbytes)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        if self._consumer is not None:
-            await self._consumer.stop()
+        if self._follower is not None:
+            await self._follower.stop()
         await self._reader.stop()
 
     async def caught_up(self, *, timeout_s: float) -> None:
         """Wait until everything on the ledger now (from any replica) has been read."""
-        assert self._consumer is not None
-        end = await self._consumer.end_offsets(self._partitions)
-        async with asyncio.timeout(timeout_s):
-            while True:
-                if self._failure is not None:
-                    raise RuntimeError("ledger tail failed") from self._failure
-                if all(self._positions.get(tp, 0) >= end[tp] for tp in self._partitions):
-                    return
-                event = self._progress
-                await event.wait()
+        assert self._follower is not None
+        try:
+            await self._follower.catch_up(timeout_s)
+        except FollowFailed as exc:
+            raise RuntimeError("ledger tail failed") from exc.__cause__
+
+    def _apply_batch(self, batch: Batch) -> None:
+        for records in batch.values():
+            for r in records:
+                self._apply(r.partition, r.offset, r.key, r.value)
 
     def _apply(self, partition: int, offset: int, key: bytes | None, value: bytes | None) -> None:
         """One ledger record read by the tail."""
@@ -157,26 +151,6 @@ class Ledger:
         self._index.add(partition, command_id, offset)
         self._unread.pop(command_id, None)
         self._remember(command_id, dict(entry.crm_ids))
-
-    async def _tail(self) -> None:
-        assert self._consumer is not None
-        consumer = self._consumer
-        try:
-            while True:
-                batch = await consumer.getmany(timeout_ms=200, max_records=5000)
-                for records in batch.values():
-                    for r in records:
-                        self._apply(r.partition, r.offset, r.key, r.value)
-                for tp in self._partitions:
-                    self._positions[tp] = await consumer.position(tp)
-                self._progress.set()
-                self._progress = asyncio.Event()
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:
-            self._failure = exc
-            self._progress.set()
-            raise
 
     async def record(self, entry: LedgerEntry, *, headers: Headers) -> None:
         """Publish an applied marker and wait for the broker's acknowledgement.
@@ -269,16 +243,3 @@ class _RecordReader:
         while len(self._cache) > self._keep:
             self._cache.popitem(last=False)
         return found
-
-
-async def _partition_ids(kafka: KafkaSettings, topic: str) -> list[int]:
-    admin = make_admin(kafka, client_role="crm-writer-ledger-admin")
-    await admin.start()
-    try:
-        described = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    for t in described:
-        if t.get("topic") == topic and t.get("error_code", 0) == 0:
-            return sorted(p["partition"] for p in t["partitions"])
-    return []

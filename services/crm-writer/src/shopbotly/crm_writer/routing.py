@@ -9,8 +9,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
 from shopbotly.common.config import BotWebhookConfig, ConnectionConfig, RateLimitConfig, ShopbotlyConfig
 from shopbotly.common.config._connections import RESERVED_BOT_CONNECTION
 from shopbotly.common.config.crm_kinds.bot_webhook import BotWebhookConnection
@@ -18,6 +16,7 @@ from shopbotly.common.errors import PermanentError
 from shopbotly.common.events import CrmCommand
 from shopbotly.common.logging import get_logger
 from shopbotly.crm_writer.circuit import CircuitState
+from shopbotly.crm_writer.clients import HttpClients
 from shopbotly.crm_writer.connectors import Connector, make_connector
 from shopbotly.crm_writer.runtime import BreakerSettings, ConnectionRuntime
 
@@ -49,7 +48,7 @@ class Router:
         on_circuit_change: Callable[[ConnectionRuntime], None] | None = None,
     ) -> None:
         self.config = config
-        self.client: httpx.AsyncClient | None = None  # set when the writer starts
+        self.clients: HttpClients | None = None  # set when the writer starts
         self._breaker = breaker
         self._on_circuit_change = on_circuit_change
         self._share = 1.0
@@ -76,15 +75,17 @@ class Router:
         if route is not None:
             return route
         conn, bot = self._connection(cmd)
-        assert self.client is not None, "the router is used before the writer started"
+        clients = self.clients
+        assert clients is not None, "the router is used before the writer started"
         try:
             runtime = ConnectionRuntime(
                 label,
                 conn,
-                self.client,
+                clients.for_connection(conn),
                 breaker=self._breaker,
                 share=max(self._share, _MIN_SHARE),
                 on_circuit_change=self._on_circuit_change,
+                reload_trust=lambda: clients.reload_trust(conn),
             )
             connector = make_connector(runtime, bot_webhook=bot)
         except PermanentError:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -23,6 +24,7 @@ from shopbotly.common.errors import RetryableError
 from shopbotly.common.logging import get_logger
 from shopbotly.crm_writer import metrics
 from shopbotly.crm_writer.circuit import CircuitBreaker, CircuitState
+from shopbotly.crm_writer.clients import certificate_error
 from shopbotly.crm_writer.ratelimit import AdaptiveRateLimit
 from shopbotly.crm_writer.tokens import TokenManager
 from shopbotly.crm_writer.verdict import Quota, Verdict, VerdictKind
@@ -66,10 +68,13 @@ class ConnectionRuntime:
         share: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         on_circuit_change: Callable[[ConnectionRuntime], None] | None = None,
+        reload_trust: Callable[[], bool] | None = None,
     ) -> None:
         self.name = name
         self.config = config
         self.client = client
+        # Reads the connection's CA bundle again (clients.py); True when there was one to read.
+        self._reload_trust = reload_trust or (lambda: False)
         self._clock = clock
         rl = config.rate_limit
         self.limit = AdaptiveRateLimit(
@@ -225,15 +230,22 @@ class ConnectionRuntime:
             response = await self.client.send(request)
             await response.aread()
         except httpx.ConnectError as exc:
-            # Nothing listens, or the host cannot be reached: the destination is down, not this request
-            # wrong. An outage at once (the circuit opens, the lane holds, no attempt is spent), so a
-            # down endpoint never exhausts a command's attempts into the dead-letter queue.
-            status = "error"
-            verdict = Verdict(
-                VerdictKind.OUTAGE,
-                0,
-                f"cannot connect ({type(exc).__name__}) for {request.method} {request.url.path}",
-            )
+            if (tls := certificate_error(exc)) is not None:
+                # The server is not the one configured, or its CA is not trusted: no retry fixes that and
+                # waiting does not either (an outage would hold the partition for ever). An auth failure:
+                # the CA bundle is read again once (`call`), then the write is dead-lettered.
+                status = "tls"
+                verdict = Verdict(VerdictKind.AUTH, 0, _tls_message(tls, request, self.config))
+            else:
+                # Nothing listens, or the host cannot be reached: the destination is down, not this request
+                # wrong. An outage at once (the circuit opens, the lane holds, no attempt is spent), so a
+                # down endpoint never exhausts a command's attempts into the dead-letter queue.
+                status = "error"
+                verdict = Verdict(
+                    VerdictKind.OUTAGE,
+                    0,
+                    f"cannot connect ({type(exc).__name__}) for {request.method} {request.url.path}",
+                )
         except (httpx.TimeoutException, httpx.TransportError) as exc:
             status = "timeout" if isinstance(exc, httpx.TimeoutException) else "error"
             verdict = Verdict(
@@ -274,7 +286,12 @@ class ConnectionRuntime:
             raise
         sent_token = self.tokens.current_value()
         response, verdict = await self._build_and_send(build, headers, op, classify, permit, records)
-        if verdict.kind is VerdictKind.AUTH and self.tokens.refreshes:
+        # No answer and an auth verdict: the server's certificate was refused (`exchange`).
+        if verdict.kind is VerdictKind.AUTH and response is None:
+            if self._reload_trust():  # a new token would not help; a CA rotated on disk may
+                permit = await self.permit()
+                response, verdict = await self._build_and_send(build, headers, op, classify, permit, records)
+        elif verdict.kind is VerdictKind.AUTH and self.tokens.refreshes:
             self.tokens.invalidate(sent_token)
             permit = await self.permit()
             try:
@@ -392,3 +409,13 @@ class BatchQueue(Generic[I, R]):
         while self._queue:
             _, future = self._queue.popleft()
             future.cancel()
+
+
+def _tls_message(exc: ssl.SSLError, request: httpx.Request, config: ConnectionConfig) -> str:
+    reason = getattr(exc, "verify_message", None) or exc.reason or str(exc)
+    trusted = f"the CA bundle {config.tls.ca_bundle}" if config.tls.ca_bundle else "the system's CAs"
+    return (
+        f"TLS: the certificate of {request.url.host} is not trusted ({reason}) for {request.method} "
+        f"{request.url.path}; trusted: {trusted}. Set tls.ca_bundle to the CA that signed it, or fix the "
+        "server's certificate (docs/operations.md, certificate errors)"
+    )

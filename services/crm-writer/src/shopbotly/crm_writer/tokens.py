@@ -17,6 +17,7 @@ import jwt
 
 from shopbotly.common.config import AuthConfig
 from shopbotly.common.errors import AuthError, PermanentError, RetryableError
+from shopbotly.crm_writer.clients import certificate_error
 
 __all__ = ["AccessToken", "TokenManager"]
 
@@ -125,6 +126,12 @@ class TokenManager:
         try:
             resp = await self._client.post(a.token_url, data=form, headers={"Accept": "application/json"})
         except httpx.HTTPError as exc:
+            if (tls := certificate_error(exc)) is not None:
+                # Not a down identity provider: one that cannot be trusted, which waiting does not change.
+                raise AuthError(
+                    f"TLS: the token endpoint's certificate is not trusted "
+                    f"({getattr(tls, 'verify_message', None) or tls.reason}); set tls.ca_bundle"
+                ) from None
             raise RetryableError(f"token endpoint unreachable: {type(exc).__name__}") from None
         if resp.status_code >= 500 or resp.status_code == 429:
             raise RetryableError(f"token endpoint answered {resp.status_code}", status=resp.status_code)

@@ -11,12 +11,12 @@ from typing import Annotated, Any
 import orjson
 from fastapi import Depends, Request
 from pydantic import BaseModel
-from starlette.requests import ClientDisconnect
 from starlette.responses import Response
+from starlette.types import Receive
 
 from shopbotly.common.config import ShopbotlyConfig
 from shopbotly.common.health import Health
-from shopbotly.common.logging import bound, get_logger
+from shopbotly.common.logging import get_logger
 from shopbotly.common.problems import FieldProblem, Problem, problem_response
 from shopbotly.common.sources import Answer
 from shopbotly.ingest import metrics
@@ -30,8 +30,11 @@ __all__ = [
     "Call",
     "IngestRuntime",
     "Runtime",
+    "answer_response",
     "json_response",
+    "read_body",
     "read_json_body",
+    "rejected",
     "serve",
 ]
 
@@ -83,75 +86,114 @@ def json_response(status: int, payload: BaseModel, headers: dict[str, str] | Non
     return Response(body, status_code=status, media_type="application/json", headers=headers)
 
 
+async def read_body(
+    receive: Receive,
+    limit: int,
+    content_type: str | None,
+    content_length: str | None,
+    accepts: Callable[[str | None], bool] = is_json_media_type,
+    media: str = "application/json",
+) -> bytes:
+    """The raw body of a JSON request (or of the `media` that `accepts` takes) from the ASGI `receive`,
+    refused (415, 413) before or while it streams in; a body in one message is taken without a copy."""
+    if not accepts(content_type):
+        raise Rejection(415, "unsupported_media_type", f"Content-Type must be {media}")
+    guard = BodyLimit(limit)
+    guard.check_declared(content_length)
+    body = b""
+    chunks: list[bytes] | None = None
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            # http.disconnect: the client went away, or the server's body deadline passed (it has answered
+            # 408 itself and drops whatever this request answers).
+            raise Rejection(400, "client_disconnected", "the client went away while sending the body")
+        chunk: bytes = message.get("body", b"")
+        if chunk:
+            guard.add(len(chunk))
+            if chunks is not None:
+                chunks.append(chunk)
+            elif body:
+                chunks = [body, chunk]
+            else:
+                body = chunk
+        if not message.get("more_body", False):
+            return body if chunks is None else b"".join(chunks)
+
+
 async def read_json_body(
     request: Request,
     limit: int,
     accepts: Callable[[str | None], bool] = is_json_media_type,
     media: str = "application/json",
 ) -> bytes:
-    """The raw body of a JSON request (or of the `media` that `accepts` takes), refused (415, 413) before
-    or while it streams in."""
-    if not accepts(request.headers.get("content-type")):
-        raise Rejection(415, "unsupported_media_type", f"Content-Type must be {media}")
-    guard = BodyLimit(limit)
-    guard.check_declared(request.headers.get("content-length"))
-    chunks: list[bytes] = []
-    try:
-        async for chunk in request.stream():
-            if chunk:
-                guard.add(len(chunk))
-                chunks.append(chunk)
-    except ClientDisconnect:
-        raise Rejection(400, "client_disconnected", "the client went away while sending the body") from None
-    return b"".join(chunks)
+    """`read_body` for a route that has a Request."""
+    headers = request.headers
+    return await read_body(
+        request.receive, limit, headers.get("content-type"), headers.get("content-length"), accepts, media
+    )
 
 
-@dataclass
+@dataclass(slots=True)
 class Call:
     """What one request is about, filled in as the handler learns it (for metrics and logs)."""
 
-    request: Request
+    trace_id: str
+    received_at: datetime
+    started: float
     tenant: str = metrics.UNKNOWN
     source: str = metrics.UNKNOWN
     body_bytes: int = 0
     outcome: str | None = None
 
-    def __post_init__(self) -> None:
-        self.trace_id = trace_id_from(self.request.headers.get("traceparent"))
-        self.received_at = datetime.now(UTC)
+    @classmethod
+    def begin(cls, traceparent: str | None) -> Call:
+        """A request that just arrived (counted in flight until `finish`)."""
+        metrics.IN_FLIGHT.inc()
+        return cls(trace_id_from(traceparent), datetime.now(UTC), time.perf_counter())
+
+    def answered(self, status: int, payload: object = None) -> None:
+        """Count the answer (`payload`: an Answer may name its own outcome)."""
+        if isinstance(payload, Answer):
+            outcome = payload.outcome or self.outcome or "accepted"
+        else:
+            outcome = self.outcome or ("accepted" if status == 202 else "duplicate")
+        metrics.requests(self.tenant, self.source, outcome).inc()
+
+    def finish(self, route: str) -> None:
+        metrics.IN_FLIGHT.dec()
+        if self.body_bytes:
+            metrics.body_bytes(self.tenant, self.source).inc(self.body_bytes)
+        metrics.request_duration(route).observe(time.perf_counter() - self.started)
+
+
+def answer_response(status: int, payload: BaseModel | Answer) -> Response:
+    if isinstance(payload, Answer):
+        return Response(payload.body, status, payload.headers, media_type=payload.media_type)
+    return json_response(status, payload)
 
 
 async def serve(
     route: str, request: Request, handler: Callable[[Call], Awaitable[tuple[int, BaseModel | Answer]]]
 ) -> Response:
     """Run a handler: render its answer or its Rejection, and count both."""
-    started = time.perf_counter()
-    call = Call(request)
-    metrics.IN_FLIGHT.inc()
+    call = Call.begin(request.headers.get("traceparent"))
     try:
-        with bound(trace_id=call.trace_id):
-            try:
-                status, payload = await handler(call)
-            except Rejection as rejection:
-                return _rejected(call, rejection)
-            if isinstance(payload, Answer):
-                outcome = payload.outcome or call.outcome or "accepted"
-                metrics.REQUESTS.labels(call.tenant, call.source, outcome).inc()
-                return Response(payload.body, status, payload.headers, media_type=payload.media_type)
-            outcome = call.outcome or ("accepted" if status == 202 else "duplicate")
-            metrics.REQUESTS.labels(call.tenant, call.source, outcome).inc()
-            return json_response(status, payload)
+        try:
+            status, payload = await handler(call)
+        except Rejection as rejection:
+            return rejected(call, rejection)
+        call.answered(status, payload)
+        return answer_response(status, payload)
     finally:
-        metrics.IN_FLIGHT.dec()
-        if call.body_bytes:
-            metrics.BODY_BYTES.labels(call.tenant, call.source).inc(call.body_bytes)
-        metrics.REQUEST_DURATION.labels(route).observe(time.perf_counter() - started)
+        call.finish(route)
 
 
-def _rejected(call: Call, rejection: Rejection) -> Response:
-    outcome = "unavailable" if rejection.status == 503 else "rejected"
-    metrics.REQUESTS.labels(call.tenant, call.source, outcome).inc()
-    metrics.REJECTIONS.labels(call.tenant, call.source, rejection.reason).inc()
+def rejected(call: Call, rejection: Rejection) -> Response:
+    """Count and log a refusal; its problem+json answer."""
+    call.outcome = "unavailable" if rejection.status == 503 else "rejected"
+    call.answered(rejection.status)
+    metrics.rejections(call.tenant, call.source, rejection.reason).inc()
     level = log.warning if rejection.status in (401, 403, 503) else log.info
     level(
         "request refused",
@@ -159,6 +201,7 @@ def _rejected(call: Call, rejection: Rejection) -> Response:
         reason=rejection.reason,
         tenant=call.tenant,
         source=call.source,
+        trace_id=call.trace_id,
         **({"note": rejection.note} if rejection.note else {}),
     )
     return problem_response(

@@ -21,7 +21,7 @@ from aiokafka.structs import RecordMetadata
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shopbotly.common.events import message_headers
-from shopbotly.common.follow import TopicFollower
+from shopbotly.common.follow import Batch, TopicFollower
 from shopbotly.common.health import Health
 from shopbotly.common.kafka import KafkaSettings
 from shopbotly.common.logging import get_logger
@@ -168,7 +168,7 @@ class LeadIdempotency:
         self.follower = TopicFollower(
             kafka,
             [self.topic],
-            self._on_batch,
+            self._on_poll,
             client_role="ingest-idempotency",
             since_ms=lambda: self._now_ms() - self.index.ttl_ms,
             retry_s=retry_s,
@@ -214,6 +214,10 @@ class LeadIdempotency:
         log.info("idempotency records read", keys=len(self.index), topic=self.topic)
 
     # --- reading -----------------------------------------------------------------------------------------
+
+    def _on_poll(self, batch: Batch) -> None:
+        for tp, records in batch.items():
+            self._on_batch(tp.topic, records)
 
     def _on_batch(self, topic: str, records: list[Any]) -> None:
         now_ms = self._now_ms()

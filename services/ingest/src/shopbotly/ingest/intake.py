@@ -12,7 +12,7 @@ import asyncio
 import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -45,15 +45,16 @@ from shopbotly.ingest.publisher import PublishFailed
 from shopbotly.ingest.schemas import (
     EventAccepted,
     Lead,
-    WebhookAccepted,
     lead_event_id,
     lead_fingerprint,
+    webhook_accepted_json,
 )
 from shopbotly.ingest.settings import Settings
 
 __all__ = [
     "LEAD_EVENT_TYPE",
     "LEAD_SOURCE",
+    "Accepted",
     "Intake",
     "Publisher",
     "Source",
@@ -87,6 +88,10 @@ class Source:
     keys: SourceKeys
     max_body_bytes: int
     rules: ExtractionRules
+    uri: str = field(init=False, repr=False)  # the envelope's `source`, from tenant and name
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "uri", source_uri(self.tenant, self.name))
 
 
 def resolve_sources(
@@ -123,7 +128,7 @@ def resolve_sources(
     return sources
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # built per request: not frozen, which costs a setattr call per field
 class WebhookRequest:
     headers: Mapping[str, str]  # lowercase names
     body: bytes
@@ -169,12 +174,44 @@ def _no_record(event: RawEvent) -> None:
 
 
 class _Flight:
-    """One in-flight publish that identical concurrent requests wait for."""
+    """One in-flight publish that identical concurrent requests wait for. Its future is made only when one
+    does (nearly never): most flights end unwatched."""
 
-    __slots__ = ("done",)
+    __slots__ = ("_done", "_result")
 
     def __init__(self) -> None:
-        self.done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._done: asyncio.Future[bool] | None = None
+        self._result: bool | None = None
+
+    def done(self) -> asyncio.Future[bool]:
+        """Resolves with True when the flight stored its event(s), False when it did not."""
+        if self._done is None:
+            self._done = asyncio.get_running_loop().create_future()
+            if self._result is not None:
+                self._done.set_result(self._result)
+        return self._done
+
+    def land(self, stored: bool) -> None:
+        if self._result is None:
+            self._result = stored
+            if self._done is not None and not self._done.done():
+                self._done.set_result(stored)
+
+
+@dataclass(slots=True)
+class Accepted:
+    """What a delivery did: the ids of its events and how many of them this request published."""
+
+    event_ids: list[str]
+    published: int
+
+    @property
+    def duplicate(self) -> bool:
+        """Every event had been stored before."""
+        return bool(self.event_ids) and not self.published
+
+    def json(self) -> bytes:
+        return webhook_accepted_json(self.event_ids, self.published)
 
 
 class Intake:
@@ -212,7 +249,7 @@ class Intake:
 
     # --- webhooks --------------------------------------------------------------------------------
 
-    async def webhook(self, source: Source, request: WebhookRequest) -> tuple[int, WebhookAccepted | Answer]:
+    async def webhook(self, source: Source, request: WebhookRequest) -> tuple[int, Accepted | Answer]:
         """Verify, parse and publish a delivery; the answer is the sender's own (a challenge, an
         acknowledgement) where its kind defines one, else ShopBotly's JSON."""
         verify_request(source, request, now=self._clock())
@@ -227,7 +264,7 @@ class Intake:
         return (ack.status, ack) if ack is not None else (status, accepted)
 
     def _events(self, source: Source, request: WebhookRequest, body: Any) -> list[RawEvent]:
-        hash_source = source_uri(source.tenant, source.name)
+        hash_source = source.uri
         events: list[RawEvent] = []
         errors: list[FieldError] = []
         for item in source.impl.split(body, request.body):
@@ -253,7 +290,7 @@ class Intake:
             raise Rejection(422, "invalid_event", "the event cannot be identified", errors=errors)
         return events
 
-    async def _publish_once(self, source: Source, events: list[RawEvent]) -> tuple[int, WebhookAccepted]:
+    async def _publish_once(self, source: Source, events: list[RawEvent]) -> tuple[int, Accepted]:
         now = self._monotonic()
         fresh: list[RawEvent] = []
         waits: list[asyncio.Future[bool]] = []
@@ -265,7 +302,7 @@ class Intake:
             keys.add(key)
             flight = self._flights.get(key)
             if flight is not None:
-                waits.append(flight.done)
+                waits.append(flight.done())
             else:
                 fresh.append(event)
         ok = await self._publish(
@@ -275,15 +312,7 @@ class Intake:
             ok = all(await asyncio.gather(*waits)) and ok
         if not ok:
             raise self.unavailable()
-        ids = [e.id for e in events]
-        status = 202 if fresh else 200
-        accepted = WebhookAccepted(
-            event_id=ids[0] if ids else None,
-            event_ids=ids,
-            published=len(fresh),
-            duplicate=bool(ids) and not fresh,
-        )
-        return status, accepted
+        return (202 if fresh else 200), Accepted([e.id for e in events], len(fresh))
 
     async def _publish(
         self,
@@ -325,9 +354,8 @@ class Intake:
                 else:
                     with bound(event_id=event.id, tenant=tenant, trace_id=event.traceid):
                         log.warning("event not stored", source=source, error=str(result))
-                if not flight.done.done():
-                    flight.done.set_result(result is None)
-            metrics.EVENTS_PUBLISHED.labels(tenant, source).inc(stored)
+                flight.land(result is None)
+            metrics.events_published(tenant, source).inc(stored)
             metrics.DEDUP_ENTRIES.set(len(self._seen))
         return all(r is None for r in results)
 
@@ -370,13 +398,13 @@ class Intake:
         # One request per key at a time in this replica; the others wait for it, then find its record.
         flight_key = ("lead-key", tenant, idempotency_key)
         while (flight := self._flights.get(flight_key)) is not None:
-            await asyncio.wait([flight.done])  # not `await`: a waiter's cancellation must not cancel it
+            await asyncio.wait([flight.done()])  # not `await`: a waiter's cancellation must not cancel it
         own = self._flights[flight_key] = _Flight()
         try:
             return await self._keyed_lead(tenant, idempotency_key, fingerprint, event)
         finally:
             self._flights.pop(flight_key, None)
-            own.done.set_result(True)
+            own.land(True)
 
     async def _keyed_lead(
         self, tenant: str, idempotency_key: str, fingerprint: str, event: RawEvent

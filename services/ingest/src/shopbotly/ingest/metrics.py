@@ -6,6 +6,8 @@ source (those count as `_unknown`); `reason` and `outcome` are fixed vocabularie
 
 from __future__ import annotations
 
+from functools import cache
+
 from prometheus_client import Counter, Gauge, Histogram
 
 from shopbotly.common.metrics import LATENCY_BUCKETS
@@ -27,6 +29,11 @@ __all__ = [
     "REQUESTS",
     "REQUEST_DURATION",
     "UNKNOWN",
+    "body_bytes",
+    "events_published",
+    "rejections",
+    "request_duration",
+    "requests",
 ]
 
 UNKNOWN = "_unknown"
@@ -96,3 +103,32 @@ IDEMPOTENCY_INVALID_RECORDS = Counter(
     "shopbotly_ingest_idempotency_invalid_records_total",
     "Records of the lead-idempotency topic this replica could not read (they bind nothing).",
 )
+
+
+# The label children of the hot path, looked up once per label set: `labels()` converts, locks and hashes on
+# every call. The label sets are bounded (see above), so these caches are too.
+
+
+@cache
+def requests(tenant: str, source: str, outcome: str) -> Counter:
+    return REQUESTS.labels(tenant, source, outcome)
+
+
+@cache
+def rejections(tenant: str, source: str, reason: str) -> Counter:
+    return REJECTIONS.labels(tenant, source, reason)
+
+
+@cache
+def request_duration(route: str) -> Histogram:
+    return REQUEST_DURATION.labels(route)
+
+
+@cache
+def body_bytes(tenant: str, source: str) -> Counter:
+    return BODY_BYTES.labels(tenant, source)
+
+
+@cache
+def events_published(tenant: str, source: str) -> Counter:
+    return EVENTS_PUBLISHED.labels(tenant, source)

@@ -137,11 +137,9 @@ class RawEventPublisher:
                     await asyncio.wait(waiting)
         except TimeoutError:
             timed_out = True
-        results: list[BaseException | None] = []
-        for delivery in deliveries + [PublishFailed("timeout", "not handed over")] * (
-            len(events) - len(deliveries)
-        ):
-            results.append(self._outcome(delivery))
+        if len(deliveries) < len(events):
+            deliveries += [PublishFailed("timeout", "not handed over")] * (len(events) - len(deliveries))
+        results = [self._outcome(delivery) for delivery in deliveries]
         if timed_out or any(r is not None for r in results):
             # Probably the broker went away, or the producer must be replaced: look now rather than at
             # the next tick.

@@ -19,6 +19,7 @@ cancelled.
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import (
     CorruptRecordException,
     InvalidTimestampError,
@@ -33,6 +35,8 @@ from aiokafka.errors import (
     RecordListTooLargeError,
     RecordTooLargeError,
 )
+from aiokafka.partitioner import murmur2
+from aiokafka.structs import RecordMetadata
 from prometheus_client import Counter
 
 from shopbotly.common.dlq import DeadLetter, dead_letter_headers
@@ -64,7 +68,7 @@ from shopbotly.mapper.domain import (
 from shopbotly.mapper.patches import PatchOrigin, patch_headers, read_patch
 from shopbotly.mapper.state import StateKind, StateStore
 
-__all__ = ["BatchAbandoned", "Incoming", "Pipeline"]
+__all__ = ["BatchAbandoned", "BatchProducer", "Incoming", "Pipeline"]
 
 SERVICE = "mapper"
 # Errors that concern one record and will not go away by retrying it.
@@ -75,6 +79,18 @@ _PERMANENT_PRODUCE_ERRORS = (
     CorruptRecordException,
     InvalidTimestampError,
 )
+
+
+class BatchProducer(ResilientProducer):
+    """`ResilientProducer` plus record batches: a failed `send_batch` condemns the producer as a failed `send`
+    does (it is replaced before the next send, see ResilientProducer)."""
+
+    def watch(self, producer: AIOKafkaProducer, future: asyncio.Future[RecordMetadata]) -> None:
+        future.add_done_callback(lambda f: self._delivered(producer, f))
+
+
+class _BatchRefused(Exception):
+    """The broker refused a record batch of several records for good: which record is at fault is unknown."""
 
 
 class BatchAbandoned(Exception):
@@ -113,6 +129,12 @@ class _Output:
     settled: bool = False  # its state write was settled with the store (once, whatever happens after)
 
 
+@functools.lru_cache(maxsize=65_536)
+def _key_hash(key: bytes) -> int:
+    """Kafka's default partitioner: murmur2 of the key, made positive (keys repeat: one per customer)."""
+    return int(murmur2(key)) & 0x7FFFFFFF
+
+
 def _timestamp_ms(message: Incoming) -> int | None:
     # faust gives seconds as a float: round, or 1 ms can be lost to the float's representation.
     return round(message.timestamp * 1000) if message.timestamp else None
@@ -133,7 +155,7 @@ class Pipeline:
         kafka: KafkaSettings,
         mappings: Mappings,
         store: StateStore,
-        producer: ResilientProducer,
+        producer: BatchProducer,
         log: Any,
         clock: Callable[[], datetime] = utcnow,
         backoff_cap_s: float = 5.0,
@@ -152,17 +174,24 @@ class Pipeline:
         self.grace_s = 20.0
         self.batch_started: float | None = None
         self._children: dict[tuple[Counter, tuple[str, ...]], Any] = {}
+        self._tally: dict[tuple[Counter, tuple[str, ...]], int] = {}
         self._observe_mapping = metrics.MAPPING_SECONDS.observe
 
     # --- mapping: messages to outputs --------------------------------------------------------------------
 
     def _count(self, counter: Counter, *labels: str) -> None:
-        """counter.labels(*labels).inc(), with the labelled child looked up once (a per-event hot path)."""
+        """counter.labels(*labels).inc(), added up in the batch and applied once by `_flush_counts` (a
+        per-event hot path: a labelled child's `inc` takes a lock)."""
         key = (counter, labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = counter.labels(*labels)
-        child.inc()
+        self._tally[key] = self._tally.get(key, 0) + 1
+
+    def _flush_counts(self) -> None:
+        for key, n in self._tally.items():
+            child = self._children.get(key)
+            if child is None:
+                child = self._children[key] = key[0].labels(*key[1])
+            child.inc(n)
+        self._tally.clear()
 
     def _dead_letter(self, index: int, message: Incoming, reason: str, error_class: ErrorClass) -> _Output:
         """The carbon copy of the source record: for a state patch, of the raw event it copies."""
@@ -387,53 +416,124 @@ class Pipeline:
             output.settled = True
             self.store.settle(output.state[0], output.state[1], offset)
 
+    async def _send_batched(self, pending: list[_Output]) -> list[Any]:
+        """Each output's offset, or its failure (None: not sent), producing one record batch per partition.
+
+        aiokafka's `send` costs more per record than the mapping of an event (partitioner, metadata checks, a
+        future each); a `BatchBuilder` per partition and one `send_batch` take the whole batch's outputs in
+        a few calls. Outputs go to the partition Kafka's default partitioner would pick (murmur2 of the key),
+        in their order, so per-key order is unchanged."""
+        try:
+            producer = await self.producer.healthy()
+            counts = {t: len(await producer.partitions_for(t)) for t in {o.topic for o in pending}}
+        except Exception as exc:  # broker unreachable, metadata timeout: nothing was sent
+            return [exc, *(None for _ in pending[1:])]
+        builders: dict[tuple[str, int], list[Any]] = {}  # (topic, partition) -> its BatchBuilders, in order
+        placed: list[tuple[Any, int]] = []  # per output: its builder and its index in that builder
+        for output in pending:
+            n = counts[output.topic]
+            partition = _key_hash(output.key) % n if output.key is not None else random.randrange(n)
+            chain = builders.setdefault((output.topic, partition), [])
+            if not chain:
+                chain.append(producer.create_batch())
+            builder = chain[-1]
+            index = builder.record_count()
+            if (
+                builder.append(
+                    timestamp=output.timestamp_ms, key=output.key, value=output.value, headers=output.headers
+                )
+                is None
+            ):  # full: the next one (a record alone always fits; the broker judges its size)
+                builder = producer.create_batch()
+                chain.append(builder)
+                index = 0
+                builder.append(
+                    timestamp=output.timestamp_ms, key=output.key, value=output.value, headers=output.headers
+                )
+            placed.append((builder, index))
+        submitted: dict[int, Any] = {}  # id(builder) -> its delivery future, or the failure to submit it
+        for (topic, partition), chain in builders.items():
+            for builder in chain:
+                try:
+                    future = await producer.send_batch(builder, topic, partition=partition)
+                except Exception as exc:
+                    submitted[id(builder)] = exc
+                    continue
+                self.producer.watch(producer, future)
+                submitted[id(builder)] = future
+        futures = [f for f in submitted.values() if isinstance(f, asyncio.Future)]
+        delivered = dict(
+            zip(map(id, futures), await asyncio.gather(*futures, return_exceptions=True), strict=True)
+        )
+        results: list[Any] = []
+        for builder, index in placed:
+            outcome = submitted[id(builder)]
+            if isinstance(outcome, asyncio.Future):
+                outcome = delivered[id(outcome)]
+            if isinstance(outcome, _PERMANENT_PRODUCE_ERRORS) and builder.record_count() > 1:
+                outcome = _BatchRefused(str(outcome))
+            results.append(outcome if isinstance(outcome, BaseException) else outcome.offset + index)
+        return results
+
+    async def _send_each(self, pending: list[_Output]) -> list[Any]:
+        """Each output's offset, or its failure (None: not sent), one `send` per record: after a batch the
+        broker refused for good, so only the record at fault is dead-lettered, not its neighbours."""
+        sent: list[Any] = []
+        for output in pending:
+            try:
+                future = await self.producer.send(
+                    output.topic,
+                    output.value,
+                    key=output.key,
+                    headers=output.headers,
+                    timestamp_ms=output.timestamp_ms,
+                )
+            except _PERMANENT_PRODUCE_ERRORS as exc:
+                sent.append(exc)
+                continue
+            except Exception as exc:  # broker unreachable, metadata timeout: the rest waits too
+                sent.append(exc)
+                sent += [None] * (len(pending) - len(sent))
+                break
+            sent.append(future)
+        futures = [f for f in sent if isinstance(f, asyncio.Future)]
+        done = iter(await asyncio.gather(*futures, return_exceptions=True))
+        results: list[Any] = []
+        for item in sent:
+            if isinstance(item, asyncio.Future):
+                item = next(done)
+                item = item if isinstance(item, BaseException) else item.offset
+            results.append(item)
+        return results
+
     async def publish(self, outputs: list[_Output], messages: Sequence[Incoming]) -> None:
         """Produce every output and wait for the broker's acknowledgements.
 
         A transient failure resends everything from the first failed output on, in the original order, so
         the last record per key is still the latest state (repeats are harmless: commands carry their id).
-        A record the broker will never take (too large) dead-letters its event instead.
+        A record the broker will never take (too large) dead-letters its event instead: a batch refused for
+        good is sent again one record at a time to find it.
         """
         pending = outputs
         attempt = 0
+        one_by_one = False  # after a refused batch: to find the record at fault
         started = time.perf_counter()
         while pending:
-            sent: list[tuple[_Output, Any]] = []
-            for output in pending:
-                try:
-                    future = await self.producer.send(
-                        output.topic,
-                        output.value,
-                        key=output.key,
-                        headers=output.headers,
-                        timestamp_ms=output.timestamp_ms,
-                    )
-                except _PERMANENT_PRODUCE_ERRORS as exc:
-                    sent.append((output, exc))
-                    continue
-                except Exception as exc:  # broker unreachable, metadata timeout: the rest waits too
-                    sent.append((output, exc))
-                    sent += [(o, None) for o in pending[len(sent) :]]
-                    break
-                sent.append((output, future))
-            results = await asyncio.gather(
-                *(f for _, f in sent if isinstance(f, asyncio.Future)), return_exceptions=True
-            )
-            done = iter(results)
-            outcomes: list[tuple[_Output, Any]] = [
-                (o, next(done) if isinstance(f, asyncio.Future) else f) for o, f in sent
-            ]
+            results = await (self._send_each(pending) if one_by_one else self._send_batched(pending))
+            outcomes = list(zip(pending, results, strict=True))
             retry_from: int | None = None
             rejected: dict[int, str] = {}
+            refused = False
             for position, (output, result) in enumerate(outcomes):
                 if isinstance(result, _PERMANENT_PRODUCE_ERRORS) and output.logical != Topic.RAW_EVENTS_DLQ:
                     rejected.setdefault(output.index, f"cannot publish to {output.logical.value}: {result}")
                 elif isinstance(result, BaseException) or result is None:
+                    refused = refused or isinstance(result, _BatchRefused)
                     retry_from = position if retry_from is None else retry_from
             next_round: list[_Output] = []
             for position, (output, result) in enumerate(outcomes):
                 if output.index in rejected:
-                    if not isinstance(result, BaseException) and result is not None:
+                    if isinstance(result, int):
                         self._count(metrics.PRODUCED, output.logical.value)
                     self._settle(output, None)
                     continue
@@ -441,7 +541,7 @@ class Pipeline:
                     next_round.append(output)
                     continue
                 self._count(metrics.PRODUCED, output.logical.value)
-                self._settle(output, result.offset)
+                self._settle(output, result)
             for index, reason in rejected.items():
                 message = messages[index]
                 self._log.error(
@@ -449,7 +549,8 @@ class Pipeline:
                 )
                 next_round.append(self._dead_letter(index, message, reason, ErrorClass.PERMANENT))
             pending = next_round
-            if pending and retry_from is not None:
+            one_by_one = refused
+            if pending and retry_from is not None and not refused:
                 attempt += 1
                 metrics.PRODUCE_RETRIES.inc()
                 failed = outcomes[retry_from][1]
@@ -491,4 +592,5 @@ class Pipeline:
                     self._log.exception("batch.failed", attempt=attempt, size=len(messages))
                     await self._backoff(attempt)
         finally:
+            self._flush_counts()
             self.batch_started = None

@@ -8,8 +8,8 @@ from typing import Any
 
 from starlette.requests import Request
 
+from shopbotly.common.cache import BoundedCache
 from shopbotly.common.config import ShopbotlyConfig, TenantConfig
-from shopbotly.order_reader.cache import LruCache
 from shopbotly.order_reader.metrics import Outcome
 from shopbotly.order_reader.problems import ProblemError
 
@@ -53,7 +53,7 @@ class KeyRing:
 
     def __init__(self, config: ShopbotlyConfig, capacity: int = 4096) -> None:
         self._config = config
-        self._known: LruCache[bytes, tuple[Caller, frozenset[str]]] = LruCache(capacity)
+        self._known: BoundedCache[bytes, tuple[Caller, frozenset[str]]] = BoundedCache(capacity)
 
     def authenticate(self, presented: str | None, scope: str) -> Caller:
         """The tenant owning the key; 401 without a valid key, 403 when the key lacks the scope."""

@@ -23,6 +23,7 @@ from shopbotly.common.ids import normalize_email
 __all__ = [
     "EMAIL_PATTERN",
     "ID_PATTERN",
+    "Answer",
     "CatchUp",
     "Change",
     "CursorError",
@@ -239,6 +240,14 @@ def decode_cursor(kind: Kind, cursor: str) -> CursorKey:
 
 
 # --- representations and ETags -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """An encoded lookup answer: the body we send and its ETag."""
+
+    body: bytes
+    etag: str
 
 
 def entity_tag(kind: Kind, partition: int, offset: int) -> str:

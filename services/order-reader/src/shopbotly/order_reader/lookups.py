@@ -1,17 +1,15 @@
 """Answering lookups: answer cache, then the store, then (orders only) the tenant's read-through.
 
 Reads run on the event loop without a thread hop: a cache hit is a dict lookup, and a store read is a
-primary-key search in pages SQLite usually has in memory, cheaper than handing it to a thread.
+primary-key search in pages SQLite usually has in memory (or maps), cheaper than handing it to a thread.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from enum import Enum
-
+from shopbotly.common.cache import BoundedCache
 from shopbotly.common.config import TenantConfig
-from shopbotly.order_reader.cache import Answer, LruCache
 from shopbotly.order_reader.domain import (
+    Answer,
     CursorKey,
     Kind,
     encode_cursor,
@@ -23,21 +21,13 @@ from shopbotly.order_reader.metrics import Metrics
 from shopbotly.order_reader.readthrough import ReadThrough
 from shopbotly.order_reader.store import Store
 
-__all__ = ["Found", "Lookups", "Source"]
+__all__ = ["Lookups"]
 
 # Cached "not in the store", so repeated misses (typos, enumeration) cost no SQLite read either.
 _ABSENT: tuple[bytes, str] = (b"", "")
-
-
-class Source(Enum):
-    TABLE = "table"
-    READTHROUGH = "readthrough"
-
-
-@dataclass(frozen=True, slots=True)
-class Found:
-    answer: Answer
-    source: Source
+# The kind in cache keys as a plain str: an enum member would keep every key tuple tracked by the garbage
+# collector (see below), and `Kind.value` is a property lookup on every request.
+_KEY_OF = {kind: str(kind.value) for kind in Kind}
 
 
 class Lookups:
@@ -45,17 +35,16 @@ class Lookups:
         self, store: Store, metrics: Metrics, readthrough: ReadThrough, *, cache_entries: int
     ) -> None:
         self._store = store
-        self._metrics = metrics
         self._readthrough = readthrough
         # Plain tuples of str and bytes as keys and entries: the garbage collector stops tracking those, so
         # a large cache adds nothing to its full passes (which pause every request while they run).
-        self._cache: LruCache[tuple[str, str, str], tuple[bytes, str]] = LruCache(cache_entries)
-        self._hit = metrics.cache.labels("hit")
-        self._miss = metrics.cache.labels("miss")
+        self._cache: BoundedCache[tuple[str, str, str], tuple[bytes, str]] = BoundedCache(cache_entries)
+        # Hits and misses are the cache's own counts, read at scrape time: nothing to count per lookup.
+        metrics.watch_answer_cache(self._cache)
 
     def invalidate(self, kind: Kind, tenant: str, ident: str) -> None:
         """Called after a change to this key is committed to the store."""
-        self._cache.invalidate((kind.value, tenant, ident))
+        self._cache.pop((_KEY_OF[kind], tenant, ident))
         if kind is Kind.ORDER:
             self._readthrough.invalidate(tenant, ident)
 
@@ -64,31 +53,22 @@ class Lookups:
         self._readthrough.clear()
 
     def local(self, kind: Kind, tenant: str, ident: str) -> Answer | None:
-        key = (kind.value, tenant, ident)
+        """The answer from the table (through the cache), or None when the table does not have it."""
+        key = (_KEY_OF[kind], tenant, ident)
         entry = self._cache.get(key)
         if entry is None:
-            self._miss.inc()
-            record = self._store.get(kind, tenant, ident)
-            entry = (
-                _ABSENT
-                if record is None
-                else (record.body, entity_tag(kind, record.partition, record.offset))
-            )
+            # One indexed read of the answer as stored (its bytes are sent as they are) and its version.
+            row = self._store.get(kind, tenant, ident)
+            entry = _ABSENT if row is None else (row[2], entity_tag(kind, row[0], row[1]))
             self._cache.put(key, entry)
-        else:
-            self._hit.inc()
         return None if entry is _ABSENT else Answer(*entry)
 
-    async def get(self, kind: Kind, tenant: str, config: TenantConfig, ident: str) -> Found | None:
-        """The answer for one id of this tenant, or None. Raises UpstreamUnavailable from read-through."""
-        answer = self.local(kind, tenant, ident)
-        if answer is not None:
-            return Found(answer, Source.TABLE)
-        if kind is Kind.ORDER and config.order_api is not None:
-            fetched = await self._readthrough.fetch(tenant, config.order_api, ident)
-            if fetched is not None:
-                return Found(fetched, Source.READTHROUGH)
-        return None
+    async def remote(self, kind: Kind, tenant: str, config: TenantConfig, ident: str) -> Answer | None:
+        """After a local miss: the order from the tenant's upstream order API, if it has one, else None.
+        Raises UpstreamUnavailable when that API gave no usable answer."""
+        if kind is not Kind.ORDER or config.order_api is None:
+            return None
+        return await self._readthrough.fetch(tenant, config.order_api, ident)
 
     def history(self, kind: Kind, tenant: str, email: str, *, limit: int, after: CursorKey | None) -> Answer:
         """One page of a customer's orders (newest first) or tickets (open first, then newest)."""

@@ -7,11 +7,15 @@ unregisters them so the process registry can be reused by the next app.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from enum import StrEnum
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from shopbotly.common.cache import BoundedCache
 from shopbotly.common.metrics import LATENCY_BUCKETS, consumer_lag_gauge
 
 __all__ = ["LookupKind", "Metrics", "Outcome"]
@@ -56,12 +60,8 @@ class Metrics:
             buckets=LOOKUP_BUCKETS,
             registry=registry,
         )
-        self.cache = Counter(
-            f"{p}_cache_requests_total",
-            "Answer-cache lookups by result (hit, miss).",
-            ["result"],
-            registry=registry,
-        )
+        self.cache = _CacheRequests(f"{p}_cache_requests", "Answer-cache lookups by result (hit, miss).")
+        registry.register(self.cache)
         self.readthrough = Counter(
             f"{p}_readthrough_requests_total",
             "Local misses handled by read-through, by outcome "
@@ -126,8 +126,12 @@ class Metrics:
             self.ready,
         ]
 
+    def watch_answer_cache(self, cache: BoundedCache[Any, Any]) -> None:
+        self.cache.cache = cache
+
     def count_lookup(self, kind: str, outcome: str) -> None:
-        # Children are looked up once: `labels()` takes a lock and builds a key on every call.
+        # Children are looked up once: `labels()` takes a lock and builds a key on every call. LookupKind and
+        # Outcome members are passed as they are: they are str, and hash and compare as their values.
         child = self._lookup_counts.get((kind, outcome))
         if child is None:
             child = self._lookup_counts[(kind, outcome)] = self.lookups.labels(kind, outcome)
@@ -144,3 +148,19 @@ class Metrics:
             with contextlib.suppress(KeyError):  # already unregistered
                 self.registry.unregister(collector)
         self._collectors.clear()
+
+
+class _CacheRequests(Collector):
+    """A counter read from the cache's own hit and miss counts when scraped, so a lookup counts nothing."""
+
+    def __init__(self, name: str, documentation: str) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.cache: BoundedCache[Any, Any] | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(self.name, self.documentation, labels=["result"])
+        cache = self.cache
+        family.add_metric(["hit"], cache.hits if cache is not None else 0)
+        family.add_metric(["miss"], cache.misses if cache is not None else 0)
+        yield family

@@ -8,9 +8,9 @@ from starlette.responses import Response
 
 from shopbotly.common.problems import Problem, problem_response
 from shopbotly.common.problems import install_problem_handlers as install_common_handlers
-from shopbotly.order_reader.metrics import LookupKind, Outcome
+from shopbotly.order_reader.metrics import LookupKind, Metrics, Outcome
 
-__all__ = ["Problem", "ProblemError", "bad_parameter", "install_problem_handlers"]
+__all__ = ["Problem", "ProblemError", "bad_parameter", "install_problem_handlers", "refusal"]
 
 # What a malformed parameter should look like, in words, so a client knows what to send.
 _EXPECTED = {
@@ -47,6 +47,12 @@ def bad_parameter(location: str, name: str, problem: str | None = None) -> Probl
     """400 naming the parameter and what it should look like."""
     expected = problem or f"expected {_EXPECTED.get(name, 'a valid value')}"
     return ProblemError(400, f"{location} parameter {name}: {expected}", outcome=Outcome.BAD_REQUEST)
+
+
+def refusal(metrics: Metrics, kind: LookupKind, exc: ProblemError) -> Response:
+    """The problem answer of a refused lookup, counted under its kind and outcome."""
+    metrics.count_lookup(kind, exc.outcome)
+    return problem_response(exc.status, exc.detail, code=exc.outcome.value, headers=exc.headers)
 
 
 def _count(request: Request, outcome: Outcome) -> None:

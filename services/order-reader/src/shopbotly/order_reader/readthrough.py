@@ -16,11 +16,11 @@ import httpx
 import orjson
 from pydantic import ValidationError
 
+from shopbotly.common.cache import BoundedCache
 from shopbotly.common.config import OrderApiConfig
 from shopbotly.common.events import Order
 from shopbotly.common.logging import get_logger
-from shopbotly.order_reader.cache import Answer, TtlCache
-from shopbotly.order_reader.domain import readthrough_tag
+from shopbotly.order_reader.domain import Answer, readthrough_tag
 from shopbotly.order_reader.metrics import Metrics
 
 __all__ = ["ReadThrough", "UpstreamUnavailable"]
@@ -44,13 +44,13 @@ class ReadThrough:
     ) -> None:
         self._client = client
         self._metrics = metrics
-        self._clock = clock
-        self._found: TtlCache[tuple[str, str], Answer] = TtlCache(capacity)
-        self._unknown: TtlCache[tuple[str, str], bool] = TtlCache(capacity)
+        # Each tenant's order API sets its own TTLs, given with each put (the default 0 keeps nothing).
+        self._found: BoundedCache[tuple[str, str], Answer] = BoundedCache(capacity, ttl_s=0.0, clock=clock)
+        self._unknown: BoundedCache[tuple[str, str], bool] = BoundedCache(capacity, ttl_s=0.0, clock=clock)
 
     def invalidate(self, tenant: str, order_id: str) -> None:
-        self._found.invalidate((tenant, order_id))
-        self._unknown.invalidate((tenant, order_id))
+        self._found.pop((tenant, order_id))
+        self._unknown.pop((tenant, order_id))
 
     def clear(self) -> None:
         self._found.clear()
@@ -59,12 +59,11 @@ class ReadThrough:
     async def fetch(self, tenant: str, api: OrderApiConfig, order_id: str) -> Answer | None:
         """The order from upstream, None when upstream does not know it; UpstreamUnavailable otherwise."""
         key = (tenant, order_id)
-        now = self._clock()
-        cached = self._found.get(key, now)
+        cached = self._found.get(key)
         if cached is not None:
             self._metrics.readthrough.labels("cached").inc()
             return cached
-        if self._unknown.get(key, now):
+        if self._unknown.get(key):
             self._metrics.readthrough.labels("negative_cached").inc()
             return None
         started = time.perf_counter()
@@ -76,13 +75,12 @@ class ReadThrough:
             raise
         finally:
             self._metrics.readthrough_seconds.observe(time.perf_counter() - started)
-        now = self._clock()
         if answer is None:
             self._metrics.readthrough.labels("not_found").inc()
-            self._unknown.put(key, True, now=now, ttl=api.negative_ttl_s)
+            self._unknown.put(key, True, ttl_s=api.negative_ttl_s)
         else:
             self._metrics.readthrough.labels("found").inc()
-            self._found.put(key, answer, now=now, ttl=api.cache_ttl_s)
+            self._found.put(key, answer, ttl_s=api.cache_ttl_s)
         return answer
 
     async def _call(self, tenant: str, api: OrderApiConfig, order_id: str) -> Answer | None:

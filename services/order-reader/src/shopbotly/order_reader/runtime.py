@@ -65,6 +65,7 @@ class Runtime:
                 Kind.TICKET: settings.kafka.topic(Topic.TICKETS),
             },
             cache_mb=settings.sqlite_cache_mb,
+            mmap_mb=settings.sqlite_mmap_mb,
         )
         reset_reason = self.store.open()
         if reset_reason is not None:

@@ -29,6 +29,10 @@ class Settings(ServiceSettings):
     # SQLite page cache per connection, in MiB. Enough for both indexes of ~1M orders (~100 MB) keeps a
     # rebuild's random index inserts in memory.
     sqlite_cache_mb: int = Field(default=128, ge=1)
+    # How much of the store file the lookup connection reads through a memory map (0: none, every page is
+    # copied in with a read). Mapped pages are the OS page cache itself, so a lookup outside SQLite's own
+    # cache costs no system call and no copy: a third less CPU per read over 1M orders (measured).
+    sqlite_mmap_mb: int = Field(default=1024, ge=0)
     # Most records handed to one store transaction. Only a backlog fills it (a rebuild: larger is faster);
     # in steady state a batch is whatever arrived since the last poll.
     fetch_max_records: int = Field(default=20_000, ge=1)

@@ -16,7 +16,7 @@ import orjson
 
 from shopbotly.order_reader.domain import Change, CursorKey, Delete, Kind, TopicPartition, Upsert
 
-__all__ = ["STORE_FORMAT", "ApplyResult", "Store", "StoredRecord"]
+__all__ = ["STORE_FORMAT", "ApplyResult", "Store", "StoredRecord", "Version"]
 
 # Bumped when the schema or the stored encoding changes; a store of another format is rebuilt.
 STORE_FORMAT = "1"
@@ -59,6 +59,13 @@ CREATE TRIGGER IF NOT EXISTS {t}_counted_out AFTER DELETE ON {t}
     BEGIN UPDATE counts SET n = n - 1 WHERE tbl = '{t}'; END;
 """
 
+# (Kafka partition, offset, body): one record's version and its answer, encoded as it is sent.
+Version = tuple[int, int, bytes]
+_GET = {
+    kind: f"SELECT kafka_partition, kafka_offset, body FROM {table} WHERE tenant = ? AND id = ?"  # noqa: S608
+    for kind, table in _TABLES.items()
+}
+
 _UPSERT = """
 INSERT INTO {t} (tenant, id, email, is_open, sort_ts, kafka_partition, kafka_offset, body)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
@@ -91,10 +98,13 @@ class ApplyResult:
 class Store:
     """The SQLite file under the data dir. Call `open()` first; `apply`/`reset` from one thread only."""
 
-    def __init__(self, path: Path, *, topics: Mapping[Kind, str], cache_mb: int = 64) -> None:
+    def __init__(
+        self, path: Path, *, topics: Mapping[Kind, str], cache_mb: int = 64, mmap_mb: int = 0
+    ) -> None:
         self.path = path
         self.topics = dict(topics)
         self._cache_kib = cache_mb * 1024
+        self._mmap_bytes = mmap_mb * 1024 * 1024
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
 
@@ -114,6 +124,8 @@ class Store:
             self.reset()
         self._reader = self._connect()
         self._reader.execute("PRAGMA query_only=ON")
+        # Lookups only: the writer's batches go through its page cache as before.
+        self._reader.execute(f"PRAGMA mmap_size={self._mmap_bytes}")
         return reason
 
     def _connect(self) -> sqlite3.Connection:
@@ -222,15 +234,12 @@ class Store:
 
     # --- reads (event loop) -----------------------------------------------------------------------------
 
-    def get(self, kind: Kind, tenant: str, ident: str) -> StoredRecord | None:
-        row = self._r.execute(
-            f"SELECT is_open, sort_ts, kafka_partition, kafka_offset, body FROM {_TABLES[kind]} "  # noqa: S608
-            "WHERE tenant = ? AND id = ?",
-            (tenant, ident),
-        ).fetchone()
-        if row is None:
-            return None
-        return StoredRecord(ident, bool(row[0]), row[1], row[2], row[3], row[4])
+    def get(self, kind: Kind, tenant: str, ident: str) -> Version | None:
+        """One record's version and stored answer: the row as SQLite returns it, with nothing decoded."""
+        if self._reader is None:
+            raise RuntimeError("store is not open")
+        row: Version | None = self._reader.execute(_GET[kind], (tenant, ident)).fetchone()
+        return row
 
     def history(
         self, kind: Kind, tenant: str, email: str, *, limit: int, after: CursorKey | None = None

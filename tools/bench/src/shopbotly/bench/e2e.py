@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import json
 import os
+import ssl
 import time
 import uuid
 from pathlib import Path
@@ -24,7 +25,12 @@ from shopbotly.common.signatures import standard_webhooks_headers
 
 INGEST = "http://127.0.0.1:8080"
 WRITER = "http://127.0.0.1:9102"
-EMULATOR = "http://127.0.0.1:8090"
+EMULATOR = "https://127.0.0.1:8090"
+# make up's emulator serves HTTPS with this CA (deploy/local/stack.sh, STACK_EMULATOR_CA).
+EMULATOR_CA = Path(
+    os.environ.get("STACK_EMULATOR_CA")
+    or Path(__file__).resolve().parents[5] / ".run/tls/crm-emulator-ca.pem"
+)
 # The sender is a client on the same machine; within 2 % of the asked rate counts as holding it.
 RATE_TOLERANCE = 0.98
 E2E_METRIC = "shopbotly_crm_writer_e2e_latency_seconds"
@@ -144,10 +150,10 @@ async def bench_e2e(
         settled_s = time.monotonic() - started - send_s
         # Loss is counted in the CRM itself: the histogram is shared with anything else the stack applies.
         admin = _emulator_admin(env_file)
-        in_crm = await _contacts_in_crm(client, f"bench-{run}-", admin)
+        in_crm = await _contacts_in_crm(f"bench-{run}-", admin)
         while in_crm < accepted and time.monotonic() < deadline:
             await asyncio.sleep(5.0)
-            in_crm = await _contacts_in_crm(client, f"bench-{run}-", admin)
+            in_crm = await _contacts_in_crm(f"bench-{run}-", admin)
     observed = after.get(float("inf"), 0.0) - before.get(float("inf"), 0.0)
     p50, p99 = quantile(before, after, 0.5), quantile(before, after, 0.99)
     p50_ms = round(p50 * 1000, 1) if p50 is not None else None
@@ -200,11 +206,13 @@ def _emulator_admin(env_file: Path) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-async def _contacts_in_crm(client: httpx.AsyncClient, prefix: str, headers: dict[str, str]) -> int:
+async def _contacts_in_crm(prefix: str, headers: dict[str, str]) -> int:
     """HubSpot contacts in the CRM emulator whose identity (the e-mail) starts with `prefix`."""
-    response = await client.get(
-        f"{EMULATOR}/_emulator/state", params={"system": "hubspot"}, headers=headers, timeout=120
-    )
+    trust = ssl.create_default_context(cafile=EMULATOR_CA)
+    async with httpx.AsyncClient(verify=trust) as emulator:
+        response = await emulator.get(
+            f"{EMULATOR}/_emulator/state", params={"system": "hubspot"}, headers=headers, timeout=120
+        )
     response.raise_for_status()
     records: dict[str, Any] = response.json()["records"]["hubspot"]
     return sum(1 for identity in records if identity.startswith(prefix))

@@ -463,7 +463,7 @@ def p99_at_rate(
 
 def index_memory(store_path: Path, limit: int) -> dict[str, Any]:
     """Resident memory of the alternative design: every answer held in the in-memory cache (no SQLite)."""
-    from shopbotly.order_reader.cache import LruCache
+    from shopbotly.common.cache import BoundedCache
     from shopbotly.order_reader.domain import Kind, entity_tag
 
     conn = sqlite3.connect(f"file:{store_path}?mode=ro", uri=True)
@@ -471,7 +471,7 @@ def index_memory(store_path: Path, limit: int) -> dict[str, Any]:
     gc.collect()
     before = proc.memory_info().rss
     # The same shape as the reader's answer cache: (kind, tenant, id) -> (body, etag).
-    cache: LruCache[tuple[str, str, str], tuple[bytes, str]] = LruCache(limit)
+    cache: BoundedCache[tuple[str, str, str], tuple[bytes, str]] = BoundedCache(limit)
     sql = "SELECT tenant, id, kafka_partition, kafka_offset, body FROM orders LIMIT ?"
     rows = conn.execute(sql, (limit,))
     count = 0

@@ -23,6 +23,7 @@ from rich.table import Table
 from shopbotly.cli._common import console, err_console, run
 from shopbotly.common.config import ConnectionConfig, FieldSpec, ShopbotlyConfig, load_config
 from shopbotly.common.errors import ConfigError, ShopbotlyError
+from shopbotly.crm_writer.clients import connection_client
 from shopbotly.crm_writer.connectors import connector_class, connector_kinds, schema_of
 from shopbotly.crm_writer.schema import (
     CommandShape,
@@ -298,8 +299,13 @@ def check(config: ConfigOption = Path("config/shopbotly.yaml"), tenant: TenantOp
 
     async def read_all() -> list[Row]:
         rows: list[Row] = []
-        async with httpx.AsyncClient() as client:
-            for plan in plans:
+        for plan in plans:
+            try:
+                client = connection_client(plan.config.tls)  # verifies as crm-writer does (tls.ca_bundle)
+            except ConfigError as exc:
+                rows += check_rows(plan, FetchedSchema(errors=dict.fromkeys(plan.object_types(), str(exc))))
+                continue
+            async with client:
                 rows += check_rows(plan, await _read_schema(plan, client, plan.object_types()))
         return rows
 
@@ -391,14 +397,23 @@ def setup(
 
     async def all_steps() -> list[SetupStep]:
         deadline = time.monotonic() + wait
-        async with httpx.AsyncClient() as client:
-            while True:
-                out: list[SetupStep] = []
-                for plan in plans:
+        while True:
+            out: list[SetupStep] = []
+            for plan in plans:
+                try:
+                    client = connection_client(plan.config.tls)
+                except ConfigError as exc:  # a CA bundle not written yet (the emulator starting): wait
+                    label = f"{plan.tenant}:{plan.name}"
+                    out += [
+                        SetupStep(label, p.object_type, p.name, "failed", str(exc), unreadable=True)
+                        for p in _owned(plan)
+                    ]
+                    continue
+                async with client:
                     out += await setup_connection(plan, client, apply=apply)
-                if not any(s.unreadable for s in out) or time.monotonic() >= deadline:
-                    return out
-                await asyncio.sleep(1.0)
+            if not any(s.unreadable for s in out) or time.monotonic() >= deadline:
+                return out
+            await asyncio.sleep(1.0)
 
     steps = run(all_steps())
     for s in _sorted(steps):

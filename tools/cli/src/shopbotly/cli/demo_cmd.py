@@ -14,6 +14,7 @@ import hmac
 import json
 import os
 import secrets
+import ssl
 import threading
 import time
 import uuid
@@ -361,6 +362,11 @@ def _load_env(env_file: Path | None) -> dict[str, str]:
     return values
 
 
+def _trusting(ca: Path) -> ssl.SSLContext | bool:
+    """Trust `ca` when it exists (the emulator over HTTPS), else the default CAs."""
+    return ssl.create_default_context(cafile=ca) if ca.is_file() else True
+
+
 def _check_up(clients: Mapping[str, httpx.Client]) -> None:
     down = []
     for name, client in clients.items():
@@ -597,7 +603,10 @@ def demo(
     env_file: Annotated[Path, typer.Option(help="Demo-only secrets (DEMO_*)")] = Path("config/demo.env"),
     ingest_url: Annotated[str, typer.Option(help="ingest")] = "http://127.0.0.1:8080",
     reader_url: Annotated[str, typer.Option(help="order-reader")] = "http://127.0.0.1:8081",
-    emulator_url: Annotated[str, typer.Option(help="CRM emulator")] = "http://127.0.0.1:8090",
+    emulator_url: Annotated[str, typer.Option(help="CRM emulator")] = "https://127.0.0.1:8090",
+    emulator_ca: Annotated[Path, typer.Option(help="The CRM emulator's CA (make up writes it there)")] = Path(
+        ".run/tls/crm-emulator-ca.pem"
+    ),
     timeout: Annotated[float, typer.Option(help="Seconds to wait for each effect")] = 60.0,
 ) -> None:
     """Send signed webhooks to the running stack; show CRM records, an order lookup, the CRM → bot loop."""
@@ -631,7 +640,7 @@ def demo(
     with (
         httpx.Client(base_url=ingest_url, timeout=10) as ingest,
         httpx.Client(base_url=reader_url, timeout=10) as reader,
-        httpx.Client(base_url=emulator_url, timeout=10) as emulator,
+        httpx.Client(base_url=emulator_url, timeout=10, verify=_trusting(emulator_ca)) as emulator,
     ):
         ctx = DemoContext(tenant, tenant_config, env, ingest, reader, emulator, api_key, timeout)
         try:

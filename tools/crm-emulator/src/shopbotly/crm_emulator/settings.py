@@ -156,6 +156,14 @@ class EmulatorSettings(BaseSettings):
     data_dir: Path | None = Field(default=None, validation_alias=AliasChoices("SHOPBOTLY_DATA_DIR"))
     # Seed of the fault injector's random numbers, for reproducible error rates.
     seed: int | None = None
+    # HTTPS (`--tls`): a local CA made at first start (kept beside `tls_ca_path`, reused after a restart, so
+    # clients that loaded it keep trusting the emulator) signs a server certificate for localhost, 127.0.0.1,
+    # ::1, `host` (unless a wildcard) and `tls_names`. Clients trust the CA's PEM at `tls_ca_path` (default
+    # `<SHOPBOTLY_DATA_DIR>/crm-emulator-ca.pem`).
+    tls: bool = False
+    tls_ca_path: Path | None = None
+    # More DNS names or IP addresses the certificate is valid for (a compose service name, a pod's name).
+    tls_names: list[str] = Field(default_factory=list)
     # When set, the admin API (`/_emulator/*`) wants `Authorization: Bearer <admin_token>`.
     admin_token: Secret | None = None
 
@@ -225,7 +233,19 @@ class EmulatorSettings(BaseSettings):
     def _not_in_production(self) -> Self:
         if self.environment == "production":
             raise ValueError("the CRM emulator is a test double and refuses SHOPBOTLY_ENVIRONMENT=production")
+        if self.tls and self.tls_ca_path is None and self.data_dir is None:
+            raise ValueError(
+                "tls: where should the CA bundle go? "
+                "Set SHOPBOTLY_EMULATOR_TLS_CA_PATH (or SHOPBOTLY_DATA_DIR)"
+            )
         return self
+
+    def ca_path(self) -> Path:
+        """Where the CA's PEM (what clients trust) is written with `tls`."""
+        if self.tls_ca_path is not None:
+            return self.tls_ca_path
+        assert self.data_dir is not None, "checked at load"
+        return self.data_dir / "crm-emulator-ca.pem"
 
     def database(self) -> str:
         if self.db_path is not None:

@@ -17,6 +17,7 @@ from fastapi import FastAPI
 
 from shopbotly.crm_emulator import EmulatorSettings, create_app
 from shopbotly.crm_emulator.runtime import Runtime
+from shopbotly.crm_emulator.tls import ServerTls
 
 __all__ = [
     "GENERIC",
@@ -162,13 +163,21 @@ class Receiver:
 
 
 async def serve(
-    app: Any, port: int | None = None, **options: Any
+    app: Any, port: int | None = None, *, tls: ServerTls | None = None
 ) -> tuple[uvicorn.Server, asyncio.Task[None], int]:
-    """`app` served on 127.0.0.1 (`port`, else a free one) once it has started; `options` are more uvicorn
-    settings (`ssl_certfile`, ...). `_serve` leaves the test runner's signal handlers alone."""
+    """Serve `app` on 127.0.0.1 (`port`, else a free one; over HTTPS with `tls`, as `shopbotly-crm-emulator
+    --tls` does) once it has started. `_serve` leaves the test runner's signal handlers alone."""
     port = port or free_port()
+    chain = str(tls.chain) if tls else None
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on", **options
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        ssl_certfile=chain,
+        ssl_keyfile=chain,
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server._serve())

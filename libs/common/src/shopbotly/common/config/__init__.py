@@ -20,6 +20,7 @@ from shopbotly.common.config._connections import (
     ConnectionConfig,
     FieldLimits,
     RateLimitConfig,
+    TlsConfig,
 )
 from shopbotly.common.config._mapping import (
     CommandTemplate,
@@ -61,6 +62,7 @@ __all__ = [
     "SourceKind",
     "TenantConfig",
     "TicketTemplate",
+    "TlsConfig",
     "TransformSpec",
     "crm_kind",
     "json_schema",

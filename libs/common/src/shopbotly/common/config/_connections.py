@@ -8,13 +8,18 @@ in an option is an error at load time, not a silently ignored setting.
 
 from __future__ import annotations
 
+import ipaddress
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, model_validator
 
 from shopbotly.common.config._base import SecretRef, StrictModel
+from shopbotly.common.errors import ConfigError
 
 __all__ = [
     "RESERVED_BOT_CONNECTION",
@@ -22,6 +27,8 @@ __all__ = [
     "ConnectionConfig",
     "FieldLimits",
     "RateLimitConfig",
+    "TlsConfig",
+    "is_loopback",
 ]
 
 # Commands for this connection name go to the tenant's `bot_webhook` (Standard Webhooks), through the same
@@ -103,6 +110,42 @@ class RateLimitConfig(StrictModel):
         return max(1, self.requests // 20)
 
 
+class TlsConfig(StrictModel):
+    """How crm-writer (and `shopbotly connections`) trust a connection's server. Certificates are always
+    verified: against the system's CAs, or only against `ca_bundle` when it is set (a private CA, the CRM
+    emulator's). Plain `http://` is refused at load unless the host is loopback or `allow_plain_http` is
+    set."""
+
+    # PEM file of the CA certificate(s) to verify the server against (read when the connection is first used;
+    # it must hold the token endpoint's CA too when that is on another host).
+    ca_bundle: Path | None = None
+    # Allow `http://` to a host that is not loopback (a trusted cluster network; credentials travel in clear).
+    allow_plain_http: bool = False
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """A client context that verifies against `ca_bundle` only; None: the client's default trust store.
+        Raises ConfigError naming the file when it cannot be read or holds no certificate."""
+        if self.ca_bundle is None:
+            return None
+        try:
+            return ssl.create_default_context(cafile=str(self.ca_bundle))
+        except (OSError, ssl.SSLError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise ConfigError(
+                f"tls.ca_bundle: {self.ca_bundle} cannot be read as a PEM CA bundle ({reason})"
+            ) from None
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or localhost: traffic that never leaves the machine (or the pod)."""
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 @dataclass(frozen=True)
 class FieldLimits:
     """Text length limits of a CRM kind: per canonical field, a default, and the note/ticket body."""
@@ -133,12 +176,24 @@ class ConnectionConfig(StrictModel):
 
     base_url: Annotated[str | None, Field(pattern=r"^https?://[^\s/]+\S*$")] = None
     auth: AuthConfig = Field(default_factory=lambda: AuthConfig(kind="none"))
+    tls: TlsConfig = Field(default_factory=TlsConfig)
     rate_limit: RateLimitConfig = Field(default_factory=RateLimitConfig)
     # Records per batch request (at most the kind's `max_batch_size`: HubSpot 100, Salesforce 200).
     batch_size: Annotated[int, Field(ge=1, le=200)] = 100
     timeout_s: Annotated[float, Field(gt=0, le=120)] = 10.0
     max_attempts: Annotated[int, Field(ge=1, le=50)] = 8
     max_retry_after_s: Annotated[float, Field(gt=0)] = 60.0
+
+    def _refuse_plain_http(self, field_name: str, url: str | None) -> None:
+        if url is None or self.tls.allow_plain_http:
+            return
+        parts = urlsplit(url)
+        if parts.scheme == "http" and not is_loopback(parts.hostname or ""):
+            raise ValueError(
+                f"{field_name}: {url} is plain http to {parts.hostname}, which is not loopback: credentials "
+                "and customer data would cross the network unencrypted. Use https:// (with tls.ca_bundle for "
+                "a private CA), or set tls.allow_plain_http: true for a network you trust"
+            )
 
     @classmethod
     def options_model(cls) -> type[StrictModel]:
@@ -172,6 +227,8 @@ class ConnectionConfig(StrictModel):
     def _fits_kind(self) -> ConnectionConfig:
         if self.base_url is None and self.needs_base_url:
             raise ValueError(f"base_url: required for kind {self.kind!r} (e.g. https://api.hubapi.com)")
+        for field_name, url in (("base_url", self.base_url), ("auth.token_url", self.auth.token_url)):
+            self._refuse_plain_http(field_name, url)
         if self.batch_size > self.max_batch_size:
             raise ValueError(
                 f"batch_size: {self.title} batch endpoints take at most {self.max_batch_size} inputs "

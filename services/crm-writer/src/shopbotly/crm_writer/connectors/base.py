@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import abc
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar, cast
 
 import httpx
 
+from shopbotly.common.cache import BoundedCache
 from shopbotly.common.config import BotWebhookConfig, ConnectionConfig, crm_kind
 from shopbotly.common.config._base import StrictModel
 from shopbotly.common.errors import PermanentError
@@ -165,7 +165,6 @@ class ContactState:
     id: str | None
     properties: dict[str, str] = field(default_factory=dict)
     partition: int = -1
-    stored_at: float = 0.0
     # The properties started from a read of the CRM (so they include what others wrote, e.g. tags).
     read: bool = False
 
@@ -195,45 +194,32 @@ class ContactCache:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.ttl_s = ttl_s
-        self.max_entries = max_entries
         self.stall_reset_s = stall_reset_s
         self._clock = clock
-        self._entries: OrderedDict[str, ContactState] = OrderedDict()
+        # The shared bounded cache: least recently used out first, entries expire ttl_s after their put
+        # (a TTL of 0 keeps nothing).
+        self._entries: BoundedCache[str, ContactState] = BoundedCache(max_entries, ttl_s=ttl_s, clock=clock)
         self._used_at = clock()
 
-    def _check_stall(self) -> float:
+    def _check_stall(self) -> None:
         now = self._clock()
         if now - self._used_at > self.stall_reset_s:
             self._entries.clear()
         self._used_at = now
-        return now
 
     def get(self, identity: str) -> ContactState | None:
-        now = self._check_stall()
-        entry = self._entries.get(identity)
-        if entry is None:
-            return None
-        if now - entry.stored_at > self.ttl_s:
-            del self._entries[identity]
-            return None
-        self._entries.move_to_end(identity)
-        return entry
+        self._check_stall()
+        return self._entries.get(identity)
 
     def put(self, identity: str, state: ContactState) -> None:
-        if self.ttl_s <= 0:
-            return
-        state.stored_at = self._check_stall()
-        self._entries[identity] = state
-        self._entries.move_to_end(identity)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+        self._check_stall()
+        self._entries.put(identity, state)
 
     def drop(self, identity: str) -> None:
-        self._entries.pop(identity, None)
+        self._entries.pop(identity)
 
     def forget_partitions(self, partitions: set[int]) -> None:
-        for identity in [i for i, s in self._entries.items() if s.partition in partitions]:
-            del self._entries[identity]
+        self._entries.discard_where(lambda _identity, state: state.partition in partitions)
 
     def __len__(self) -> int:
         return len(self._entries)

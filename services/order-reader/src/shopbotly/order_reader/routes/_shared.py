@@ -11,16 +11,18 @@ import re
 import time
 from typing import Any
 
+from fastapi import FastAPI
 from pydantic import BaseModel
-from starlette.requests import Request
+from starlette.datastructures import QueryParams
 from starlette.responses import Response
+from starlette.types import Scope
 
 from shopbotly.common.ids import normalize_email
 from shopbotly.order_reader.auth import SECURITY
-from shopbotly.order_reader.cache import Answer
 from shopbotly.order_reader.domain import (
     EMAIL_PATTERN,
     ID_PATTERN,
+    Answer,
     CursorError,
     CursorKey,
     Kind,
@@ -40,6 +42,7 @@ __all__ = [
     "answer",
     "docs",
     "id_parameter",
+    "lookup_headers",
     "lookup_openapi",
     "not_found",
     "page_of",
@@ -134,31 +137,45 @@ def docs(
 # --- reading the request -----------------------------------------------------------------------------------
 
 
-def runtime_of(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
+def runtime_of(app: FastAPI) -> Runtime:
+    runtime: Runtime = app.state.runtime
     return runtime
 
 
-def path_id(request: Request, name: str) -> str:
-    value: str = request.path_params[name]
+def lookup_headers(scope: Scope) -> tuple[str | None, str | None]:
+    """`Authorization` and `If-None-Match` (the first of each), in one pass over the raw headers."""
+    authorization = if_none_match = None
+    for name, value in scope["headers"]:
+        # ASGI servers give header names in lower case.
+        if name == b"authorization":
+            if authorization is None:
+                authorization = value.decode("latin-1")
+        elif name == b"if-none-match" and if_none_match is None:
+            if_none_match = value.decode("latin-1")
+    return authorization, if_none_match
+
+
+def path_id(scope: Scope, name: str) -> str:
+    value: str = scope["path_params"][name]
     if not valid_id(value):
         raise bad_parameter("path", name)
     return value
 
 
-def path_email(request: Request) -> str:
-    value: str = request.path_params["email"]
+def path_email(scope: Scope) -> str:
+    value: str = scope["path_params"]["email"]
     if not valid_email(value):
         raise bad_parameter("path", "email")
     return normalize_email(value)
 
 
-def refuse_unknown_query(request: Request, allowed: frozenset[str] = frozenset()) -> None:
+def refuse_unknown_query(scope: Scope, allowed: frozenset[str] = frozenset()) -> None:
     """400 for query parameters the route does not take (a misspelt `limit` must not pass unnoticed)
     or that are given twice."""
-    if not request.scope.get("query_string"):
+    query: bytes = scope.get("query_string", b"")
+    if not query:
         return
-    names = [name for name, _ in request.query_params.multi_items()]
+    names = [name for name, _ in QueryParams(query).multi_items()]
     unknown = sorted(set(names) - allowed)
     if unknown:
         takes = f"; this lookup takes {', '.join(sorted(allowed))}" if allowed else ""
@@ -170,9 +187,9 @@ def refuse_unknown_query(request: Request, allowed: frozenset[str] = frozenset()
             raise bad_parameter("query", name, "given more than once")
 
 
-def page_of(request: Request, kind: Kind) -> tuple[int, CursorKey | None]:
-    refuse_unknown_query(request, HISTORY_QUERY)
-    query = request.query_params
+def page_of(scope: Scope, kind: Kind) -> tuple[int, CursorKey | None]:
+    refuse_unknown_query(scope, HISTORY_QUERY)
+    query = QueryParams(scope.get("query_string", b""))
     limit = DEFAULT_LIMIT
     raw_limit = query.get("limit")
     if raw_limit is not None:
@@ -204,11 +221,16 @@ class AnswerResponse(Response):
 
 
 def answer(
-    runtime: Runtime, request: Request, kind: LookupKind, found: Answer, started: float, outcome: Outcome
+    runtime: Runtime,
+    if_none_match: str | None,
+    kind: LookupKind,
+    found: Answer,
+    started: float,
+    outcome: Outcome,
 ) -> Response:
     """200 with ETag and Cache-Control, or 304 when If-None-Match names the current ETag."""
     etag = found.etag.encode()
-    if if_none_match_hits(request.headers.get("if-none-match"), found.etag):
+    if if_none_match is not None and if_none_match_hits(if_none_match, found.etag):
         response = AnswerResponse(304, b"", [(b"etag", etag), *runtime.answer_headers])
         outcome = Outcome.NOT_MODIFIED
     else:
@@ -220,12 +242,12 @@ def answer(
         ]
         response = AnswerResponse(200, found.body, headers)
     metrics = runtime.metrics
-    metrics.count_lookup(kind.value, outcome.value)
-    metrics.observe_lookup(kind.value, time.perf_counter() - started)
+    metrics.count_lookup(kind, outcome)
+    metrics.observe_lookup(kind, time.perf_counter() - started)
     return response
 
 
 def not_found(runtime: Runtime, kind: LookupKind, started: float, what: str) -> ProblemError:
     # The same status and body for an unknown id and another tenant's id: nothing tells them apart.
-    runtime.metrics.observe_lookup(kind.value, time.perf_counter() - started)
+    runtime.metrics.observe_lookup(kind, time.perf_counter() - started)
     return ProblemError(404, f"{what} not found", outcome=Outcome.NOT_FOUND)
