@@ -48,8 +48,8 @@ def test_error_names_file_path_and_expectation(tmp_path: Path) -> None:
         load_config(path)
     message = str(err.value)
     assert str(path) in message
-    assert "tenants.demo.sources.shop.kind" in message
-    assert "'shopify'" in message and "shopfy" in message
+    assert "tenants.demo.sources.shop: kind: " in message
+    assert "unknown source kind 'shopfy'; known kinds: " in message and ", shopify, " in message
 
 
 def test_inline_secret_is_refused(tmp_path: Path) -> None:

@@ -3,11 +3,15 @@ Salesforce kind reads outbound messages as Salesforce writes them."""
 
 from __future__ import annotations
 
+from typing import get_args
+
 import orjson
 import pytest
 
 from shopbotly.common.config import ConfigError, SourceConfig, json_schema, parse_config
 from shopbotly.common.config._mapping import PRESET_NAMES
+from shopbotly.common.config._sources import SOURCE_MODELS
+from shopbotly.common.registry import KindRegistry
 from shopbotly.common.sources import SOURCE_KINDS, SOURCES, ExtractionDefaults, WebhookSource, source_kind
 from shopbotly.common.sources.salesforce import Notification, outbound_message, parse_outbound_message
 
@@ -27,15 +31,33 @@ def test_every_registered_kind_has_all_its_parts(kind: str) -> None:
         assert getattr(type(source), part) is not getattr(WebhookSource, part), f"{kind} lacks `{part}`"
     for part in ("check_config", "prepare", "check_secret", "parse", "verify_content", "challenge", "split"):
         assert callable(getattr(source, part))
-    # The kind-specific config fields it claims exist on SourceConfig; its preset is a known one.
-    assert source.options <= set(SourceConfig.model_fields), f"{kind}: unknown option in {source.options}"
+    # Its config model: every source's fields plus exactly the kind's own; its preset is a known one.
+    model = SOURCE_MODELS[kind]
+    assert issubclass(model, SourceConfig) and get_args(model.model_fields["kind"].annotation) == (kind,)
+    assert set(model.model_fields) == set(SourceConfig.model_fields) | source.options
     if source.preset is not None:
         assert source.preset in PRESET_NAMES
 
 
+def test_the_kinds_are_the_modules_of_the_package() -> None:
+    """Discovered as CRM kinds are (one registry style): every public module's SOURCES, in name order."""
+    import importlib
+    import pkgutil
+
+    package = importlib.import_module("shopbotly.common.sources")
+    modules = [m.name for m in pkgutil.iter_modules(package.__path__) if not m.name.startswith("_")]
+    listed = {
+        s.kind for name in modules for s in importlib.import_module(f"{package.__name__}.{name}").SOURCES
+    }
+    assert list(SOURCE_KINDS) == sorted(listed) and len(listed) >= 10
+    assert isinstance(SOURCES, KindRegistry) and SOURCES.family == "source"
+
+
 def test_the_json_schema_lists_exactly_the_registered_kinds() -> None:
     schema = orjson.loads(json_schema())
-    assert schema["$defs"]["SourceConfig"]["properties"]["kind"]["enum"] == list(SOURCE_KINDS)
+    [sources] = schema["$defs"]["TenantConfig"]["properties"]["sources"]["patternProperties"].values()
+    assert sorted(sources["discriminator"]["mapping"]) == list(SOURCE_KINDS)
+    assert len(sources["oneOf"]) == len(SOURCE_KINDS)
     assert source_kind("salesforce").kind == "salesforce"
 
 
@@ -47,9 +69,30 @@ def test_an_unknown_kind_fails_config_load_naming_the_field_and_the_known_kinds(
     with pytest.raises(ConfigError) as err:
         parse_config(_config("paypal", secrets=[{"env": "X"}]), origin="cfg.yaml")
     message = str(err.value)
-    assert "cfg.yaml: tenants.t.sources.s.kind: unknown source kind 'paypal'" in message
-    for kind in SOURCE_KINDS:
-        assert repr(kind) in message
+    known = ", ".join(SOURCE_KINDS)
+    assert f"tenants.t.sources.s: kind: unknown source kind 'paypal'; known kinds: {known}" in message
+    assert message.startswith("cfg.yaml: ")
+
+
+def test_a_source_is_loaded_once_as_its_kinds_model() -> None:
+    config = parse_config(
+        {
+            "tenants": {
+                "t": {
+                    "sources": {
+                        "sf": {"kind": "salesforce", "organization_ids": ["00D000000000001EAA"]},
+                        "shop": {"kind": "shopify", "secrets": [{"env": "X"}]},
+                    }
+                }
+            }
+        }
+    )
+    sources = config.tenants["t"].sources
+    assert (
+        type(sources["sf"]) is SOURCE_MODELS["salesforce"]
+        and type(sources["shop"]) is SOURCE_MODELS["shopify"]
+    )
+    assert "organization_ids" not in type(sources["shop"]).model_fields  # another kind's field is not there
 
 
 def test_kind_specific_options_and_secrets_are_checked_by_the_kind() -> None:

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -14,11 +13,11 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 
 from shopbotly.common.config import ConnectionConfig, parse_connection
 from shopbotly.crm_writer.runtime import BreakerSettings, ConnectionRuntime
+from shopbotly.testkit.crm_emulator import free_port, serve
 
 RuntimeFactory = Callable[..., ConnectionRuntime]
 
@@ -69,17 +68,11 @@ class Emulator:
         r.raise_for_status()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def _set_up(client: httpx.AsyncClient) -> None:
     """What `shopbotly connections setup --apply` creates in the emulator's fresh portal for a HubSpot
     connection with default options (the tags property, the unique command-id property, ...)."""
     from shopbotly.common.config.crm_kinds.hubspot import HubSpotOptions
-    from shopbotly.crm_writer.schema import hubspot_definition, owned_hubspot_properties
+    from shopbotly.crm_writer.schema.hubspot import hubspot_definition, owned_hubspot_properties
 
     for prop in owned_hubspot_properties(HubSpotOptions()):
         response = await client.post(
@@ -96,17 +89,8 @@ async def emulator() -> AsyncIterator[Emulator]:
     from shopbotly.crm_emulator.app import create_app
     from shopbotly.crm_emulator.settings import EmulatorSettings
 
-    port = _free_port()
-    app = create_app(EmulatorSettings(port=port, seed=7))
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on")
-    )
-    task = asyncio.create_task(server._serve())  # _serve: leave the test runner's signal handlers alone
-    async with asyncio.timeout(10):
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
+    port = free_port()
+    server, task, _ = await serve(create_app(EmulatorSettings(port=port, seed=7)), port)
     base = f"http://127.0.0.1:{port}"
     async with httpx.AsyncClient(base_url=base) as admin:
         await _set_up(admin)
@@ -154,7 +138,7 @@ async def writer_process(kafka_settings: Any, tmp_path: Path) -> AsyncIterator[W
     started: list[WriterProcess] = []
 
     async def start(config: Path, *, name: str = "writer", **env: str) -> WriterProcess:
-        port = _free_port()
+        port = free_port()
         log = tmp_path / f"{name}.log"
         full_env = {
             **os.environ,

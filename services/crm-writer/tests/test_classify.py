@@ -8,6 +8,7 @@ import httpx
 import orjson
 import pytest
 
+from shopbotly.common.config.crm_kinds.generic import GenericResponses
 from shopbotly.common.errors import AuthError, OutageError, PermanentError, RetryableError
 from shopbotly.crm_writer.connectors.generic import classify_generic, render
 from shopbotly.crm_writer.connectors.hubspot import classify_hubspot, record_error
@@ -122,6 +123,25 @@ def test_generic_success_codes_and_throttling() -> None:
         "email required"
     )
     assert classify_generic(resp(401), codes).kind is VerdictKind.AUTH
+
+
+@pytest.mark.parametrize(
+    ("body", "outcome"),
+    [
+        ({"count": 0}, VerdictKind.DUPLICATE),  # JMESPath: 0 is true (Python would say false)
+        ({"count": 2}, VerdictKind.DUPLICATE),
+        ({"count": False}, VerdictKind.PERMANENT),
+        ({"count": ""}, VerdictKind.PERMANENT),
+        ({"count": []}, VerdictKind.PERMANENT),
+        ({"count": {}}, VerdictKind.PERMANENT),
+        ({}, VerdictKind.PERMANENT),
+    ],
+)
+def test_generic_response_rule_when_uses_jmespath_truthiness(body: Any, outcome: VerdictKind) -> None:
+    rules = GenericResponses.model_validate(
+        {"rules": [{"status": [400], "when": "count", "outcome": "duplicate"}]}
+    )
+    assert classify_generic(resp(400, body), frozenset({201}), rules).kind is outcome
 
 
 def test_retry_after_as_http_date() -> None:

@@ -20,6 +20,7 @@ from shopbotly.crm_writer.domain import (
     split_multi,
     union_tags,
 )
+from shopbotly.testkit.crm_writer import crm_command
 
 pytestmark = pytest.mark.unit
 
@@ -33,17 +34,7 @@ KINDS = {
 
 
 def cmd(i: int, op: CommandOp = CommandOp.UPSERT_CONTACT, identity: str = "a@x.io", **kw: Any) -> CrmCommand:
-    return CrmCommand(
-        command_id=f"c{i}",
-        tenant="t",
-        connection="hs",
-        identity=identity,
-        op=op,
-        causation_event_id=f"e{i}",
-        rule_id="r",
-        mapping_version="1",
-        **kw,
-    )
+    return crm_command(i, op, identity, connection="hs", **kw)
 
 
 def test_last_write_wins_per_field_and_tags_are_a_union() -> None:

@@ -10,20 +10,19 @@ import pytest
 from shopbotly.common.config import ShopbotlyConfig, parse_config
 from shopbotly.common.events import CommandOp, CrmCommand
 from shopbotly.common.kafka import KafkaSettings
-from shopbotly.common.topics import Topic
 from shopbotly.crm_writer.circuit import CircuitState
 from shopbotly.crm_writer.engine import Writer
 from shopbotly.testkit.crm_writer import (
     ExpectedContact,
-    TopicReader,
     command_record,
     count_results,
+    crm_command,
     mixed_commands,
     produce,
     results_of,
-    running,
     sequential_model,
     settings_for,
+    writer_outputs,
 )
 
 pytestmark = pytest.mark.integration
@@ -79,11 +78,7 @@ async def apply_sequentially_comparable(
     await emulator.faults(systems=["hubspot"], rate_limit={"max_requests": 1000, "interval_ms": 1000})
     writer = Writer(settings_for(kafka_settings), cfg)
     await produce(kafka_settings, [command_record(c) for c in commands])
-    async with (
-        TopicReader(kafka_settings, kafka_settings.topic(Topic.CRM_RESULTS)) as results,
-        TopicReader(kafka_settings, kafka_settings.topic(Topic.CRM_COMMANDS_DLQ)) as dlq,
-        running(writer),
-    ):
+    async with writer_outputs(kafka_settings, writer) as (results, dlq):
         await results.wait_for(count_results(len(commands)), timeout_s=90)
     assert dlq.records == []
     assert {r.outcome.value for r in results_of(results).values()} == {"applied"}
@@ -124,25 +119,20 @@ async def test_emulator_429s_and_outage_are_ridden_out_within_its_limit(
     # The emulator's default HubSpot-like limit: 100 requests per rolling 10 s.
     commands = mixed_commands(400, 40, seed=12, notes=False)
     notes = [
-        CrmCommand(
+        crm_command(
+            i,
+            CommandOp.ADD_NOTE,
+            f"user{i % 40:04d}@example.com",
             command_id=f"note-{i}",
             tenant="t1",
             connection="hs",
-            identity=f"user{i % 40:04d}@example.com",
-            op=CommandOp.ADD_NOTE,
             body=f"note {i}",
             causation_event_id=f"n{i}",
-            rule_id="r",
-            mapping_version="1",
         )
         for i in range(30)
     ]
     writer = Writer(settings_for(kafka_settings), config(emulator.base_url, rate=(100, 10.0)))
-    async with (
-        TopicReader(kafka_settings, kafka_settings.topic(Topic.CRM_RESULTS)) as results,
-        TopicReader(kafka_settings, kafka_settings.topic(Topic.CRM_COMMANDS_DLQ)) as dlq,
-        running(writer),
-    ):
+    async with writer_outputs(kafka_settings, writer) as (results, dlq):
         await produce(kafka_settings, [command_record(c) for c in commands[:100]])
         await results.wait_for(count_results(100), timeout_s=30)
         await emulator.faults(systems=["hubspot"], error_rates={"429": 1.0}, retry_after_s=1)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -15,53 +14,50 @@ import pytest
 import yaml
 
 from shopbotly.cli.demo_cmd import BotReceiver
-from shopbotly.common.events import CommandOp, CrmCommand
+from shopbotly.common.events import CommandOp
 from shopbotly.common.kafka import KafkaSettings
-from shopbotly.common.topics import Topic
+from shopbotly.testkit.crm_emulator import free_port
 from shopbotly.testkit.crm_writer import (
-    TopicReader,
     command_record,
     count_results,
+    crm_command,
     mixed_commands,
     produce,
     results_of,
     sequential_model,
+    writer_outputs,
 )
 
 pytestmark = pytest.mark.fault
+
+
+def _config_file(tmp_path: Path, emulator: Any, bot_webhook: Any = None, **connections: Any) -> Path:
+    """One tenant whose `hs` connection is the emulator's HubSpot (1,000 requests a second), with more
+    `connections` and the tenant's `bot_webhook` if given."""
+    hubspot = {
+        "kind": "hubspot",
+        "base_url": emulator.base_url,
+        "auth": {"kind": "bearer", "token": {"env": "SB_FAULT_HS_TOKEN"}},
+        "rate_limit": {"requests": 1000, "per_seconds": 1},
+    }
+    tenant: dict[str, Any] = {"connections": {"hs": hubspot, **connections}}
+    if bot_webhook is not None:
+        tenant["bot_webhook"] = bot_webhook
+    path = tmp_path / "shopbotly.yaml"
+    path.write_text(yaml.safe_dump({"tenants": {"t1": tenant}}))
+    return path
 
 
 async def test_ten_thousand_commands_with_a_kill_9_mid_run(
     kafka_settings: KafkaSettings, emulator: Any, tmp_path: Path, writer_process: Any
 ) -> None:
     await emulator.faults(systems=["hubspot"], rate_limit={"max_requests": 1000, "interval_ms": 1000})
-    config = tmp_path / "shopbotly.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "tenants": {
-                    "t1": {
-                        "connections": {
-                            "hs": {
-                                "kind": "hubspot",
-                                "base_url": emulator.base_url,
-                                "auth": {"kind": "bearer", "token": {"env": "SB_FAULT_HS_TOKEN"}},
-                                "rate_limit": {"requests": 1000, "per_seconds": 1},
-                            }
-                        }
-                    }
-                }
-            }
-        )
-    )
+    config = _config_file(tmp_path, emulator)
     commands = mixed_commands(10_000, 500, seed=21)
     env = {"SB_FAULT_HS_TOKEN": "emulator-hubspot-token"}
     started = time.monotonic()
     await produce(kafka_settings, [command_record(c) for c in commands])
-    async with (
-        TopicReader(kafka_settings, kafka_settings.topic(Topic.CRM_RESULTS)) as results,
-        TopicReader(kafka_settings, kafka_settings.topic(Topic.CRM_COMMANDS_DLQ)) as dlq,
-    ):
+    async with writer_outputs(kafka_settings) as (results, dlq):
         first = await writer_process(config, name="first", **env)
         await results.wait_for(count_results(3000), timeout_s=120)
         first.signal(signal.SIGKILL)  # kill -9: no drain, no commit, no leaving the group
@@ -119,57 +115,34 @@ async def test_a_kill_9_while_a_connection_is_held_back_loses_and_doubles_nothin
     a new writer starts: every notification is delivered once, in order per identity, nothing is
     dead-lettered, and HubSpot holds exactly the writes of the commands, one create per identity."""
     secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        bot_port = int(s.getsockname()[1])  # nothing listens here until the endpoint starts
-    config = tmp_path / "shopbotly.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "tenants": {
-                    "t1": {
-                        "connections": {
-                            "hs": {
-                                "kind": "hubspot",
-                                "base_url": emulator.base_url,
-                                "auth": {"kind": "bearer", "token": {"env": "SB_FAULT_HS_TOKEN"}},
-                                "rate_limit": {"requests": 1000, "per_seconds": 1},
-                            },
-                            "bot": {"kind": "bot_webhook", "max_attempts": 3, "timeout_s": 2},
-                        },
-                        "bot_webhook": {
-                            "url": f"http://127.0.0.1:{bot_port}/hook",
-                            "secret": {"env": "SB_FAULT_BOT_SECRET"},
-                        },
-                    }
-                }
-            }
-        )
+    bot_port = free_port()  # nothing listens here until the endpoint starts
+    config = _config_file(
+        tmp_path,
+        emulator,
+        bot={"kind": "bot_webhook", "max_attempts": 3, "timeout_s": 2},
+        bot_webhook={"url": f"http://127.0.0.1:{bot_port}/hook", "secret": {"env": "SB_FAULT_BOT_SECRET"}},
     )
     await emulator.faults(systems=["hubspot"], rate_limit={"max_requests": 1000, "interval_ms": 1000})
     env = {"SB_FAULT_HS_TOKEN": "emulator-hubspot-token", "SB_FAULT_BOT_SECRET": secret}
     crm = mixed_commands(400, 80, seed=31, notes=False)
     notify = [
-        CrmCommand(
+        crm_command(
+            i,
+            CommandOp.NOTIFY_BOT,
+            f"b{i % 8}@example.com",
             command_id=f"held_{i:03d}",
             tenant="t1",
             connection="bot",
-            identity=f"b{i % 8}@example.com",
-            op=CommandOp.NOTIFY_BOT,
             fields={"seq": i},
             body=f"status {i}",
             causation_event_id=f"eh{i}",
             rule_id="fault",
-            mapping_version="1",
         )
         for i in range(48)
     ]
     await produce(kafka_settings, [command_record(c) for c in [*notify[:24], *crm, *notify[24:]]])
     bot = BotReceiver(secret, bot_port, "/hook")  # the demo's receiver: verifies with standardwebhooks
-    async with (
-        TopicReader(kafka_settings, kafka_settings.topic(Topic.CRM_RESULTS)) as results,
-        TopicReader(kafka_settings, kafka_settings.topic(Topic.CRM_COMMANDS_DLQ)) as dlq,
-    ):
+    async with writer_outputs(kafka_settings) as (results, dlq):
         first = await writer_process(config, name="first", **env)
         crm_ids = {c.command_id for c in crm}
         await results.wait_for(lambda _: crm_ids <= set(results_of(results)), timeout_s=120)

@@ -15,8 +15,8 @@ from shopbotly.common.errors import PermanentError, RetryableError
 from shopbotly.common.events import CommandOp, CrmCommand
 from shopbotly.crm_writer.connectors.bot import BotConnector
 from shopbotly.crm_writer.connectors.generic import GenericConnector
-from shopbotly.crm_writer.domain import Write, WriteKind, coalesce
-from shopbotly.testkit.crm_writer import BotReceiver
+from shopbotly.crm_writer.domain import WriteKind, coalesce
+from shopbotly.testkit.crm_writer import BotReceiver, crm_command, one_write
 
 pytestmark = pytest.mark.component
 
@@ -24,23 +24,7 @@ BOT_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 
 def command(i: int, op: CommandOp, identity: str = "a@x.io", **kw: Any) -> CrmCommand:
-    return CrmCommand(
-        command_id=f"cmd_{i}",
-        tenant="t",
-        connection="crm",
-        identity=identity,
-        op=op,
-        causation_event_id=f"e{i}",
-        rule_id="r",
-        mapping_version="1",
-        **kw,
-    )
-
-
-def single(cmd: CrmCommand, kind: WriteKind) -> Write:
-    w = Write(kind, cmd.tenant, cmd.connection, cmd.identity)
-    w.absorb(cmd, 0)
-    return w
+    return crm_command(i, op, identity, command_id=f"cmd_{i}", **kw)
 
 
 class GenericCrm:
@@ -152,7 +136,7 @@ async def test_bot_notification_verifies_with_standard_webhooks(
         event_type="ticket.updated",
         received_at=when,
     )
-    ids = await conn.apply(single(cmd, WriteKind.NOTIFY), partition=0)
+    ids = await conn.apply(one_write(cmd, WriteKind.NOTIFY), partition=0)
     assert ids == {"webhook_id": "cmd_9"} and bot.ids == ["cmd_9"] and bot.rejected == 0
     assert bot.received == [
         {
@@ -170,10 +154,10 @@ async def test_bot_notification_verifies_with_standard_webhooks(
         conn.kind_of(CommandOp.UPSERT_CONTACT)
     bot.fail_with = 500
     with pytest.raises(RetryableError):
-        await conn.apply(single(cmd, WriteKind.NOTIFY), partition=0)
+        await conn.apply(one_write(cmd, WriteKind.NOTIFY), partition=0)
     bot.fail_with = 410
     with pytest.raises(PermanentError):
-        await conn.apply(single(cmd, WriteKind.NOTIFY), partition=0)
+        await conn.apply(one_write(cmd, WriteKind.NOTIFY), partition=0)
 
 
 async def test_bot_secret_problems_are_permanent(make_runtime: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -184,5 +168,5 @@ async def test_bot_secret_problems_are_permanent(make_runtime: Any, monkeypatch:
     conn = BotConnector(make_runtime({"kind": "bot_webhook"}, bot.transport), hook)
     cmd = command(1, CommandOp.NOTIFY_BOT)
     with pytest.raises(PermanentError, match="env:SB_TEST_BOT_MISSING"):
-        await conn.apply(single(cmd, WriteKind.NOTIFY), partition=0)
+        await conn.apply(one_write(cmd, WriteKind.NOTIFY), partition=0)
     assert bot.attempts == 0

@@ -17,16 +17,15 @@ import yaml
 from shopbotly.common.config import ShopbotlyConfig, parse_config
 from shopbotly.common.events import ATTEMPTS_HEADER, CommandOp, CommandResult, CrmCommand
 from shopbotly.common.kafka import KafkaSettings
-from shopbotly.common.topics import Topic
 from shopbotly.crm_writer.engine import Writer
 from shopbotly.testkit.crm_writer import (
-    TopicReader,
     command_record,
     count_results,
+    crm_command,
     produce,
     results_of,
-    running,
     settings_for,
+    writer_outputs,
 )
 
 pytestmark = pytest.mark.integration
@@ -54,17 +53,7 @@ def config(base_url: str, token_file: Path, **operation: Any) -> ShopbotlyConfig
 
 
 def command(n: int, op: CommandOp, identity: str, **kw: Any) -> CrmCommand:
-    return CrmCommand(
-        command_id=f"c{n}",
-        tenant="demo",
-        connection="crm",
-        identity=identity,
-        op=op,
-        causation_event_id=f"e{n}",
-        rule_id="r",
-        mapping_version="1",
-        **kw,
-    )
+    return crm_command(n, op, identity, tenant="demo", **kw)
 
 
 def header(record: Any, name: str) -> str:
@@ -87,11 +76,7 @@ async def test_docs_recipe_creates_updates_tags_notes_and_keeps_the_crm_reason(
     token_file.write_text("a-revoked-token\n")
     writer = Writer(settings_for(kafka_settings), config(emulator.base_url, token_file))
     ann = "ann@example.com"
-    async with (
-        TopicReader(kafka_settings, kafka_settings.topic(Topic.CRM_RESULTS)) as results,
-        TopicReader(kafka_settings, kafka_settings.topic(Topic.CRM_COMMANDS_DLQ)) as dlq,
-        running(writer),
-    ):
+    async with writer_outputs(kafka_settings, writer) as (results, dlq):
         # 403 with a bad token: the file is read again once, still bad: dead-lettered as auth.
         await produce(kafka_settings, [command_record(command(1, CommandOp.UPSERT_LEAD, "dan@example.com"))])
         await results.wait_for(count_results(1), timeout_s=30)
@@ -160,11 +145,7 @@ async def test_retry_after_a_timed_out_create_converges_on_the_duplicate_answer(
     eve = "eve@example.com"
     # Answers come 1.5 s after the effect: the create is written, the writer hears nothing.
     await emulator.faults(systems=["generic"], latency_ms=1500, error_phase="after")
-    async with (
-        TopicReader(kafka_settings, kafka_settings.topic(Topic.CRM_RESULTS)) as results,
-        TopicReader(kafka_settings, kafka_settings.topic(Topic.CRM_COMMANDS_DLQ)) as dlq,
-        running(writer),
-    ):
+    async with writer_outputs(kafka_settings, writer) as (results, dlq):
         cmd = command(1, CommandOp.UPSERT_LEAD, eve, fields={"firstname": "Eve", "company": "Acme"})
         await produce(kafka_settings, [command_record(cmd)])
         async with asyncio.timeout(20):

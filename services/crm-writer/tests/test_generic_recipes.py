@@ -15,10 +15,11 @@ import yaml
 from shopbotly.common.config import parse_connection
 from shopbotly.common.config.crm_kinds.generic import GenericOptions
 from shopbotly.common.errors import AuthError, PermanentError
-from shopbotly.common.events import CommandOp, CrmCommand
+from shopbotly.common.events import CommandOp
 from shopbotly.crm_writer.connectors.generic import GenericConnector, classify_generic, crm_reason
-from shopbotly.crm_writer.domain import Write, WriteKind
+from shopbotly.crm_writer.domain import Write
 from shopbotly.crm_writer.verdict import VerdictKind
+from shopbotly.testkit.crm_writer import crm_command, one_write
 
 pytestmark = pytest.mark.component
 
@@ -32,23 +33,7 @@ def documented_recipes() -> dict[str, Any]:
 
 
 def write(n: int, op: CommandOp, identity: str = "ann@example.com", **kw: Any) -> Write:
-    cmd = CrmCommand(
-        command_id=f"c{n}",
-        tenant="t",
-        connection="crm",
-        identity=identity,
-        op=op,
-        causation_event_id=f"e{n}",
-        rule_id="r",
-        mapping_version="1",
-        **kw,
-    )
-    kind = {CommandOp.ADD_NOTE: WriteKind.NOTE, CommandOp.UPSERT_LEAD: WriteKind.LEAD}.get(
-        op, WriteKind.CONTACT
-    )
-    w = Write(kind, "t", "crm", identity)
-    w.absorb(cmd, 0)
-    return w
+    return one_write(crm_command(n, op, identity, **kw))
 
 
 class FakeCrm:

@@ -9,12 +9,12 @@ import httpx
 import pytest
 
 from shopbotly.common.errors import AuthError, OutageError, PermanentError, RetryableError
-from shopbotly.common.events import CommandOp, CrmCommand
+from shopbotly.common.events import CommandOp
 from shopbotly.crm_writer.circuit import CircuitState
 from shopbotly.crm_writer.connectors.hubspot import HubSpotConnector
 from shopbotly.crm_writer.domain import Write, WriteKind
 from shopbotly.crm_writer.verdict import ThrottledError
-from shopbotly.testkit.crm_writer import FakeHubSpot
+from shopbotly.testkit.crm_writer import FakeHubSpot, crm_command, one_write
 
 pytestmark = pytest.mark.component
 
@@ -37,25 +37,11 @@ def hs_config(**kw: Any) -> dict[str, Any]:
 
 
 def write(identity: str, op: CommandOp = CommandOp.UPSERT_CONTACT, i: int = 0, **kw: Any) -> Write:
-    cmd = CrmCommand(
-        command_id=f"cmd-{identity}-{i}",
-        tenant="t",
-        connection="hs",
-        identity=identity,
-        op=op,
-        causation_event_id="e",
-        rule_id="r",
-        mapping_version="1",
-        **kw,
+    cmd = crm_command(
+        i, op, identity, command_id=f"cmd-{identity}-{i}", causation_event_id="e", connection="hs", **kw
     )
-    kind = {
-        CommandOp.ADD_NOTE: WriteKind.NOTE,
-        CommandOp.CREATE_TICKET: WriteKind.TICKET,
-        CommandOp.ATTACH_ORDER: WriteKind.ORDER,
-    }.get(op, WriteKind.CONTACT)
-    w = Write(kind, "t", "hs", identity)
-    w.absorb(cmd, 0)
-    return w
+    # HubSpot has no lead object: a lead is a contact.
+    return one_write(cmd, WriteKind.CONTACT if op is CommandOp.UPSERT_LEAD else None)
 
 
 async def test_concurrent_contacts_go_out_in_one_batch(make_runtime: Any) -> None:

@@ -28,6 +28,7 @@ from shopbotly.testkit.crm_writer import (
     actual_state,
     command_record,
     count_results,
+    crm_command,
     max_in_window,
     mixed_commands,
     produce,
@@ -35,6 +36,7 @@ from shopbotly.testkit.crm_writer import (
     running,
     sequential_model,
     settings_for,
+    writer_outputs,
 )
 
 pytestmark = pytest.mark.integration
@@ -80,11 +82,7 @@ async def test_many_commands_end_in_the_same_state_as_sequential_application(
     )
     await produce(kafka_settings, [command_record(c) for c in commands])
     started = time.monotonic()
-    async with (
-        TopicReader(kafka_settings, kafka_settings.topic(Topic.CRM_RESULTS)) as results,
-        TopicReader(kafka_settings, kafka_settings.topic(Topic.CRM_COMMANDS_DLQ)) as dlq,
-        running(writer),
-    ):
+    async with writer_outputs(kafka_settings, writer) as (results, dlq):
         await results.wait_for(count_results(len(commands)), timeout_s=60)
         elapsed = time.monotonic() - started
     outcome = results_of(results)
@@ -107,10 +105,7 @@ async def test_restart_mid_run_loses_nothing_and_creates_nothing_twice(kafka_set
     transport = RoutingTransport({"hubspot.test": fake.transport})
     s = settings_for(kafka_settings, commit_interval_s=0.5)
     await produce(kafka_settings, [command_record(c) for c in commands])
-    async with (
-        TopicReader(kafka_settings, kafka_settings.topic(Topic.CRM_RESULTS)) as results,
-        TopicReader(kafka_settings, kafka_settings.topic(Topic.CRM_COMMANDS_DLQ)) as dlq,
-    ):
+    async with writer_outputs(kafka_settings) as (results, dlq):
         first = Writer(s, config(), transport=transport)
         task = asyncio.create_task(first.run())
         await results.wait_for(count_results(700), timeout_s=60)
@@ -199,11 +194,7 @@ async def test_crm_outage_opens_the_circuit_holds_its_lane_and_resumes_without_d
         config(),
         transport=RoutingTransport({"hubspot.test": fake.transport}),
     )
-    async with (
-        TopicReader(kafka_settings, kafka_settings.topic(Topic.CRM_RESULTS)) as results,
-        TopicReader(kafka_settings, kafka_settings.topic(Topic.CRM_COMMANDS_DLQ)) as dlq,
-        running(writer),
-    ):
+    async with writer_outputs(kafka_settings, writer) as (results, dlq):
         await produce(kafka_settings, [command_record(c) for c in commands[:100]])
         await results.wait_for(count_results(100), timeout_s=30)
         fake.outage = True
@@ -300,11 +291,7 @@ async def test_a_429_storm_is_ridden_out_within_the_limit(kafka_settings: KafkaS
         config(rate=(20, 2.0)),
         transport=RoutingTransport({"hubspot.test": fake.transport}),
     )
-    async with (
-        TopicReader(kafka_settings, kafka_settings.topic(Topic.CRM_RESULTS)) as results,
-        TopicReader(kafka_settings, kafka_settings.topic(Topic.CRM_COMMANDS_DLQ)) as dlq,
-        running(writer),
-    ):
+    async with writer_outputs(kafka_settings, writer) as (results, dlq):
         await produce(kafka_settings, [command_record(c) for c in commands[:10]])
         await results.wait_for(count_results(10), timeout_s=30)
         fake.storm_until = time.monotonic() + 2.5  # every request refused for 2.5 s, Retry-After: 1
@@ -326,18 +313,16 @@ async def test_bot_notifications_are_signed_retried_dead_lettered_and_redrivable
 ) -> None:
     bot = BotReceiver(BOT_SECRET)
     notes = [
-        CrmCommand(
+        crm_command(
+            i,
+            CommandOp.NOTIFY_BOT,
+            f"c{i % 4}@example.com",
             command_id=f"note_{i}",
             tenant="t1",
             connection="bot",
-            identity=f"c{i % 4}@example.com",
-            op=CommandOp.NOTIFY_BOT,
             fields={"ticket_id": f"T{i}", "seq": i},
             body=f"reply {i}",
             event_type="ticket.updated",
-            causation_event_id=f"e{i}",
-            rule_id="r",
-            mapping_version="1",
         )
         for i in range(23)
     ]
@@ -346,11 +331,7 @@ async def test_bot_notifications_are_signed_retried_dead_lettered_and_redrivable
         config(bot_attempts=3),
         transport=RoutingTransport({"bot.test": bot.transport}),
     )
-    async with (
-        TopicReader(kafka_settings, kafka_settings.topic(Topic.CRM_RESULTS)) as results,
-        TopicReader(kafka_settings, kafka_settings.topic(Topic.CRM_COMMANDS_DLQ)) as dlq,
-        running(writer),
-    ):
+    async with writer_outputs(kafka_settings, writer) as (results, dlq):
         await produce(kafka_settings, [command_record(c) for c in notes[:20]])
         await results.wait_for(count_results(20), timeout_s=30)
         assert bot.rejected == 0 and sorted(bot.ids) == sorted(c.command_id for c in notes[:20])
@@ -383,11 +364,7 @@ async def test_a_second_replica_takes_partitions_mid_run_and_the_limit_is_shared
     s = settings_for(kafka_settings)
     first, second = Writer(s, config(), transport=transport), Writer(s, config(), transport=transport)
     await produce(kafka_settings, [command_record(c) for c in commands])
-    async with (
-        TopicReader(kafka_settings, kafka_settings.topic(Topic.CRM_RESULTS)) as results,
-        TopicReader(kafka_settings, kafka_settings.topic(Topic.CRM_COMMANDS_DLQ)) as dlq,
-        running(first),
-    ):
+    async with writer_outputs(kafka_settings, first) as (results, dlq):
         await results.wait_for(count_results(300), timeout_s=30)
         assert first.share == 1.0
         async with running(second):  # joins the group: a rebalance while the first is mid-run
@@ -407,18 +384,17 @@ async def test_a_second_replica_takes_partitions_mid_run_and_the_limit_is_shared
 
 def _notifications(n: int, identities: int) -> list[CrmCommand]:
     return [
-        CrmCommand(
+        crm_command(
+            i,
+            CommandOp.NOTIFY_BOT,
+            f"b{i % identities:03d}@example.com",
             command_id=f"bot_{i:04d}",
             tenant="t1",
             connection="bot",
-            identity=f"b{i % identities:03d}@example.com",
-            op=CommandOp.NOTIFY_BOT,
             fields={"seq": i},
             body=f"status {i}",
             event_type="lead.qualified",
             causation_event_id=f"eb{i}",
-            rule_id="r",
-            mapping_version="1",
         )
         for i in range(n)
     ]
@@ -440,11 +416,7 @@ async def test_a_down_bot_endpoint_holds_back_only_its_own_lane(kafka_settings: 
     )
     refetches = metrics.REFETCHES._value.get()
     await produce(kafka_settings, [command_record(c) for c in [*notify[:60], *crm, *notify[60:]]])
-    async with (
-        TopicReader(kafka_settings, kafka_settings.topic(Topic.CRM_RESULTS)) as results,
-        TopicReader(kafka_settings, kafka_settings.topic(Topic.CRM_COMMANDS_DLQ)) as dlq,
-        running(writer),
-    ):
+    async with writer_outputs(kafka_settings, writer) as (results, dlq):
         ids = {c.command_id for c in crm}
         await results.wait_for(lambda rs: ids <= set(results_of(results)), timeout_s=30)
         assert writer.circuit_state("t1:bot") is not CircuitState.CLOSED
@@ -490,11 +462,7 @@ async def test_an_error_that_is_not_a_crm_answer_is_dead_lettered_and_holds_noth
         transport=RoutingTransport({"hubspot.test": fake.transport, "bot.test": broken}),
     )
     await produce(kafka_settings, [command_record(c) for c in [*notify, *crm]])
-    async with (
-        TopicReader(kafka_settings, kafka_settings.topic(Topic.CRM_RESULTS)) as results,
-        TopicReader(kafka_settings, kafka_settings.topic(Topic.CRM_COMMANDS_DLQ)) as dlq,
-        running(writer),
-    ):
+    async with writer_outputs(kafka_settings, writer) as (results, dlq):
         await results.wait_for(count_results(104), timeout_s=60)
         await dlq.wait_for(lambda records: len(records) >= 4, timeout_s=10)
     outcome = results_of(results)

@@ -26,9 +26,11 @@ from shopbotly.testkit.crm_writer import (
     TopicReader,
     command_record,
     count_results,
+    crm_command,
     produce,
     results_of,
     sequential_model,
+    writer_outputs,
 )
 
 pytestmark = pytest.mark.fault
@@ -61,15 +63,15 @@ def _config(
 
 
 def _command(tag: str, who: str, op: CommandOp, **kw: Any) -> CrmCommand:
-    return CrmCommand(
+    return crm_command(
+        tag,
+        op,
+        who,
         command_id=f"cmd_{tag}_{who}",
         tenant="t1",
         connection="hs",
-        identity=who,
-        op=op,
         causation_event_id=f"evt_{tag}_{who}",
         rule_id="replicas",
-        mapping_version="1",
         trace_id=f"trace_{tag}",
         received_at=None,
         **kw,
@@ -291,10 +293,7 @@ async def test_sigkill_of_one_of_three_replicas_keeps_the_rate_limit_and_every_w
         # Each note is an upsert (batched) plus an association request of its own: the limit binds.
         commands += [_command(f"n{n}", p, CommandOp.ADD_NOTE, body=f"note {n} of {p}") for p in people[:60]]
     await produce(kafka_settings, [command_record(c) for c in commands])
-    async with (
-        TopicReader(kafka_settings, kafka_settings.topic(Topic.CRM_RESULTS)) as results,
-        TopicReader(kafka_settings, kafka_settings.topic(Topic.CRM_COMMANDS_DLQ)) as dlq,
-    ):
+    async with writer_outputs(kafka_settings) as (results, dlq):
         replicas = await asyncio.gather(
             *(writer_process(config, name=n, SHOPBOTLY_KAFKA_CLIENT_ID=n, **TOKEN_ENV) for n in "abc")
         )

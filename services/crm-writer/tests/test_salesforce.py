@@ -15,13 +15,14 @@ import orjson
 import pytest
 
 from shopbotly.common.errors import OutageError, PermanentError
-from shopbotly.common.events import CommandOp, CrmCommand
+from shopbotly.common.events import CommandOp
 from shopbotly.crm_emulator import EmulatorSettings, create_app
 from shopbotly.crm_writer.circuit import CircuitState
 from shopbotly.crm_writer.connectors.salesforce import PLACEHOLDER, SalesforceConnector
-from shopbotly.crm_writer.domain import Write, WriteKind
+from shopbotly.crm_writer.domain import Write
 from shopbotly.crm_writer.metrics import DROPPED_PROPERTIES
 from shopbotly.testkit.crm_emulator import Clock, Emulator
+from shopbotly.testkit.crm_writer import crm_command, one_write
 
 pytestmark = pytest.mark.component
 
@@ -174,25 +175,10 @@ def sf_config(**options: Any) -> dict[str, Any]:
 
 
 def write(identity: str, op: CommandOp = CommandOp.UPSERT_CONTACT, i: int = 0, **kw: Any) -> Write:
-    cmd = CrmCommand(
-        command_id=f"c-{identity}-{i}",
-        tenant="t",
-        connection="sf",
-        identity=identity,
-        op=op,
-        causation_event_id="e",
-        rule_id="r",
-        mapping_version="1",
-        **kw,
+    cmd = crm_command(
+        i, op, identity, command_id=f"c-{identity}-{i}", causation_event_id="e", connection="sf", **kw
     )
-    kind = {
-        CommandOp.UPSERT_LEAD: WriteKind.LEAD,
-        CommandOp.ADD_NOTE: WriteKind.NOTE,
-        CommandOp.CREATE_TICKET: WriteKind.TICKET,
-    }.get(op, WriteKind.CONTACT)
-    w = Write(kind, "t", "sf", identity)
-    w.absorb(cmd, 0)
-    return w
+    return one_write(cmd)
 
 
 async def test_collections_upsert_batches_and_maps_per_record_results(

@@ -22,15 +22,14 @@ from shopbotly.cli.connections_cmd import check_rows, plan_connections
 from shopbotly.common.config import load_config
 from shopbotly.common.config._mapping import PRESET_NAMES
 from shopbotly.common.config.crm_kinds.hubspot import HubSpotOptions
-from shopbotly.crm_emulator import EmulatorSettings, create_app
 from shopbotly.crm_emulator.hubspot_properties import standard_definitions
-from shopbotly.crm_writer.schema import (
-    FetchedSchema,
+from shopbotly.crm_writer.schema import FetchedSchema
+from shopbotly.crm_writer.schema.hubspot import (
+    HubSpotSchema,
     hubspot_definition,
     owned_hubspot_properties,
-    parse_hubspot_properties,
 )
-from shopbotly.testkit.crm_emulator import serve
+from shopbotly.testkit.crm_emulator import served_emulators
 
 TOKEN = "emulator-hubspot-token"
 # A fresh portal: the standard schema only, nothing pre-provisioned.
@@ -71,12 +70,8 @@ def _env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 async def portal() -> AsyncIterator[str]:
-    server, task, port = await serve(create_app(EmulatorSettings(**FRESH)))
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
+    async with served_emulators() as start:
+        yield await start(**FRESH)
 
 
 async def cli(*args: str) -> Result:
@@ -199,13 +194,13 @@ def test_every_preset_fits_a_fresh_portal_once_setup_ran(preset: str, tmp_path: 
     [plan] = plan_connections(cfg)
     schema = FetchedSchema()
     for object_type, props in standard_definitions().items():
-        schema.objects[object_type] = parse_hubspot_properties({"results": list(props.values())})
+        schema.objects[object_type] = HubSpotSchema.parse({"results": list(props.values())})
     options = cfg.tenants["acme"].connections["hubspot"].options
     assert isinstance(options, HubSpotOptions)
     created = owned_hubspot_properties(options, plan.written)
     for prop in created:
         body = {**hubspot_definition(prop), "modificationMetadata": {"readOnlyValue": False}}
-        schema.objects[prop.object_type].update(parse_hubspot_properties({"results": [body]}))
+        schema.objects[prop.object_type].update(HubSpotSchema.parse({"results": [body]}))
     problems = [r for r in check_rows(plan, schema) if r.failed]
     assert problems == []
     assert plan.written, f"preset {preset} writes nothing through HubSpot"
@@ -285,3 +280,24 @@ async def test_the_documented_setup_runs_against_a_fresh_portal(
         args = [str(config) if a == "config/shopbotly.yaml" else a for a in args]
         result = await cli(*args)
         assert result.exit_code == expected, (args, result.output)
+
+
+async def test_a_kind_without_a_schema_is_not_checked_and_the_kinds_that_have_one_are_named(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "shopbotly.yaml"
+    config.write_text(
+        """
+tenants:
+  acme:
+    connections:
+      crm: {kind: generic, base_url: "http://127.0.0.1:1"}
+    mapping: {default_connection: crm}
+"""
+    )
+    result = await asyncio.to_thread(
+        CliRunner().invoke, app, ["connections", "check", "--config", str(config)], catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    assert "no connection to check: only kinds with a schema have one (hubspot, salesforce)" in result.output
+    assert "0 properties checked" in result.output

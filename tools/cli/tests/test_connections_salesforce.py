@@ -24,13 +24,13 @@ from shopbotly.crm_emulator import EmulatorSettings, create_app
 from shopbotly.crm_emulator.salesforce_describe import standard_fields
 from shopbotly.crm_emulator.salesforce_tooling import field_from_metadata
 from shopbotly.crm_emulator.tls import prepare_tls
-from shopbotly.crm_writer.schema import (
-    FetchedSchema,
+from shopbotly.crm_writer.schema import FetchedSchema
+from shopbotly.crm_writer.schema.salesforce import (
+    SalesforceSchema,
     owned_salesforce_fields,
-    parse_salesforce_describe,
     salesforce_definition,
 )
-from shopbotly.testkit.crm_emulator import free_port, serve
+from shopbotly.testkit.crm_emulator import free_port, serve, served_emulators
 
 CLIENT_ID, CLIENT_SECRET = "emulator-sf-client", "emulator-sf-secret"
 # What an admin creates in Setup for ShopBotly (`connections setup` says so); a fresh org has none of it.
@@ -83,17 +83,8 @@ def _env(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 async def org() -> AsyncIterator[Org]:
     """Start emulated orgs (each on its own port) with setting overrides; all stop after the test."""
-    servers: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
-
-    async def start(**overrides: Any) -> str:
-        server, task, port = await serve(create_app(EmulatorSettings(**overrides)))
-        servers.append((server, task))
-        return f"http://127.0.0.1:{port}"
-
-    yield start
-    for server, task in servers:
-        server.should_exit = True
-        await task
+    async with served_emulators() as start:
+        yield start
 
 
 async def cli(*args: str) -> Result:
@@ -219,13 +210,13 @@ def test_every_preset_fits_a_fresh_org_once_setup_ran(preset: str, options: str,
     [plan] = plan_connections(cfg)
     schema = FetchedSchema()
     for sobject, fields in standard_fields().items():
-        schema.objects[sobject] = parse_salesforce_describe({"fields": fields})
+        schema.objects[sobject] = SalesforceSchema.parse({"fields": fields})
     sent = [key for key, w in plan.written.items() if w.target.not_sent is None]
     options = cfg.tenants["acme"].connections["sf"].options
     assert isinstance(options, SalesforceOptions)
     for prop in owned_salesforce_fields(options, sent):
         sobject, described = field_from_metadata(salesforce_definition(prop))
-        schema.objects[sobject].update(parse_salesforce_describe({"fields": [described]}))
+        schema.objects[sobject].update(SalesforceSchema.parse({"fields": [described]}))
     rows = check_rows(plan, schema)
     assert [r for r in rows if r.failed] == []
     assert plan.written, f"preset {preset} writes nothing through Salesforce"

@@ -6,7 +6,8 @@ import pytest
 
 from shopbotly.cli._kafka_io import PartitionRange, Record
 from shopbotly.cli.ledger_cmd import check_ledger, latest_ledger, results_horizon
-from shopbotly.common.events import CommandOp, CommandOutcome, CommandResult, LedgerEntry
+from shopbotly.common.events import CommandOutcome, LedgerEntry
+from shopbotly.testkit.crm_writer import command_result
 
 pytestmark = pytest.mark.unit
 
@@ -31,15 +32,7 @@ def result(
     tenant: str = "acme",
     coalesced: tuple[str, ...] = (),
 ) -> Record:
-    res = CommandResult(
-        command_id=cid,
-        tenant=tenant,
-        connection="hubspot",
-        identity="jane@example.com",
-        op=CommandOp.UPSERT_CONTACT,
-        outcome=outcome,
-        coalesced_with=list(coalesced),
-    )
+    res = command_result(cid, tenant, outcome, coalesced_with=list(coalesced))
     return _at("results", f"{tenant}:hubspot:jane@example.com".encode(), res.to_json())
 
 

@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
-from shopbotly.common.events import CommandOp, CommandOutcome, CommandResult, LedgerEntry
+from shopbotly.common.events import CommandOp, CommandOutcome, LedgerEntry
 from shopbotly.common.kafka import KafkaSettings
 from shopbotly.common.topics import Topic
+from shopbotly.testkit.crm_writer import command_result
 
 pytestmark = pytest.mark.integration
 
@@ -26,14 +27,7 @@ def _entry(cid: str, tenant: str, connection: str = "hubspot") -> dict[str, Any]
 
 
 def _result(cid: str, tenant: str, outcome: CommandOutcome = CommandOutcome.APPLIED) -> dict[str, Any]:
-    result = CommandResult(
-        command_id=cid,
-        tenant=tenant,
-        connection="hubspot",
-        identity="jane@example.com",
-        op=CommandOp.ADD_NOTE,
-        outcome=outcome,
-    )
+    result = command_result(cid, tenant, outcome, op=CommandOp.ADD_NOTE)
     return {"key": f"{tenant}:hubspot:jane@example.com".encode(), "value": result.to_json()}
 
 

@@ -17,6 +17,7 @@ from pydantic import JsonValue, ValidationError
 from shopbotly.common.events import CommandOp, CrmCommand
 
 __all__ = [
+    "WRITE_KINDS",
     "Envelope",
     "Write",
     "WriteKind",
@@ -43,6 +44,19 @@ class WriteKind(StrEnum):
     def mergeable(self) -> bool:
         # Two notes are two notes: merging them would change the CRM's final state.
         return self in (WriteKind.CONTACT, WriteKind.LEAD)
+
+
+# The write each op becomes on a CRM that has an object for each (connectors of CRMs that lack one map it
+# otherwise: HubSpot's leads are contacts).
+WRITE_KINDS: Mapping[CommandOp, WriteKind] = {
+    CommandOp.UPSERT_CONTACT: WriteKind.CONTACT,
+    CommandOp.ADD_TAGS: WriteKind.CONTACT,
+    CommandOp.UPSERT_LEAD: WriteKind.LEAD,
+    CommandOp.ADD_NOTE: WriteKind.NOTE,
+    CommandOp.ATTACH_ORDER: WriteKind.ORDER,
+    CommandOp.CREATE_TICKET: WriteKind.TICKET,
+    CommandOp.NOTIFY_BOT: WriteKind.NOTIFY,
+}
 
 
 @dataclass(frozen=True)

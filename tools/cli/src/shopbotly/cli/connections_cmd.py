@@ -1,9 +1,10 @@
 """`shopbotly connections check|setup`: a tenant's mapping against each CRM connection's own schema.
 
 `check` lists every property every rule can write (presets included, expanded by the mapper's own
-`compile_tenant`) on each HubSpot/Salesforce connection and whether the CRM has it, lets ShopBotly write it,
-and takes the values the mapping fixes. `setup` creates the custom properties ShopBotly owns: HubSpot through
-the Properties API, Salesforce custom fields through the Tooling API (or says how to create them in Setup).
+`compile_tenant`) on each connection whose kind has a schema to read, and whether the CRM has it, lets
+ShopBotly write it, and takes the values the mapping fixes. `setup` creates the custom properties ShopBotly
+owns. How a kind's schema is read and extended is the kind's own (`CrmSchema`, declared by its connector:
+HubSpot's Properties API, Salesforce's describe and Tooling API); this module never names a kind.
 """
 
 from __future__ import annotations
@@ -21,26 +22,18 @@ from rich.table import Table
 
 from shopbotly.cli._common import console, err_console, run
 from shopbotly.common.config import ConnectionConfig, FieldSpec, ShopbotlyConfig, load_config
-from shopbotly.common.config.crm_kinds.hubspot import HubSpotOptions
-from shopbotly.common.config.crm_kinds.salesforce import SalesforceOptions
 from shopbotly.common.errors import ConfigError, ShopbotlyError
 from shopbotly.crm_writer.clients import connection_client
+from shopbotly.crm_writer.connectors import connector_class, connector_kinds, schema_of
 from shopbotly.crm_writer.schema import (
     CommandShape,
+    CrmSchema,
     FetchedSchema,
     FieldInfo,
     OwnedProperty,
     Target,
     ValueKind,
-    fetch_schema,
-    hubspot_definition,
-    hubspot_paths,
-    owned_hubspot_properties,
-    owned_salesforce_fields,
     problem,
-    salesforce_definition,
-    salesforce_setup_instruction,
-    targets,
 )
 from shopbotly.crm_writer.tokens import TokenManager
 from shopbotly.mapper.domain import compile_tenant
@@ -59,7 +52,6 @@ ConfigOption = Annotated[
 TenantOption = Annotated[
     str | None, typer.Option("--tenant", help="Only this tenant (default: every tenant)")
 ]
-_CHECKED_KINDS = ("hubspot", "salesforce")
 _TEXT_TRANSFORMS = frozenset(
     {
         "trim",
@@ -130,11 +122,17 @@ class Written:
     rules: list[str] = field(default_factory=list)
 
 
+def checked_kinds() -> list[str]:
+    """The CRM kinds whose schema `check` and `setup` read (each kind says so through its connector)."""
+    return [kind for kind in connector_kinds() if connector_class(kind).schema is not None]
+
+
 @dataclass
 class ConnectionPlan:
     tenant: str
     name: str
     config: ConnectionConfig
+    schema: CrmSchema[Any]
     written: dict[tuple[str, str], Written] = field(default_factory=dict)
     # Rules whose `extra_fields` write properties named by each event (unknown before run time).
     dynamic: list[str] = field(default_factory=list)
@@ -144,7 +142,7 @@ class ConnectionPlan:
 
 
 def plan_connections(cfg: ShopbotlyConfig, tenant: str | None = None) -> list[ConnectionPlan]:
-    """Per HubSpot/Salesforce connection, every property the tenant's rules (presets included) write."""
+    """Per connection whose kind has a schema, every property the tenant's rules (presets included) write."""
     if tenant is not None and tenant not in cfg.tenants:
         raise ValueError(f"tenant {tenant!r} is not configured; tenants: {sorted(cfg.tenants)}")
     plans: list[ConnectionPlan] = []
@@ -152,9 +150,9 @@ def plan_connections(cfg: ShopbotlyConfig, tenant: str | None = None) -> list[Co
         if tenant is not None and tname != tenant:
             continue
         by_name = {
-            name: ConnectionPlan(tname, name, conn)
+            name: ConnectionPlan(tname, name, conn, schema)
             for name, conn in tcfg.connections.items()
-            if conn.kind in _CHECKED_KINDS
+            if (schema := schema_of(conn)) is not None
         }
         for rule in compile_tenant(tname, tcfg).rules:
             for command in rule.commands:
@@ -169,7 +167,7 @@ def plan_connections(cfg: ShopbotlyConfig, tenant: str | None = None) -> list[Co
                     body=template.body is not None,
                     extra_fields=template.extra_fields is not None,
                 )
-                for target in targets(plan.config, shape):
+                for target in plan.schema.targets(shape):
                     entry = plan.written.setdefault((target.object_type, target.name), Written(target))
                     if rule.id not in entry.rules:
                         entry.rules.append(rule.id)
@@ -201,10 +199,7 @@ async def _read_schema(
         headers = await tokens.headers()
     except ShopbotlyError as exc:
         return FetchedSchema(errors={t: f"authentication failed: {exc}" for t in object_types})
-    base = None
-    if isinstance(plan.config.options, SalesforceOptions) and plan.config.options.use_instance_url:
-        base = tokens.instance_url
-    return await fetch_schema(plan.config, client, headers, object_types, base_url=base)
+    return await plan.schema.fetch(client, headers, object_types, instance_url=tokens.instance_url)
 
 
 @dataclass(frozen=True)
@@ -250,7 +245,7 @@ def check_rows(plan: ConnectionPlan, schema: FetchedSchema) -> list[Row]:
         rows.append(
             Row(
                 label,
-                "contacts" if plan.config.kind == "hubspot" else "(record)",
+                plan.schema.record_object,
                 "(extra_fields)",
                 "unchecked",
                 "property names come from each event; ones the CRM lacks are dropped at run time "
@@ -262,12 +257,7 @@ def check_rows(plan: ConnectionPlan, schema: FetchedSchema) -> list[Row]:
 
 
 def _owned(plan: ConnectionPlan) -> list[OwnedProperty]:
-    sent = [key for key, w in plan.written.items() if w.target.not_sent is None]
-    options = plan.config.options
-    if isinstance(options, SalesforceOptions):
-        return owned_salesforce_fields(options, sent)
-    assert isinstance(options, HubSpotOptions), plan.config.kind  # plans are of _CHECKED_KINDS only
-    return owned_hubspot_properties(options, sent)
+    return plan.schema.owned(key for key, w in plan.written.items() if w.target.not_sent is None)
 
 
 def _owned_names(plan: ConnectionPlan) -> set[tuple[str, str]]:
@@ -290,7 +280,11 @@ def _plans(config: Path, tenant: str | None) -> list[ConnectionPlan]:
         err_console.print(f"error: {exc}", markup=False, highlight=False)
         raise typer.Exit(2) from None
     if not plans:
-        err_console.print("no HubSpot or Salesforce connection to check", markup=False, highlight=False)
+        err_console.print(
+            f"no connection to check: only kinds with a schema have one ({', '.join(checked_kinds())})",
+            markup=False,
+            highlight=False,
+        )
     return plans
 
 
@@ -359,7 +353,6 @@ async def setup_connection(
     object_types = {p.object_type for p in owned}
     schema = await _read_schema(plan, client, object_types)
     tokens = TokenManager(plan.config.auth, client)
-    base = (plan.config.base_url or "").rstrip("/")
     steps: list[SetupStep] = []
     for prop in owned:
         if prop.object_type in schema.errors:
@@ -370,56 +363,14 @@ async def setup_connection(
         if existing is not None:
             detail = "" if existing.unique or not prop.unique else "exists WITHOUT unique values: recreate it"
             steps.append(SetupStep(label, prop.object_type, prop.name, "exists", detail))
-            continue
-        options = plan.config.options
-        salesforce = isinstance(options, SalesforceOptions)
-        what = salesforce_setup_instruction(prop) if salesforce else _describe(prop)
-        if not apply:
+        elif not apply:
+            what = plan.schema.instruction(prop)
             steps.append(SetupStep(label, prop.object_type, prop.name, "create", what))
-            continue
-        headers = await tokens.headers()
-        if isinstance(options, SalesforceOptions):
-            # Custom fields are metadata: the Tooling API's CustomField object creates one.
-            api = (tokens.instance_url or base).rstrip("/") if options.use_instance_url else base
-            url = f"{api}/services/data/{options.api_version}/tooling/sobjects/CustomField"
-            body = salesforce_definition(prop)
         else:
-            url = base + hubspot_paths(plan.config).properties(prop.object_type)
-            body = hubspot_definition(prop)
-        response = await client.post(url, json=body, headers=headers, timeout=plan.config.timeout_s)
-        if response.status_code == 201:
-            steps.append(
-                SetupStep(
-                    label, prop.object_type, prop.name, "created", _SALESFORCE_CREATED if salesforce else what
-                )
-            )
-        elif response.status_code == 409 or "DUPLICATE_DEVELOPER_NAME" in response.text:
-            # Created meanwhile (another setup run), or in Salesforce hidden from us by field-level security.
-            steps.append(
-                SetupStep(label, prop.object_type, prop.name, "exists", _HIDDEN if salesforce else "")
-            )
-        else:
-            steps.append(
-                SetupStep(
-                    label,
-                    prop.object_type,
-                    prop.name,
-                    "failed",
-                    f"HTTP {response.status_code}: {response.text[:300]}",
-                )
-            )
+            headers = await tokens.headers()
+            action, detail = await plan.schema.create(client, headers, prop, instance_url=tokens.instance_url)
+            steps.append(SetupStep(label, prop.object_type, prop.name, action, detail))
     return steps
-
-
-_SALESFORCE_CREATED = (
-    "Tooling API; in a real org grant it to the integration user (a permission set's field-level security), "
-    "then `shopbotly connections check`"
-)
-_HIDDEN = "the org says so; if `check` lists it missing, grant the integration user field-level security"
-
-
-def _describe(prop: OwnedProperty) -> str:
-    return f"{prop.type}/{prop.field_type}" + (", unique values" if prop.unique else "")
 
 
 @app.command("setup")
@@ -436,8 +387,8 @@ def setup(
         ),
     ] = 0.0,
 ) -> None:
-    """Create the custom properties ShopBotly needs (idempotent): on HubSpot through the Properties API, on
-    Salesforce the custom fields through the Tooling API (or create them in Setup as the dry run says).
+    """Create the custom properties ShopBotly needs (idempotent), as each kind does: on HubSpot through the
+    Properties API, on Salesforce the custom fields through the Tooling API (or in Setup as the dry run says).
 
     Without --apply, only lists what would be created. Exit 1 when a property could not be created or a
     schema could not be read.

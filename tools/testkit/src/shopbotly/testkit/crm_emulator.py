@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +15,7 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
+from shopbotly.crm_emulator import EmulatorSettings, create_app
 from shopbotly.crm_emulator.runtime import Runtime
 from shopbotly.crm_emulator.tls import ServerTls
 
@@ -27,6 +29,7 @@ __all__ = [
     "Receiver",
     "free_port",
     "serve",
+    "served_emulators",
 ]
 
 HUBSPOT = {"Authorization": "Bearer emulator-hubspot-token"}
@@ -162,7 +165,8 @@ class Receiver:
 async def serve(
     app: Any, port: int | None = None, *, tls: ServerTls | None = None
 ) -> tuple[uvicorn.Server, asyncio.Task[None], int]:
-    """Serve `app` on 127.0.0.1 (over HTTPS with `tls`, as `shopbotly-crm-emulator --tls` does)."""
+    """Serve `app` on 127.0.0.1 (`port`, else a free one; over HTTPS with `tls`, as `shopbotly-crm-emulator
+    --tls` does) once it has started. `_serve` leaves the test runner's signal handlers alone."""
     port = port or free_port()
     chain = str(tls.chain) if tls else None
     config = uvicorn.Config(
@@ -177,8 +181,28 @@ async def serve(
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server._serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
+    async with asyncio.timeout(10):
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)
     return server, task, port
+
+
+@asynccontextmanager
+async def served_emulators() -> AsyncIterator[Callable[..., Awaitable[str]]]:
+    """A starter of CRM emulators on real ports (each its own), with setting overrides, returning each one's
+    base URL; all stop on exit."""
+    servers: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
+
+    async def start(**overrides: Any) -> str:
+        server, task, port = await serve(create_app(EmulatorSettings(**overrides)))
+        servers.append((server, task))
+        return f"http://127.0.0.1:{port}"
+
+    try:
+        yield start
+    finally:
+        for server, task in servers:
+            server.should_exit = True
+            await task

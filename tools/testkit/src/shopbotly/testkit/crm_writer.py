@@ -26,10 +26,17 @@ import orjson
 from aiokafka import ConsumerRecord
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from shopbotly.common.events import CommandOp, CommandResult, CrmCommand, Headers, message_headers
+from shopbotly.common.events import (
+    CommandOp,
+    CommandOutcome,
+    CommandResult,
+    CrmCommand,
+    Headers,
+    message_headers,
+)
 from shopbotly.common.kafka import KafkaSettings, make_consumer, make_producer
 from shopbotly.common.topics import Topic
-from shopbotly.crm_writer.domain import property_text, union_tags
+from shopbotly.crm_writer.domain import WRITE_KINDS, Write, WriteKind, property_text, union_tags
 from shopbotly.crm_writer.engine import Writer
 from shopbotly.crm_writer.settings import Settings
 
@@ -42,14 +49,18 @@ __all__ = [
     "TopicReader",
     "actual_state",
     "command_record",
+    "command_result",
     "count_results",
+    "crm_command",
     "max_in_window",
     "mixed_commands",
+    "one_write",
     "produce",
     "results_of",
     "running",
     "sequential_model",
     "settings_for",
+    "writer_outputs",
 ]
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[a-z]{2,}$")
@@ -635,21 +646,76 @@ def mixed_commands(
             op = CommandOp.CREATE_TICKET
             kw["body"] = f"ticket {i}\ndetails"
         out.append(
-            CrmCommand(
+            crm_command(
+                i,
+                op,
+                who,
                 command_id=f"cmd_{seed}_{i:05d}",
                 tenant=tenant,
                 connection=connection,
-                identity=who,
-                op=op,
                 causation_event_id=f"evt_{seed}_{i}",
                 rule_id="it",
-                mapping_version="1",
                 trace_id=f"trace{i}",
                 received_at=None,
                 **kw,
             )
         )
     return out
+
+
+@asynccontextmanager
+async def writer_outputs(
+    kafka: KafkaSettings, writer: Writer | None = None
+) -> AsyncIterator[tuple[TopicReader, TopicReader]]:
+    """Readers of crm-writer's results and dead letters (opened first, so they miss nothing), with `writer`
+    running meanwhile when one is given."""
+    async with (
+        TopicReader(kafka, kafka.topic(Topic.CRM_RESULTS)) as results,
+        TopicReader(kafka, kafka.topic(Topic.CRM_COMMANDS_DLQ)) as dlq,
+    ):
+        if writer is None:
+            yield results, dlq
+        else:
+            async with running(writer):
+                yield results, dlq
+
+
+def crm_command(
+    n: int | str = 0, op: CommandOp = CommandOp.UPSERT_CONTACT, identity: str = "a@x.io", **fields: Any
+) -> CrmCommand:
+    """A command as the mapper emits it: `c{n}`, caused by event `e{n}`, tenant `t`, connection `crm`, unless
+    `fields` say otherwise."""
+    values: dict[str, Any] = {
+        "command_id": f"c{n}",
+        "tenant": "t",
+        "connection": "crm",
+        "identity": identity,
+        "op": op,
+        "causation_event_id": f"e{n}",
+        "rule_id": "r",
+        "mapping_version": "1",
+    }
+    return CrmCommand(**(values | fields))
+
+
+def command_result(
+    cid: str, tenant: str = "t", outcome: CommandOutcome = CommandOutcome.APPLIED, **fields: Any
+) -> CommandResult:
+    """A result as crm-writer publishes it: an applied contact upsert on connection `hubspot` for
+    `jane@example.com`, unless `fields` say otherwise."""
+    values: dict[str, Any] = {
+        "connection": "hubspot",
+        "identity": "jane@example.com",
+        "op": CommandOp.UPSERT_CONTACT,
+    }
+    return CommandResult(command_id=cid, tenant=tenant, outcome=outcome, **(values | fields))
+
+
+def one_write(cmd: CrmCommand, kind: WriteKind | None = None, partition: int = 0) -> Write:
+    """The write of one command, as the lanes hand it to a connector (`kind`: the op's usual one)."""
+    write = Write(kind or WRITE_KINDS[cmd.op], cmd.tenant, cmd.connection, cmd.identity)
+    write.absorb(cmd, partition)
+    return write
 
 
 def results_of(reader: TopicReader) -> dict[str, CommandResult]:

@@ -1,7 +1,7 @@
 """The tenants configuration file (`config/shopbotly.yaml`): models, loader and JSON Schema export.
 
 Errors name the file, the field path and what was expected, e.g.
-`config/shopbotly.yaml: tenants.demo.sources.shop.kind: expected one of 'shopify', ... (got 'shopfy')`.
+`config/shopbotly.yaml: tenants.demo.sources.shop: kind: unknown source kind 'shopfy'; known kinds: ...`.
 """
 
 from __future__ import annotations
@@ -34,12 +34,13 @@ from shopbotly.common.config._mapping import (
     mapping_problems,
 )
 from shopbotly.common.config._readside import BotWebhookConfig, OrderApiConfig
-from shopbotly.common.config._sources import GenericHmac, SourceConfig, SourceKind
+from shopbotly.common.config._sources import AnySource, GenericHmac, SourceConfig, SourceKind
 from shopbotly.common.config.crm_kinds import CRM_KINDS, AnyConnection, crm_kind, parse_connection
 from shopbotly.common.errors import ConfigError
 
 __all__ = [
     "CRM_KINDS",
+    "AnySource",
     "ApiKey",
     "AuthConfig",
     "BotWebhookConfig",
@@ -75,7 +76,8 @@ __all__ = [
 class TenantConfig(StrictModel):
     display_name: str | None = None
     api_keys: list[ApiKey] = Field(default_factory=list)
-    sources: dict[Name, SourceConfig] = Field(default_factory=dict)
+    # Each validated as its kind's model (the kind's own fields only on it).
+    sources: dict[Name, AnySource] = Field(default_factory=dict)
     mapping: MappingConfig = Field(default_factory=MappingConfig)
     # Each validated as its kind's model (config/crm_kinds/<kind>.py).
     connections: dict[Name, AnyConnection] = Field(default_factory=dict)

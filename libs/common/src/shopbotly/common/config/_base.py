@@ -5,12 +5,21 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
-__all__ = ["ApiKey", "Name", "SecretRef", "StrictModel"]
+__all__ = ["ApiKey", "Name", "SecretRef", "StrictModel", "union_by_kind"]
 
 Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 
@@ -73,3 +82,30 @@ class ApiKey(StrictModel):
     @staticmethod
     def hash_key(key: str) -> str:
         return hashlib.sha256(key.encode()).hexdigest()
+
+
+def union_by_kind(
+    family: str,
+    models: Mapping[str, type[BaseModel]],
+    check: Callable[[str, dict[str, Any]], None] = lambda kind, data: None,
+) -> Any:
+    """The pydantic union of a kind registry's models (kind → model), keyed on `kind` and validated once:
+    a missing or unknown kind fails naming the known ones (pydantic's own message is about "tags"), then
+    `check(kind, data)` may refuse what the kind's model would only call an extra input."""
+
+    def known_kind(data: Any) -> Any:
+        if isinstance(data, dict):
+            kind = data.get("kind")
+            if kind is None:
+                raise ValueError(f"kind: required, one of: {', '.join(models)}")
+            if not isinstance(kind, str) or kind not in models:
+                raise ValueError(f"kind: unknown {family} kind {kind!r}; known kinds: {', '.join(models)}")
+            check(kind, data)
+        return data
+
+    members: Iterable[type[BaseModel]] = models.values()
+    return Annotated[
+        Union[tuple(members)],  # noqa: UP007 - built from the registry at run time
+        Discriminator("kind"),
+        BeforeValidator(known_kind),
+    ]

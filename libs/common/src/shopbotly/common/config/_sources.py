@@ -1,22 +1,32 @@
 """Webhook sources of a tenant: how ingest verifies them and finds event id, type and subject.
 
-Owned by the ingest service; reference: docs/services/ingest.md.
+A tenant's `sources` are validated once, at load, as a union keyed on `kind`: one model per registered kind
+(`shopbotly.common.sources`), each `SourceConfig` with the fields every source has plus the kind's own
+(`WebhookSource.options`: `generic`, `signature_base_url`, `organization_ids`), so a field of another kind is
+refused at load. Owned by the ingest service; reference: docs/services/ingest.md.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import jmespath
 from jmespath.exceptions import JMESPathError
-from pydantic import AfterValidator, Field, WithJsonSchema, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    Field,
+    WithJsonSchema,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
-from shopbotly.common.config._base import SecretRef, StrictModel
+from shopbotly.common.config._base import SecretRef, StrictModel, union_by_kind
 from shopbotly.common.sources import SOURCE_KINDS, SOURCES, source_kind
 
-__all__ = ["MAX_BODY_BYTES_LIMIT", "GenericHmac", "SourceConfig", "SourceKind"]
+__all__ = ["MAX_BODY_BYTES_LIMIT", "SOURCE_MODELS", "AnySource", "GenericHmac", "SourceConfig", "SourceKind"]
 
 
 def _known_kind(value: str) -> str:
@@ -28,8 +38,6 @@ def _known_kind(value: str) -> str:
 SourceKind = Annotated[
     str, AfterValidator(_known_kind), WithJsonSchema({"type": "string", "enum": list(SOURCE_KINDS)})
 ]
-# Kind-specific fields of SourceConfig: only the kinds that name them in `WebhookSource.options` take them.
-_KIND_OPTIONS = tuple(sorted({option for source in SOURCES.values() for option in source.options}))
 _ORG_ID = r"^00D[A-Za-z0-9]{12}([A-Za-z0-9]{3})?$"
 
 # The body becomes one Kafka record; brokers refuse records above ~1 MiB by default (message.max.bytes).
@@ -62,8 +70,30 @@ class GenericHmac(StrictModel):
         return self
 
 
+def _base_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise ValueError("expected an http(s) URL without query or fragment, e.g. https://hooks.example.com")
+    return value.rstrip("/")
+
+
+# The fields a kind may have of its own (named in its `WebhookSource.options`), as (type, default).
+_KIND_FIELDS: dict[str, tuple[Any, Any]] = {
+    # hubspot: HubSpot signs the full public URL. Behind a proxy that changes scheme, host or path prefix,
+    # the public URL that maps to this service's root, e.g. https://hooks.example.com/ingest.
+    "signature_base_url": (Annotated[str, AfterValidator(_base_url)] | None, None),
+    # generic_hmac: where the signature is and what is signed.
+    "generic": (GenericHmac | None, None),
+    # salesforce: the orgs whose outbound messages this source accepts (15- or 18-character ids).
+    "organization_ids": (
+        Annotated[list[Annotated[str, Field(pattern=_ORG_ID)]], Field(max_length=20)] | None,
+        None,
+    ),
+}
+
+
 class SourceConfig(StrictModel):
-    """One webhook source: `POST /v1/webhooks/{tenant}/{source}`.
+    """One webhook source: `POST /v1/webhooks/{tenant}/{source}`; a kind's model adds the kind's fields.
 
     `event_id`, `event_type`, `subject` and `subject_fallback` are JMESPath expressions over
     `{"body": <parsed JSON>, "headers": {<lowercase name>: <value>}}`; unset means the kind's default.
@@ -82,14 +112,6 @@ class SourceConfig(StrictModel):
     event_type: str | None = None
     subject: str | None = None
     subject_fallback: str | None = None
-    # HubSpot signs the full public URL. Behind a proxy that changes scheme, host or path prefix, set the
-    # public URL that maps to this service's root, e.g. https://hooks.example.com/ingest.
-    signature_base_url: str | None = None
-    generic: GenericHmac | None = None
-    # salesforce: the orgs whose outbound messages this source accepts (15- or 18-character ids).
-    organization_ids: Annotated[list[Annotated[str, Field(pattern=_ORG_ID)]], Field(max_length=20)] | None = (
-        None
-    )
 
     @field_validator("event_id", "event_type", "subject", "subject_fallback")
     @classmethod
@@ -102,26 +124,43 @@ class SourceConfig(StrictModel):
             raise ValueError(f"not a valid JMESPath expression: {exc}") from None
         return value
 
-    @field_validator("signature_base_url")
-    @classmethod
-    def _base_url(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
-            raise ValueError(
-                "expected an http(s) URL without query or fragment, e.g. https://hooks.example.com"
-            )
-        return value.rstrip("/")
-
     @model_validator(mode="after")
     def _kind_specific(self) -> SourceConfig:
         source = SOURCES[self.kind]
-        for option in _KIND_OPTIONS:
-            if getattr(self, option) is not None and option not in source.options:
-                takers = [k for k, s in SOURCES.items() if option in s.options]
-                raise ValueError(f"`{option}` applies to kind {' or '.join(takers)} only, not {self.kind}")
         if source.needs_secret and not self.secrets:
             raise ValueError(f"kind {self.kind} needs at least one entry in `secrets`")
         source.check_config(self)
         return self
+
+
+def _kind_model(kind: str) -> type[SourceConfig]:
+    source = SOURCES[kind]
+    unknown = source.options - set(_KIND_FIELDS)
+    if unknown:
+        raise ImportError(f"source kind {kind!r} names options no config field defines: {sorted(unknown)}")
+    fields: dict[str, Any] = {name: _KIND_FIELDS[name] for name in sorted(source.options)}
+    title = "".join(part.title() for part in kind.split("_"))
+    fields["kind"] = (Literal[kind], ...)
+    model: type[SourceConfig] = create_model(
+        f"{title}Source", __base__=SourceConfig, __module__=__name__, **fields
+    )
+    return model
+
+
+# kind → its source model (the union's members), in the registry's order.
+SOURCE_MODELS: dict[str, type[SourceConfig]] = {kind: _kind_model(kind) for kind in SOURCES}
+
+
+def _fields_of_kind(kind: str, data: dict[str, Any]) -> None:
+    # The kind's model would call another kind's field an extra input; this says whose it is.
+    for option in sorted(set(data) & set(_KIND_FIELDS) - SOURCES[kind].options):
+        if data[option] is not None:
+            takers = [k for k, s in SOURCES.items() if option in s.options]
+            raise ValueError(f"`{option}` applies to kind {' or '.join(takers)} only, not {kind}")
+
+
+if TYPE_CHECKING:
+    # Statically a source is its base class; the kind's own fields are read by the kind's module.
+    AnySource = SourceConfig
+else:
+    AnySource = union_by_kind("source", SOURCE_MODELS, _fields_of_kind)

@@ -2,30 +2,21 @@
 
 Each module under this package says everything about one sender (see `WebhookSource`); the list of kinds
 that config validation, ingest and the JSON Schema know comes from `SOURCES` here and nowhere else.
-Adding a kind: write its module, list it in `_MODULES` (docs/architecture.md, "Adding an integration").
+Modules are discovered (`shopbotly.common.registry`, as CRM kinds are): each public module's `SOURCES` tuple
+holds its kinds, so adding a kind is writing its module (docs/architecture.md, "Adding an integration").
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from types import MappingProxyType
 from typing import Any
 
+from shopbotly.common.registry import KindRegistry, discover
 from shopbotly.common.signatures import DEFAULT_TOLERANCE_S
-from shopbotly.common.sources import (
-    generic_hmac,
-    github,
-    hubspot,
-    intercom,
-    salesforce,
-    shopify,
-    slack,
-    standard_webhooks,
-    stripe,
-)
 from shopbotly.common.sources._base import (
     MAX_JSON_DEPTH,
     Answer,
+    Delivery,
     ExtractionDefaults,
     FieldError,
     InboundRequest,
@@ -45,6 +36,7 @@ __all__ = [
     "SOURCES",
     "SOURCE_KINDS",
     "Answer",
+    "Delivery",
     "ExtractionDefaults",
     "FieldError",
     "InboundRequest",
@@ -61,36 +53,21 @@ __all__ = [
     "verify_webhook",
 ]
 
-_MODULES = (standard_webhooks, stripe, shopify, github, slack, intercom, hubspot, generic_hmac, salesforce)
-
-
-def _registry() -> Mapping[str, WebhookSource]:
-    found: dict[str, WebhookSource] = {}
-    for module in _MODULES:
-        for source in module.SOURCES:
-            if source.kind in found:
-                raise RuntimeError(f"source kind {source.kind!r} is registered twice")
-            found[source.kind] = source
-    return MappingProxyType(found)
-
-
 # The source name of events that come through the Sync Lead API (authenticated by the tenant's API key, not
 # by a webhook source kind): ingest stamps it, the console names it.
 LEAD_SOURCE = "api"
-SOURCES: Mapping[str, WebhookSource] = _registry()
+# kind → its source, in name order: the kinds every public module of this package lists in its `SOURCES`.
+SOURCES: KindRegistry[WebhookSource] = discover(
+    "source", __name__, __path__, lambda module: ((s.kind, s) for s in module.SOURCES)
+)
 SOURCE_KINDS: tuple[str, ...] = tuple(SOURCES)
 # Kinds whose sender signs the body into headers (every kind but those authenticated otherwise).
 SIGNATURE_KINDS: tuple[str, ...] = tuple(k for k, s in SOURCES.items() if s.signs_body)
 
 
 def source_kind(kind: str) -> WebhookSource:
-    """The registered kind; ValueError naming the known ones otherwise."""
-    found = SOURCES.get(kind)
-    if found is None:
-        raise ValueError(
-            f"unknown source kind {kind!r}; expected one of {', '.join(map(repr, SOURCE_KINDS))}"
-        )
-    return found
+    """The registered kind; UnknownKindError (a ValueError) naming the known ones otherwise."""
+    return SOURCES.lookup(kind)
 
 
 def check_secret(kind: str, secret: str) -> None:
@@ -129,4 +106,4 @@ def sign_webhook(
     options: Any = None,
 ) -> dict[str, str]:
     """The headers a sender of `kind` attaches to `body` at time `now` (for emulators and tests)."""
-    return source_kind(kind).sign(secret, body, now=now, msg_id=msg_id, url=url, options=options)
+    return source_kind(kind).sign(Delivery(secret, body, now, msg_id, url, options))

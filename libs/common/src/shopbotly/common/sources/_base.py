@@ -23,6 +23,7 @@ __all__ = [
     "MAX_JSON_DEPTH",
     "Answer",
     "BodySignature",
+    "Delivery",
     "ExtractionDefaults",
     "FieldError",
     "InboundRequest",
@@ -151,6 +152,19 @@ class InboundRequest:
 
 
 @dataclass(frozen=True)
+class Delivery:
+    """What a sender of a kind signs (emulators and tests): `body` sent at `now` with `secret`, as message
+    `msg_id` to the full public `url`, with the kind's prepared `options` (generic_hmac: an HmacScheme)."""
+
+    secret: str
+    body: bytes
+    now: float
+    msg_id: str = "msg_0"
+    url: str = ""
+    options: Any = None
+
+
+@dataclass(frozen=True)
 class SourceKeys:
     """What verifying a source needs: its resolved secrets (several during a rotation), the clock
     tolerance, and the kind's own options (`WebhookSource.prepare`)."""
@@ -218,10 +232,8 @@ class WebhookSource:
         """Check what the sender attached to the request; raises SignatureError."""
         raise NotImplementedError
 
-    def sign(
-        self, secret: str, body: bytes, *, now: float, msg_id: str, url: str, options: Any = None
-    ) -> dict[str, str]:
-        """The headers a sender of this kind attaches to `body` at `now` (emulators and tests)."""
+    def sign(self, d: Delivery) -> dict[str, str]:
+        """The headers a sender of this kind attaches to a delivery (emulators and tests)."""
         raise NotImplementedError
 
     # --- the body --------------------------------------------------------------------------------
@@ -266,7 +278,5 @@ class BodySignature(WebhookSource):
             keys.secrets, signature=request.headers.get(self.header.lower()), body=request.body
         )
 
-    def sign(
-        self, secret: str, body: bytes, *, now: float, msg_id: str, url: str, options: Any = None
-    ) -> dict[str, str]:
-        return {self.header: type(self).sign_body(secret, body)}
+    def sign(self, d: Delivery) -> dict[str, str]:
+        return {self.header: type(self).sign_body(d.secret, d.body)}

@@ -6,7 +6,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from shopbotly.common import signatures as sig
-from shopbotly.common.sources._base import ExtractionDefaults, InboundRequest, SourceKeys, WebhookSource
+from shopbotly.common.sources._base import (
+    Delivery,
+    ExtractionDefaults,
+    InboundRequest,
+    SourceKeys,
+    WebhookSource,
+)
 
 if TYPE_CHECKING:
     from shopbotly.common.config._sources import SourceConfig
@@ -28,7 +34,7 @@ class GenericHmac(WebhookSource):
     )
 
     def prepare(self, config: SourceConfig) -> sig.HmacScheme:
-        g = config.generic
+        g: Any = getattr(config, "generic", None)  # the kind's own field (config._sources)
         if g is None:
             return sig.HmacScheme()
         return sig.HmacScheme(
@@ -54,15 +60,13 @@ class GenericHmac(WebhookSource):
             tolerance_s=keys.tolerance_s,
         )
 
-    def sign(
-        self, secret: str, body: bytes, *, now: float, msg_id: str, url: str, options: Any = None
-    ) -> dict[str, str]:
-        scheme = options if isinstance(options, sig.HmacScheme) else sig.HmacScheme()
+    def sign(self, d: Delivery) -> dict[str, str]:
+        scheme = d.options if isinstance(d.options, sig.HmacScheme) else sig.HmacScheme()
         if scheme.timestamp_header is None:
-            return {scheme.header: sig.sign_generic_hmac(secret, body, scheme=scheme)}
-        ts = int(now * 1000) if scheme.timestamp_unit == "ms" else int(now)
+            return {scheme.header: sig.sign_generic_hmac(d.secret, d.body, scheme=scheme)}
+        ts = int(d.now * 1000) if scheme.timestamp_unit == "ms" else int(d.now)
         return {
-            scheme.header: sig.sign_generic_hmac(secret, body, scheme=scheme, timestamp=ts),
+            scheme.header: sig.sign_generic_hmac(d.secret, d.body, scheme=scheme, timestamp=ts),
             scheme.timestamp_header: str(ts),
         }
 

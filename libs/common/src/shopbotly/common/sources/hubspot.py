@@ -10,6 +10,7 @@ import orjson
 
 from shopbotly.common import signatures as sig
 from shopbotly.common.sources._base import (
+    Delivery,
     ExtractionDefaults,
     FieldError,
     InboundRequest,
@@ -85,7 +86,7 @@ class HubSpot(WebhookSource):
 
     def prepare(self, config: SourceConfig) -> Any:
         # HubSpot signs the full public URL; behind a proxy, the configured base replaces scheme and host.
-        return config.signature_base_url
+        return getattr(config, "signature_base_url", None)  # the kind's own field (config._sources)
 
     def verify(self, keys: SourceKeys, request: InboundRequest, *, now: float) -> None:
         sig.verify_hubspot_v3(
@@ -99,10 +100,9 @@ class HubSpot(WebhookSource):
             tolerance_s=keys.tolerance_s,
         )
 
-    def sign(
-        self, secret: str, body: bytes, *, now: float, msg_id: str, url: str, options: Any = None
-    ) -> dict[str, str]:
-        return sig.hubspot_v3_headers(secret, method="POST", uri=url, body=body, timestamp_ms=int(now * 1000))
+    def sign(self, d: Delivery) -> dict[str, str]:
+        ms = int(d.now * 1000)
+        return sig.hubspot_v3_headers(d.secret, method="POST", uri=d.url, body=d.body, timestamp_ms=ms)
 
     def split(self, parsed: Any, raw: bytes) -> list[Item]:
         return [

@@ -31,6 +31,7 @@ from defusedxml import DefusedXmlException
 from shopbotly.common.signatures import SignatureError
 from shopbotly.common.sources._base import (
     Answer,
+    Delivery,
     ExtractionDefaults,
     FieldError,
     InboundRequest,
@@ -265,7 +266,7 @@ class Salesforce(WebhookSource):
     defaults = ExtractionDefaults("body.NotificationId", "body.sObjectType", None, None)
 
     def check_config(self, config: SourceConfig) -> None:
-        if not config.organization_ids:
+        if not getattr(config, "organization_ids", None):  # the kind's own field (config._sources)
             raise ValueError(
                 "kind salesforce needs `organization_ids`: the 15- or 18-character ids of the orgs whose"
                 " outbound messages this source accepts (Setup > Company Information > Salesforce.com"
@@ -273,7 +274,7 @@ class Salesforce(WebhookSource):
             )
 
     def prepare(self, config: SourceConfig) -> frozenset[str]:
-        return frozenset(org_id_key(o) for o in config.organization_ids or ())
+        return frozenset(org_id_key(o) for o in getattr(config, "organization_ids", None) or ())
 
     def check_secret(self, secret: str) -> None:
         super().check_secret(secret)
@@ -293,9 +294,7 @@ class Salesforce(WebhookSource):
         if not matched:
             raise SignatureError("mismatch", "no token matches")
 
-    def sign(
-        self, secret: str, body: bytes, *, now: float, msg_id: str, url: str, options: Any = None
-    ) -> dict[str, str]:
+    def sign(self, d: Delivery) -> dict[str, str]:
         # No signature header: the secret travels in the endpoint URL (`?token=`), the org id in the body.
         return {"SOAPAction": '""'}
 

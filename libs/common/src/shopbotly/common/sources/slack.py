@@ -9,6 +9,7 @@ import orjson
 from shopbotly.common import signatures as sig
 from shopbotly.common.sources._base import (
     Answer,
+    Delivery,
     ExtractionDefaults,
     FieldError,
     InboundRequest,
@@ -40,11 +41,10 @@ class Slack(WebhookSource):
             tolerance_s=keys.tolerance_s,
         )
 
-    def sign(
-        self, secret: str, body: bytes, *, now: float, msg_id: str, url: str, options: Any = None
-    ) -> dict[str, str]:
-        ts = int(now)
-        return {"X-Slack-Signature": sig.sign_slack(secret, ts, body), "X-Slack-Request-Timestamp": str(ts)}
+    def sign(self, d: Delivery) -> dict[str, str]:
+        ts = int(d.now)
+        signature = sig.sign_slack(d.secret, ts, d.body)
+        return {"X-Slack-Signature": signature, "X-Slack-Request-Timestamp": str(ts)}
 
     def challenge(self, parsed: Any) -> Answer | None:
         # Slack's endpoint check: answer the challenge, publish nothing.

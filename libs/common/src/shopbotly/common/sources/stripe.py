@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from shopbotly.common import signatures as sig
-from shopbotly.common.sources._base import ExtractionDefaults, InboundRequest, SourceKeys, WebhookSource
+from shopbotly.common.sources._base import (
+    Delivery,
+    ExtractionDefaults,
+    InboundRequest,
+    SourceKeys,
+    WebhookSource,
+)
 
 __all__ = ["SOURCES"]
 
@@ -31,10 +35,8 @@ class Stripe(WebhookSource):
             tolerance_s=keys.tolerance_s,
         )
 
-    def sign(
-        self, secret: str, body: bytes, *, now: float, msg_id: str, url: str, options: Any = None
-    ) -> dict[str, str]:
-        return {"Stripe-Signature": sig.sign_stripe(secret, int(now), body)}
+    def sign(self, d: Delivery) -> dict[str, str]:
+        return {"Stripe-Signature": sig.sign_stripe(d.secret, int(d.now), d.body)}
 
 
 SOURCES = (Stripe(),)

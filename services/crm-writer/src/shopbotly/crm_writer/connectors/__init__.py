@@ -1,7 +1,8 @@
 """CRM connectors, one module per CRM kind behind one interface (`Connector`), found by kind.
 
-Each `<kind>.py` declares `class XConnector(Connector[XOptions], kind="<kind>")`; importing this package
-imports every module, so a new kind's connector is one module and no list here changes.
+Each `<kind>.py` declares `class XConnector(Connector[XOptions], kind="<kind>", schema=XSchema)` (or
+`schema=None`); importing this package imports every module, so a new kind's connector is one module and no
+list here changes.
 """
 
 from __future__ import annotations
@@ -10,10 +11,10 @@ from typing import Any
 
 from shopbotly.common.config import BotWebhookConfig
 from shopbotly.common.registry import import_submodules
-from shopbotly.crm_writer.connectors.base import Connector, connector_class, connector_kinds
+from shopbotly.crm_writer.connectors.base import Connector, connector_class, connector_kinds, schema_of
 from shopbotly.crm_writer.runtime import ConnectionRuntime
 
-__all__ = ["Connector", "connector_class", "connector_kinds", "make_connector"]
+__all__ = ["Connector", "connector_class", "connector_kinds", "make_connector", "schema_of"]
 
 import_submodules(__name__, __path__)
 

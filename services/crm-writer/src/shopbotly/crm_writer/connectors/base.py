@@ -12,12 +12,13 @@ from typing import Any, ClassVar, Generic, TypeVar, cast
 import httpx
 
 from shopbotly.common.cache import BoundedCache
-from shopbotly.common.config import BotWebhookConfig, crm_kind
+from shopbotly.common.config import BotWebhookConfig, ConnectionConfig, crm_kind
 from shopbotly.common.config._base import StrictModel
 from shopbotly.common.errors import PermanentError
 from shopbotly.common.events import CommandOp
 from shopbotly.crm_writer.domain import Write, WriteKind
 from shopbotly.crm_writer.runtime import ConnectionRuntime
+from shopbotly.crm_writer.schema import CrmSchema
 
 __all__ = [
     "STALL_RESET_S",
@@ -27,6 +28,7 @@ __all__ = [
     "connector_class",
     "connector_kinds",
     "json_body",
+    "schema_of",
     "unsupported",
 ]
 
@@ -39,23 +41,35 @@ _CONNECTORS: dict[str, type[Connector[Any]]] = {}
 class Connector(abc.ABC, Generic[OptionsT]):
     """Applies writes to one connection. Raises ShopbotlyError subclasses to say what went wrong.
 
-    A CRM kind's connector is declared `class XConnector(Connector[XOptions], kind="x")`: that registers it,
-    and gives it `options`, the connection's options as validated at load (config/crm_kinds/x.py).
+    A CRM kind's connector is declared `class XConnector(Connector[XOptions], kind="x", schema=XSchema)`:
+    that registers it, gives it `options`, the connection's options as validated at load
+    (config/crm_kinds/x.py), and says how `shopbotly connections check|setup` reads and extends the kind's
+    schema (`schema=None`: the kind has no schema to check, e.g. a REST API known only by its config).
     """
 
     # Commands merged into one write at most (1 turns coalescing off).
     max_merge: int = 1_000_000
     # The CRM kind this connector is registered for (unset: not registered, e.g. a test double).
     kind: ClassVar[str | None] = None
+    # The kind's schema discovery (`connections check|setup`); None: not supported by the kind.
+    schema: ClassVar[type[CrmSchema[Any]] | None] = None
 
-    def __init_subclass__(cls, *, kind: str | None = None, **kwargs: Any) -> None:
+    def __init_subclass__(
+        cls, *, kind: str | None = None, schema: type[CrmSchema[Any]] | object | None = ..., **kwargs: Any
+    ) -> None:
         super().__init_subclass__(**kwargs)
         if kind is None:
             return
         crm_kind(kind)  # LookupError for a kind that has no model in config/crm_kinds
         if kind in _CONNECTORS:
             raise TypeError(f"CRM kind {kind!r} already has a connector: {_CONNECTORS[kind].__qualname__}")
+        if schema is not None and not (isinstance(schema, type) and issubclass(schema, CrmSchema)):
+            raise TypeError(
+                f"{cls.__qualname__} (CRM kind {kind!r}) must say schema=<a CrmSchema subclass> or "
+                "schema=None (the kind has no `connections check|setup`)"
+            )
         cls.kind = kind
+        cls.schema = schema
         _CONNECTORS[kind] = cls
 
     def __init__(self, runtime: ConnectionRuntime) -> None:
@@ -132,6 +146,12 @@ def connector_class(kind: str) -> type[Connector[Any]]:
 def connector_kinds() -> list[str]:
     """The CRM kinds that have a registered connector."""
     return sorted(_CONNECTORS)
+
+
+def schema_of(connection: ConnectionConfig) -> CrmSchema[Any] | None:
+    """The schema of a connection's kind as `connections check|setup` reads it; None: the kind has none."""
+    schema = connector_class(connection.kind).schema
+    return None if schema is None else schema(connection)
 
 
 def unsupported(connection_kind: str, op: CommandOp) -> PermanentError:

@@ -41,7 +41,7 @@ def notification_body(write: Write, *, default_type: str) -> bytes:
     return orjson.dumps(payload)
 
 
-class BotConnector(Connector[BotWebhookOptions], kind="bot_webhook"):
+class BotConnector(Connector[BotWebhookOptions], kind="bot_webhook", schema=None):
     max_merge = 1  # every notification is delivered on its own
 
     def __init__(self, runtime: ConnectionRuntime, webhook: BotWebhookConfig) -> None:

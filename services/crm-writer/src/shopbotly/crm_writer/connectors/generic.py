@@ -31,22 +31,14 @@ from shopbotly.common.config.crm_kinds.generic import (
 )
 from shopbotly.common.errors import ErrorClass, PermanentError, RetryableError, classify_http_status
 from shopbotly.common.events import CommandOp
+from shopbotly.common.expressions import truthy
 from shopbotly.crm_writer.connectors.base import Connector, ContactCache, ContactState, json_body
-from shopbotly.crm_writer.domain import Write, WriteKind, property_text
+from shopbotly.crm_writer.domain import WRITE_KINDS, Write, WriteKind, property_text
 from shopbotly.crm_writer.runtime import ConnectionRuntime
 from shopbotly.crm_writer.verdict import Quota, Verdict, VerdictKind, int_header, parse_retry_after
 
 __all__ = ["GenericConnector", "classify_generic", "crm_reason", "render", "template_context"]
 
-_KINDS = {
-    CommandOp.UPSERT_CONTACT: WriteKind.CONTACT,
-    CommandOp.ADD_TAGS: WriteKind.CONTACT,
-    CommandOp.UPSERT_LEAD: WriteKind.LEAD,
-    CommandOp.ADD_NOTE: WriteKind.NOTE,
-    CommandOp.ATTACH_ORDER: WriteKind.ORDER,
-    CommandOp.CREATE_TICKET: WriteKind.TICKET,
-    CommandOp.NOTIFY_BOT: WriteKind.NOTIFY,
-}
 _OUTCOMES: dict[ResponseOutcome, VerdictKind] = {
     "applied": VerdictKind.OK,
     "duplicate": VerdictKind.DUPLICATE,
@@ -159,7 +151,7 @@ def crm_reason(body: Any, expression: str | None = None) -> str:
 
 def _rule_outcome(status: int, body: Any, responses: GenericResponses | None) -> ResponseOutcome | None:
     for rule in responses.rules if responses is not None else ():
-        if status in rule.status and (rule.when is None or _search(rule.when, body)):
+        if status in rule.status and (rule.when is None or truthy(_search(rule.when, body))):
             return rule.outcome
     return None
 
@@ -203,7 +195,7 @@ def _uses_record_id(call: _Call) -> bool:
     return "record_id" in orjson.dumps([call.path, call.query, call.body]).decode()
 
 
-class GenericConnector(Connector[GenericOptions], kind="generic"):
+class GenericConnector(Connector[GenericOptions], kind="generic", schema=None):
     def __init__(self, runtime: ConnectionRuntime) -> None:
         super().__init__(runtime)
         cfg = runtime.config
@@ -220,11 +212,11 @@ class GenericConnector(Connector[GenericOptions], kind="generic"):
     def kind_of(self, op: CommandOp) -> WriteKind:
         if self._operation(op) is None:
             raise PermanentError(f"generic connection has no operation for {op.value} (and no default)")
-        return _KINDS[op]
+        return WRITE_KINDS[op]
 
     def group_of(self, op: CommandOp) -> Hashable:
         # Ops sent to different endpoints must not merge, even when both are contact upserts.
-        return (_KINDS[op], id(self._operation(op)))
+        return (WRITE_KINDS[op], id(self._operation(op)))
 
     def forget_partitions(self, partitions: set[int]) -> None:
         self._record_ids.forget_partitions(partitions)

@@ -52,6 +52,7 @@ from shopbotly.crm_writer.connectors.base import (
 from shopbotly.crm_writer.connectors.refused import RefusedProperties
 from shopbotly.crm_writer.domain import Write, WriteKind, merged_properties, property_text
 from shopbotly.crm_writer.runtime import BatchQueue, ConnectionRuntime, Permit
+from shopbotly.crm_writer.schema.hubspot import HubSpotSchema
 from shopbotly.crm_writer.verdict import (
     Quota,
     ThrottledError,
@@ -213,7 +214,7 @@ def _error_keys(error: dict[str, Any]) -> list[str]:
     return keys
 
 
-class HubSpotConnector(Connector[HubSpotOptions], kind="hubspot"):
+class HubSpotConnector(Connector[HubSpotOptions], kind="hubspot", schema=HubSpotSchema):
     def __init__(self, runtime: ConnectionRuntime) -> None:
         super().__init__(runtime)
         cfg = runtime.config

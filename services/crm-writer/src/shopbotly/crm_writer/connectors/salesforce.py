@@ -39,8 +39,9 @@ from shopbotly.common.errors import OutageError, PermanentError, RetryableError,
 from shopbotly.common.events import CommandOp
 from shopbotly.crm_writer.connectors.base import Connector, ContactCache, ContactState, json_body, unsupported
 from shopbotly.crm_writer.connectors.refused import RefusedProperties
-from shopbotly.crm_writer.domain import Write, WriteKind, property_text, split_multi, union_tags
+from shopbotly.crm_writer.domain import WRITE_KINDS, Write, WriteKind, property_text, split_multi, union_tags
 from shopbotly.crm_writer.runtime import BatchQueue, ConnectionRuntime, Permit
+from shopbotly.crm_writer.schema.salesforce import SalesforceSchema
 from shopbotly.crm_writer.verdict import Quota, Verdict, VerdictKind, parse_retry_after
 
 __all__ = [
@@ -55,14 +56,7 @@ __all__ = [
 # What a required field a new record lacks is set to (Salesforce's Web-to-Lead uses the same words).
 PLACEHOLDER = "[not provided]"
 
-_KINDS = {
-    CommandOp.UPSERT_CONTACT: WriteKind.CONTACT,
-    CommandOp.ADD_TAGS: WriteKind.CONTACT,
-    CommandOp.UPSERT_LEAD: WriteKind.LEAD,
-    CommandOp.ADD_NOTE: WriteKind.NOTE,
-    CommandOp.ATTACH_ORDER: WriteKind.ORDER,
-    CommandOp.CREATE_TICKET: WriteKind.TICKET,
-}
+_KINDS = {op: kind for op, kind in WRITE_KINDS.items() if kind is not WriteKind.NOTIFY}
 _USAGE = re.compile(r"(?:^|[;,\s])api-usage=(\d+)/(\d+)")
 _RETRYABLE_CODES = frozenset({"UNABLE_TO_LOCK_ROW", "SERVER_UNAVAILABLE", "ENTITY_IS_LOCKED"})
 # Errors about one field of the record, not the record itself.
@@ -187,7 +181,7 @@ class _Upserted:
     dropped: tuple[str, ...] = ()
 
 
-class SalesforceConnector(Connector[SalesforceOptions], kind="salesforce"):
+class SalesforceConnector(Connector[SalesforceOptions], kind="salesforce", schema=SalesforceSchema):
     def __init__(self, runtime: ConnectionRuntime) -> None:
         super().__init__(runtime)
         cfg = runtime.config

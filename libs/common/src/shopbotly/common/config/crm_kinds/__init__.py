@@ -3,19 +3,20 @@
 `<kind>.py` defines the kind's connection model: a `ConnectionConfig` subclass with `kind: Literal["<kind>"]`,
 its typed `options`, and its limits (`max_batch_size`, `field_limits`). A tenant's `connections` are the union
 of these models keyed on `kind` (validated once, at load); crm-writer registers a connector class per kind
-(services/crm-writer connectors/<kind>.py). Modules are discovered, so adding a kind edits no list.
+(services/crm-writer connectors/<kind>.py). Modules are discovered (`shopbotly.common.registry`, as source
+kinds are), so adding a kind edits no list.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from types import MappingProxyType, ModuleType
-from typing import TYPE_CHECKING, Annotated, Any, Union, get_args
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, get_args
 
-from pydantic import BeforeValidator, Discriminator, TypeAdapter
+from pydantic import TypeAdapter
 
+from shopbotly.common.config._base import union_by_kind
 from shopbotly.common.config._connections import ConnectionConfig
-from shopbotly.common.registry import import_submodules
+from shopbotly.common.registry import KindRegistry, discover
 
 __all__ = ["CRM_KINDS", "AnyConnection", "crm_kind", "parse_connection"]
 
@@ -44,49 +45,28 @@ def _kind_name(model: type[ConnectionConfig]) -> str:
     return tags[0]
 
 
-def _discover() -> dict[str, type[ConnectionConfig]]:
-    found: dict[str, type[ConnectionConfig]] = {}
-    for module in import_submodules(__name__, __path__):
-        model = _model_of(module)
-        name = _kind_name(model)
-        if name != module.__name__.rpartition(".")[2]:
-            raise ImportError(f"{module.__name__} defines kind {name!r}: a kind's module is named after it")
-        found[name] = model
-    return found
+def _kinds_of(module: ModuleType) -> list[tuple[str, type[ConnectionConfig]]]:
+    model = _model_of(module)
+    name = _kind_name(model)
+    if name != module.__name__.rpartition(".")[2]:
+        raise ImportError(f"{module.__name__} defines kind {name!r}: a kind's module is named after it")
+    return [(name, model)]
 
 
-# kind → its connection model.
-CRM_KINDS: Mapping[str, type[ConnectionConfig]] = MappingProxyType(_discover())
+# kind → its connection model, in name order.
+CRM_KINDS: KindRegistry[type[ConnectionConfig]] = discover("CRM", __name__, __path__, _kinds_of)
 
 
 def crm_kind(name: str) -> type[ConnectionConfig]:
-    """The connection model of a kind; LookupError lists the known kinds."""
-    try:
-        return CRM_KINDS[name]
-    except KeyError:
-        raise LookupError(f"unknown CRM kind {name!r}; known kinds: {', '.join(CRM_KINDS)}") from None
-
-
-def _known_kind(data: Any) -> Any:
-    # pydantic's own message for a bad tag is about "tags"; this one says what to write.
-    if isinstance(data, dict):
-        kind = data.get("kind")
-        if kind is None:
-            raise ValueError(f"kind: required, one of: {', '.join(CRM_KINDS)}")
-        if not isinstance(kind, str) or kind not in CRM_KINDS:
-            raise ValueError(f"kind: unknown CRM kind {kind!r}; known kinds: {', '.join(CRM_KINDS)}")
-    return data
+    """The connection model of a kind; UnknownKindError (a LookupError) lists the known kinds."""
+    return CRM_KINDS.lookup(name)
 
 
 if TYPE_CHECKING:
     # Statically a connection is its base class; narrow with isinstance on the kind's model or its options.
     AnyConnection = ConnectionConfig
 else:
-    AnyConnection = Annotated[
-        Union[tuple(CRM_KINDS.values())],  # noqa: UP007 - built from the registry at run time
-        Discriminator("kind"),
-        BeforeValidator(_known_kind),
-    ]
+    AnyConnection = union_by_kind("CRM", CRM_KINDS)
 
 _ADAPTER: TypeAdapter[ConnectionConfig] = TypeAdapter(AnyConnection)
 
