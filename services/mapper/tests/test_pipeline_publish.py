@@ -197,6 +197,20 @@ async def test_a_failed_produce_resends_everything_after_it_in_order(mappings: M
     assert (entry.pending, entry.offset) == (0, 1)  # offset 0 was the first, resent write
 
 
+async def test_a_bug_in_publishing_fails_the_batch_instead_of_being_retried(mappings: Mappings) -> None:
+    """Not a produce failure: `handle` logs it as a failed batch (healthz turns red if it never passes)."""
+
+    class NotABatchProducer(ScriptedProducer):  # e.g. a plain AIOKafkaProducer handed in by mistake
+        async def healthy(self) -> ScriptedProducer:
+            raise AttributeError("'AIOKafkaProducer' object has no attribute 'healthy'")
+
+    stage = pipeline(NotABatchProducer([]), mappings, StateStore())
+    messages = await patches_of(batch(), mappings)
+    with pytest.raises(AttributeError):
+        async with asyncio.timeout(10):
+            await stage.publish(stage.map_batch(messages), messages)
+
+
 async def test_a_record_the_broker_cannot_take_dead_letters_its_event(mappings: Mappings) -> None:
     # Stage 2 of event 10: attach_order ok, the order's state too large.
     producer = ScriptedProducer(["ok", "too_large"])

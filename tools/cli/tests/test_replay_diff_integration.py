@@ -22,11 +22,11 @@ import yaml
 
 from shopbotly.common.config import parse_config
 from shopbotly.common.events import RawEvent, Ticket, message_headers
-from shopbotly.common.kafka import KafkaSettings, make_producer
+from shopbotly.common.kafka import KafkaSettings
 from shopbotly.common.logging import get_logger
 from shopbotly.common.topics import Topic
 from shopbotly.mapper.domain import Mappings
-from shopbotly.mapper.pipeline import Pipeline
+from shopbotly.mapper.pipeline import BatchProducer, Pipeline
 from shopbotly.mapper.presets import sample_events
 from shopbotly.mapper.state import StateKind, StateStore
 
@@ -163,7 +163,7 @@ async def stage(kafka_settings: KafkaSettings, produce: Produce, read_all: ReadA
     )
     store.apply_record(StateKind.TICKET, ticket_key, seed.to_json(), seed_offset, on_invalid=print)
 
-    producer = make_producer(kafka_settings, client_role="test-mapper")
+    producer = BatchProducer(kafka_settings, client_role="test-mapper", linger_ms=0)
     await producer.start()
     try:
         pipeline = Pipeline(

@@ -72,6 +72,9 @@ __all__ = ["BatchAbandoned", "BatchProducer", "Incoming", "Pipeline"]
 
 SERVICE = "mapper"
 # Errors that concern one record and will not go away by retrying it.
+# Errors of our own code, never of the broker: they propagate (the agent fails loudly and the worker restarts)
+# instead of being retried as a failed send for ever.
+_BUGS = (AttributeError, TypeError, NameError)
 _PERMANENT_PRODUCE_ERRORS = (
     MessageSizeTooLargeError,
     RecordTooLargeError,
@@ -426,6 +429,8 @@ class Pipeline:
         try:
             producer = await self.producer.healthy()
             counts = {t: len(await producer.partitions_for(t)) for t in {o.topic for o in pending}}
+        except _BUGS:
+            raise  # not the broker's answer: retrying would hold the partition for ever
         except Exception as exc:  # broker unreachable, metadata timeout: nothing was sent
             return [exc, *(None for _ in pending[1:])]
         builders: dict[tuple[str, int], list[Any]] = {}  # (topic, partition) -> its BatchBuilders, in order
@@ -456,6 +461,8 @@ class Pipeline:
             for builder in chain:
                 try:
                     future = await producer.send_batch(builder, topic, partition=partition)
+                except _BUGS:
+                    raise
                 except Exception as exc:
                     submitted[id(builder)] = exc
                     continue
@@ -491,6 +498,8 @@ class Pipeline:
             except _PERMANENT_PRODUCE_ERRORS as exc:
                 sent.append(exc)
                 continue
+            except _BUGS:
+                raise
             except Exception as exc:  # broker unreachable, metadata timeout: the rest waits too
                 sent.append(exc)
                 sent += [None] * (len(pending) - len(sent))
