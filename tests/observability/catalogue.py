@@ -13,7 +13,7 @@ import re
 import shutil
 import subprocess
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +109,21 @@ def _instruments(obj: object) -> list[MetricWrapperBase]:
     return [v for v in vars(obj).values() if isinstance(v, MetricWrapperBase)]
 
 
+def _collected(obj: object) -> list[CodeMetric]:
+    """The metrics of custom collectors among `obj`'s attributes (a `Collector` whose samples are read when
+    scraped, e.g. order-reader's answer-cache counts), as their `collect()` describes them."""
+    found = []
+    for value in vars(obj).values():
+        if callable(getattr(value, "collect", None)) and not isinstance(
+            value, (MetricWrapperBase, CollectorRegistry)
+        ):
+            for family in value.collect():
+                suffix = "_total" if family.type == "counter" else ""
+                labels = tuple(dict.fromkeys(k for sample in family.samples for k in sample.labels))
+                found.append(CodeMetric("", family.name + suffix, family.type, labels, None))
+    return found
+
+
 def _describe(service: str, metric: MetricWrapperBase) -> CodeMetric:
     # prometheus_client keeps a counter's name without `_total` and appends it when exposing.
     kind = str(metric._type)
@@ -128,6 +143,7 @@ def code_metrics() -> dict[str, CodeMetric]:
     for service, module_name in METRICS_MODULES.items():
         module = importlib.import_module(module_name)
         instruments = _instruments(module)
+        collected: list[CodeMetric] = []
         for value in vars(module).values():
             if (
                 inspect.isclass(value)
@@ -137,8 +153,8 @@ def code_metrics() -> dict[str, CodeMetric]:
                 factory: Callable[..., object] = value
                 instance = factory(registry=CollectorRegistry())
                 instruments += _instruments(instance)
-        for instrument in instruments:
-            described = _describe(service, instrument)
+                collected += [replace(m, service=service) for m in _collected(instance)]
+        for described in [*(_describe(service, i) for i in instruments), *collected]:
             assert described.name not in found or found[described.name] == described, described.name
             found[described.name] = described
     return found

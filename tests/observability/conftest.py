@@ -64,7 +64,7 @@ class Prometheus:
         return self.log_path.read_text(errors="replace")[-4000:]
 
 
-def _tenants_yaml(emulator_port: int, api_key: str) -> str:
+def _tenants_yaml(emulator_port: int, api_key: str, emulator_ca: Path) -> str:
     config = {
         "version": 1,
         "tenants": {
@@ -82,8 +82,9 @@ def _tenants_yaml(emulator_port: int, api_key: str) -> str:
                 "connections": {
                     "hubspot": {
                         "kind": "hubspot",
-                        "base_url": f"http://127.0.0.1:{emulator_port}",
+                        "base_url": f"https://127.0.0.1:{emulator_port}",
                         "auth": {"kind": "bearer", "token": {"env": "OBS_HUBSPOT_TOKEN"}},
+                        "tls": {"ca_bundle": str(emulator_ca)},
                         "rate_limit": {"requests": 100, "per_seconds": 10},
                     }
                 },
@@ -115,7 +116,9 @@ def observed_stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactor
     api_key = f"sbk_obs_{uuid.uuid4().hex}"
     emulator_port = free_port()
     config = root / "tenants.yaml"
-    config.write_text(_tenants_yaml(emulator_port, api_key))
+    # The emulator serves HTTPS, as in `make up` and compose (whose Prometheus scrape config this test runs).
+    emulator_ca = root / "tls" / "crm-emulator-ca.pem"
+    config.write_text(_tenants_yaml(emulator_port, api_key, emulator_ca))
     kafka = KafkaSettings(bootstrap=kafka_bootstrap, topic_prefix=prefix, partitions=PARTITIONS)
     asyncio.run(_topics(kafka, create=True))
     env = {
@@ -129,7 +132,13 @@ def observed_stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactor
         "OBS_HUBSPOT_TOKEN": HUBSPOT_TOKEN,
         "SHOPBOTLY_CONSOLE_OPERATORS": operators_json(),
     }
-    stack = Stack.create(root, env, [*SERVICES, *OPTIONAL_SERVICES], ports={"crm-emulator": emulator_port})
+    stack = Stack.create(
+        root,
+        env,
+        [*SERVICES, *OPTIONAL_SERVICES],
+        ports={"crm-emulator": emulator_port},
+        emulator_ca=emulator_ca,
+    )
     try:
         stack.start(timeout=60)
         yield ObservedStack(stack, api_key, prefix)
