@@ -229,7 +229,6 @@ class Intake:
         self.publisher = publisher
         self.settings = settings
         self._clock = clock
-        self._monotonic = monotonic
         self._seen: BoundedCache[tuple[str, str, str], bool] = BoundedCache(
             settings.dedup_max_entries, ttl_s=settings.dedup_ttl_s, clock=monotonic
         )
